@@ -1,0 +1,148 @@
+"""Settings from ``TOKENKEEP_*`` environment variables (pydantic-settings), loaded once.
+
+Invalid settings stop start-up with one sentence that names the variable
+(:func:`load_settings` raises :class:`~tokenkeep.errors.ConfigError`).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit
+
+import platformdirs
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from tokenkeep.errors import ConfigError
+
+__all__ = ["Settings", "get_settings", "is_loopback_url", "load_settings"]
+
+
+def _default_data_dir() -> Path:
+    return Path(platformdirs.user_data_dir("tokenkeep", appauthor=False))
+
+
+class Settings(BaseSettings):
+    """Every knob of the gateway. Field names map to ``TOKENKEEP_<NAME>``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="TOKENKEEP_", extra="ignore", case_sensitive=False, validate_default=True
+    )
+
+    data_dir: Path = Field(default_factory=_default_data_dir)
+    database_url: str | None = None
+    host: str = "127.0.0.1"
+    port: int = Field(default=8400, ge=1, le=65535)
+    public_url: str | None = None
+    secret_key: SecretStr | None = None
+    encryption_keys: SecretStr | None = None
+    log_format: Literal["json", "console"] = "console"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    allow_insecure_loopback: bool = False
+    max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    db_pool_size: int = Field(default=10, ge=1)
+    db_connect_timeout: float = Field(default=5.0, gt=0)
+    # Lifecycle (issue 5) and proxy (issue 6) knobs.
+    refresh_lease_seconds: float = Field(default=30.0, gt=0)
+    refresh_max_attempts: int = Field(default=5, ge=1)
+    refresh_margin_seconds: float = Field(default=300.0, ge=0)
+    scheduler_enabled: bool = True
+    scheduler_interval_seconds: float = Field(default=5.0, gt=0)
+    scheduler_batch_size: int = Field(default=100, ge=1)
+    upstream_timeout_seconds: float = Field(default=60.0, gt=0)
+    upstream_connect_timeout_seconds: float = Field(default=10.0, gt=0)
+    retry_buffer_bytes: int = Field(default=1_048_576, ge=0)
+    ca_bundle: Path | None = None
+    egress_address: str | None = None
+    webhook_url: str | None = None
+    webhook_secret: SecretStr | None = None
+    write_pause_probe_seconds: float = Field(default=30.0, gt=0)
+    connect_session_ttl_seconds: int = Field(default=900, ge=30)
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_level(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("log_format", mode="before")
+    @classmethod
+    def _lower_format(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_database_url(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        scheme = value.split("://", 1)[0]
+        if scheme in {"postgresql", "postgres"}:
+            # One driver family: psycopg 3 (sync and async).
+            return "postgresql+psycopg://" + value.split("://", 1)[1]
+        if scheme not in {"sqlite", "sqlite+aiosqlite", "postgresql+psycopg"}:
+            raise ValueError(
+                "must start with sqlite:/// or postgresql+psycopg:// "
+                f"(got a URL with scheme {scheme!r})"
+            )
+        if scheme == "sqlite":
+            return "sqlite+aiosqlite://" + value.split("://", 1)[1]
+        return value
+
+    @field_validator("egress_address")
+    @classmethod
+    def _check_egress(cls, value: str | None) -> str | None:
+        if value:
+            ipaddress.ip_address(value)
+        return value or None
+
+    @model_validator(mode="after")
+    def _fill_database_url(self) -> Settings:
+        if self.database_url is None:
+            self.database_url = f"sqlite+aiosqlite:///{self.data_dir / 'tokenkeep.db'}"
+        return self
+
+    @property
+    def db_url(self) -> str:
+        assert self.database_url is not None
+        return self.database_url
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.db_url.startswith("sqlite")
+
+    @property
+    def base_url(self) -> str:
+        """Where users' browsers reach this gateway (connect flow links)."""
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        return f"http://{self.host}:{self.port}"
+
+
+def is_loopback_url(url: str) -> bool:
+    """True for ``http(s)://127.x.y.z[:port]``, ``localhost`` or ``[::1]``."""
+    host = urlsplit(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read the environment (plus ``overrides``) or raise one clear :class:`ConfigError`."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = str(first["loc"][0]) if first["loc"] else "settings"
+        msg = first["msg"].removeprefix("Value error, ")
+        raise ConfigError(f"TOKENKEEP_{field.upper()} is invalid: {msg}.") from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once."""
+    return load_settings()

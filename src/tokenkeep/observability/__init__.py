@@ -1,0 +1,1 @@
+"""Logging, the operation log and metrics."""
