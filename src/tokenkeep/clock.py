@@ -3,18 +3,23 @@
 Nothing in tokenkeep reads the time except through a :class:`Clock`. Production code uses
 :class:`SystemClock`; tests and the emulator use :class:`ManualClock`, whose time only moves
 when told to, or :class:`OffsetClock`, which runs with the system clock but can be pushed
-forward (the emulator's ``POST /_emulator/clock/advance``).
+forward (the emulator's ``POST /_emulator/clock/advance``). :class:`FileClock` is a
+manual clock shared by several OS processes through a file (multi-process tests).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import threading
 import time as _time
+from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Protocol, runtime_checkable
 
-__all__ = ["Clock", "ManualClock", "OffsetClock", "SystemClock", "utc_from_timestamp"]
+__all__ = ["Clock", "FileClock", "ManualClock", "OffsetClock", "SystemClock", "utc_from_timestamp"]
 
 
 def utc_from_timestamp(seconds: float) -> datetime:
@@ -154,3 +159,96 @@ class ManualClock:
 def _resolve(fut: asyncio.Future[None]) -> None:
     if not fut.done():
         fut.set_result(None)
+
+
+class FileClock:
+    """A :class:`ManualClock` whose time lives in a file, so several OS processes share it.
+
+    Multi-process tests (a stampede over 4 processes, 2 scheduler processes) need one fake
+    time that every process sees move at once. The file holds the epoch seconds as text;
+    :meth:`advance`/:meth:`set` replace it atomically (write + ``os.replace``) under an
+    exclusive ``flock`` so concurrent advances never lose one. ``sleep`` polls the file
+    every ``poll_interval`` real seconds until the shared time has passed the wake-up time,
+    exactly like :class:`ManualClock` (time stands still until someone moves it).
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, poll_interval: float = 0.01) -> None:
+        self._path = Path(path)
+        self._poll = poll_interval
+        if not self._path.exists():
+            raise FileNotFoundError(f"no shared clock file at {self._path}; use FileClock.create")
+
+    @classmethod
+    def create(
+        cls, path: str | os.PathLike[str], start: float | datetime | None = None
+    ) -> FileClock:
+        """Write a new clock file starting at ``start`` (default: ManualClock's origin)."""
+        if start is None:
+            start = 1_767_225_600.0
+        if isinstance(start, datetime):
+            start = start.timestamp()
+        target = Path(path)
+        _write_atomically(target, float(start))
+        return cls(target)
+
+    @property
+    def path(self) -> Path:
+        return self._path
+
+    def time(self) -> float:
+        # A reader may open the file between the writer's write and rename: os.replace is
+        # atomic, so it sees either the old or the new complete value, never half of one.
+        return float(self._path.read_text(encoding="ascii"))
+
+    def now(self) -> datetime:
+        return utc_from_timestamp(self.time())
+
+    def monotonic(self) -> float:
+        return self.time()
+
+    def advance(self, seconds: float) -> None:
+        if seconds < 0:
+            raise ValueError("a clock only moves forward")
+        with self._locked():
+            _write_atomically(self._path, self.time() + seconds)
+
+    def set(self, timestamp: float | datetime) -> None:
+        if isinstance(timestamp, datetime):
+            timestamp = timestamp.timestamp()
+        with self._locked():
+            if timestamp < self.time():
+                raise ValueError("a clock only moves forward")
+            _write_atomically(self._path, float(timestamp))
+
+    async def sleep(self, seconds: float) -> None:
+        if seconds <= 0:
+            await asyncio.sleep(0)
+            return
+        wake = self.time() + seconds
+        # Another process moves the time: there is no event to wait on, only the file.
+        while self.time() < wake:  # noqa: ASYNC110
+            await asyncio.sleep(self._poll)
+
+    def _locked(self) -> contextlib.AbstractContextManager[None]:
+        return _flocked(self._path.with_name(self._path.name + ".lock"))
+
+    def __repr__(self) -> str:
+        return f"FileClock({str(self._path)!r})"
+
+
+@contextlib.contextmanager
+def _flocked(lock_path: Path) -> Iterator[None]:
+    import fcntl
+
+    with open(lock_path, "a+b") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def _write_atomically(path: Path, value: float) -> None:
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    tmp.write_text(repr(value), encoding="ascii")
+    os.replace(tmp, path)
