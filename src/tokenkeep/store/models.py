@@ -1,0 +1,257 @@
+"""SQLAlchemy 2 typed models: the tables tokenkeep keeps.
+
+Columns named ``*_enc`` hold :mod:`tokenkeep.crypto` ciphertexts, bound to the row id and
+the field name (``<table>.<column without _enc>``). Timestamps are aware UTC datetimes on
+both engines (:class:`UTCDateTime`). The Alembic migrations in ``migrations/versions`` must
+produce exactly these tables (``tests/store/test_migrations.py`` checks it).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    Dialect,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+__all__ = [
+    "ApiKeyRow",
+    "Base",
+    "ConnectSessionRow",
+    "ConnectionRow",
+    "IntegrationRow",
+    "KeyringCheckRow",
+    "OperationRow",
+    "OrgStateRow",
+    "OutboxRow",
+    "UTCDateTime",
+]
+
+# Deterministic constraint names: the same on SQLite and PostgreSQL, so migrations can
+# refer to them and the schema comparison is exact.
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """An aware UTC datetime on every engine.
+
+    PostgreSQL stores ``timestamptz``. SQLite has no time zone type, so values are stored
+    as naive UTC text (fixed width, so ``<``/``>`` in SQL compare correctly) and come back
+    aware. A naive datetime is refused at bind time: it would be ambiguous.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the store; use an aware UTC datetime")
+        value = value.astimezone(UTC)
+        if dialect.name == "sqlite":
+            return value.replace(tzinfo=None)
+        return value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    """Declarative base; every table shares :data:`NAMING_CONVENTION`."""
+
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {
+        datetime: UTCDateTime(),
+        dict[str, Any]: JSON(),
+        list[str]: JSON(),
+    }
+
+
+class IntegrationRow(Base):
+    """An OAuth app configuration (a Salesforce connected app)."""
+
+    __tablename__ = "integrations"
+
+    key: Mapped[str] = mapped_column(String(100), primary_key=True)
+    provider: Mapped[str] = mapped_column(String(50))
+    client_id: Mapped[str] = mapped_column(String(500))
+    client_secret_enc: Mapped[str | None] = mapped_column(Text)
+    login_url: Mapped[str] = mapped_column(String(500))
+    scopes: Mapped[list[str]]
+    auth_mode: Mapped[str] = mapped_column(String(30))
+    private_key_enc: Mapped[str | None] = mapped_column(Text)
+    username: Mapped[str | None] = mapped_column(String(255))
+    session_timeout_seconds: Mapped[int] = mapped_column(Integer, default=7200)
+    key_id: Mapped[str] = mapped_column(String(32))
+    metadata_: Mapped[dict[str, Any]] = mapped_column("metadata")
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
+class ConnectionRow(Base):
+    """One user's grant in one org: encrypted tokens plus lifecycle state."""
+
+    __tablename__ = "connections"
+    __table_args__ = (
+        Index("ix_connections_status_next_refresh_at", "status", "next_refresh_at"),
+        Index("ix_connections_org_id", "org_id"),
+        Index("ix_connections_integration_key", "integration_key"),
+        Index("ix_connections_identity", "integration_key", "org_id", "user_id"),
+        Index("ix_connections_created_at_id", "created_at", "id"),
+    )
+
+    id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    integration_key: Mapped[str] = mapped_column(
+        String(100), ForeignKey("integrations.key", ondelete="RESTRICT")
+    )
+    org_id: Mapped[str] = mapped_column(String(64))
+    user_id: Mapped[str] = mapped_column(String(64))
+    username: Mapped[str | None] = mapped_column(String(255))
+    instance_url: Mapped[str] = mapped_column(String(500))
+    id_url: Mapped[str | None] = mapped_column(String(500))
+    status: Mapped[str] = mapped_column(String(20))
+    status_reason: Mapped[str | None] = mapped_column(String(50))
+    access_token_enc: Mapped[str] = mapped_column(Text)
+    refresh_token_enc: Mapped[str | None] = mapped_column(Text)
+    # Fencing token for compare-and-swap: bumped on every credential write.
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    refresh_token_fingerprint: Mapped[str | None] = mapped_column(String(64))
+    issued_at: Mapped[datetime | None]
+    expires_at: Mapped[datetime | None]
+    next_refresh_at: Mapped[datetime | None]
+    refresh_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_refresh_at: Mapped[datetime | None]
+    last_error: Mapped[str | None] = mapped_column(Text)
+    issued_to_address: Mapped[str | None] = mapped_column(String(64))
+    lease_owner: Mapped[str | None] = mapped_column(String(100))
+    lease_until: Mapped[datetime | None]
+    # Which encryption key wrote every *_enc column of this row (rotation picks the others).
+    key_id: Mapped[str] = mapped_column(String(32))
+    metadata_: Mapped[dict[str, Any]] = mapped_column("metadata")
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
+class OperationRow(Base):
+    """The operation log: every refresh, proxied call, connect and webhook delivery."""
+
+    __tablename__ = "operations"
+    __table_args__ = (
+        Index("ix_operations_org_id_at", "org_id", "at"),
+        Index("ix_operations_connection_id_at", "connection_id", "at"),
+        Index("ix_operations_kind_at", "kind", "at"),
+    )
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    at: Mapped[datetime]
+    kind: Mapped[str] = mapped_column(String(30))
+    connection_id: Mapped[str | None] = mapped_column(String(100))
+    org_id: Mapped[str | None] = mapped_column(String(64))
+    outcome: Mapped[str] = mapped_column(String(30))
+    cause: Mapped[str | None] = mapped_column(String(50))
+    status_code: Mapped[int | None] = mapped_column(Integer)
+    duration_ms: Mapped[float | None]
+    detail: Mapped[dict[str, Any]]
+
+
+class OutboxRow(Base):
+    """A webhook event waiting for (or done with) delivery: at-least-once."""
+
+    __tablename__ = "outbox"
+    __table_args__ = (Index("ix_outbox_delivered_at_available_at", "delivered_at", "available_at"),)
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    event_id: Mapped[str] = mapped_column(String(64), unique=True)
+    event_type: Mapped[str] = mapped_column(String(64))
+    connection_id: Mapped[str | None] = mapped_column(String(100))
+    org_id: Mapped[str | None] = mapped_column(String(64))
+    payload: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime]
+    available_at: Mapped[datetime]
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    delivered_at: Mapped[datetime | None]
+    last_error: Mapped[str | None] = mapped_column(Text)
+
+
+class ApiKeyRow(Base):
+    """A control-plane API key; only the SHA-256 of its secret part is stored."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(String(100))
+    prefix: Mapped[str] = mapped_column(String(16))
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime]
+    last_used_at: Mapped[datetime | None]
+    revoked_at: Mapped[datetime | None]
+
+
+class ConnectSessionRow(Base):
+    """A hosted connect-flow session (authorization code + PKCE + state)."""
+
+    __tablename__ = "connect_sessions"
+
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    integration_key: Mapped[str] = mapped_column(
+        String(100), ForeignKey("integrations.key", ondelete="CASCADE")
+    )
+    connection_id: Mapped[str | None] = mapped_column(String(100))
+    metadata_: Mapped[dict[str, Any]] = mapped_column("metadata")
+    return_url: Mapped[str | None] = mapped_column(String(1000))
+    state_hash: Mapped[str | None] = mapped_column(String(64), index=True)
+    code_verifier_enc: Mapped[str | None] = mapped_column(Text)
+    key_id: Mapped[str | None] = mapped_column(String(32))
+    expires_at: Mapped[datetime]
+    used_at: Mapped[datetime | None]
+    created_at: Mapped[datetime]
+
+
+class OrgStateRow(Base):
+    """Per-org health shared by every gateway instance (write pause, session timeout)."""
+
+    __tablename__ = "org_state"
+
+    org_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    writes_paused_until: Mapped[datetime | None]
+    pause_started_at: Mapped[datetime | None]
+    last_limit_info: Mapped[str | None] = mapped_column(String(200))
+    session_timeout_estimate_seconds: Mapped[int | None] = mapped_column(Integer)
+    updated_at: Mapped[datetime]
+
+
+class KeyringCheckRow(Base):
+    """One canary per encryption key ever used: proves at start-up that the key is right."""
+
+    __tablename__ = "keyring_check"
+
+    key_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    canary_enc: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime]
