@@ -1,0 +1,525 @@
+"""The proxy: a raw ASGI callable that forwards a call to its connection's Salesforce instance.
+
+Per request: route and validate the path (:mod:`.paths`), check the client's API key (a
+short positive cache keeps the database off the hot path), get the connection's token from
+the :class:`~tokenkeep.proxy.source.TokenSource`, apply the org's write pause
+(:mod:`.write_pause`), send the request upstream through one shared aiohttp session with
+clean headers (:mod:`.headers`), and relay the response chunk by chunk. Decisions about the
+response (refresh and replay once, cause words) come from :mod:`.retry`; this module only
+moves bytes.
+
+Bodies: up to ``settings.retry_buffer_bytes`` are buffered so the request can be replayed
+once after a refresh. Larger bodies (by ``Content-Length``, or as soon as a chunked body
+passes the limit) are streamed upstream as they arrive and are NOT replayed: when such a
+call meets a dead session the token is still refreshed, and the client's own retry works.
+
+Mounting: the server hands this app the unchanged scope of every request under ``/proxy/``
+and ``/c/``; the routing reads ``scope["raw_path"]`` (the bytes the client sent).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import aiohttp
+import yarl
+
+from tokenkeep.clock import Clock
+from tokenkeep.config import Settings
+from tokenkeep.errors import (
+    ActionRequiredError,
+    NeedsReauthError,
+    OrgWritePausedError,
+    TokenkeepError,
+    TransientUpstreamError,
+    UnauthorizedError,
+    ValidationError,
+)
+from tokenkeep.observability.logging import get_logger
+from tokenkeep.proxy.headers import (
+    client_credential,
+    header_value,
+    response_headers,
+    upstream_request_headers,
+)
+from tokenkeep.proxy.paths import ProxyTarget, build_upstream_url, split_target
+from tokenkeep.proxy.retry import (
+    PEEK_BYTES,
+    Action,
+    Finding,
+    Kind,
+    decide,
+    inspect_response,
+    is_write,
+    needs_body,
+)
+from tokenkeep.proxy.source import ProxyToken, TokenSource
+from tokenkeep.proxy.upstream import create_upstream_session
+from tokenkeep.proxy.write_pause import Admission, EventCallback, Outcome, WritePause
+
+__all__ = ["LimitInfo", "ProxyApp", "UpstreamTimeoutError", "UpstreamUnavailableError"]
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+CAUSE_WORDS = frozenset(
+    {"expired", "wrong_instance", "ip_locked", "api_client_control", "revoked", "maintenance"}
+)
+_NO_BODY_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "DELETE"})
+_AUTH_CACHE_MAX = 4096
+
+
+class UpstreamUnavailableError(TransientUpstreamError):
+    """Salesforce could not be reached (connection refused, reset, DNS, TLS)."""
+
+    code: ClassVar[str] = "upstream_unavailable"
+    status_code: ClassVar[int] = 502
+
+
+class UpstreamTimeoutError(TransientUpstreamError):
+    """Salesforce did not answer in time."""
+
+    code: ClassVar[str] = "upstream_timeout"
+    status_code: ClassVar[int] = 504
+
+
+class _ClientGoneError(Exception):
+    """The client disconnected while we were reading its body."""
+
+
+@dataclass(frozen=True, slots=True)
+class LimitInfo:
+    """The last ``Sforce-Limit-Info`` seen for an org, and when (our clock, epoch seconds)."""
+
+    value: str
+    seen_at: float
+
+
+@dataclass(slots=True)
+class _Body:
+    data: bytes | None  # buffered, replayable
+    stream: AsyncIterator[bytes] | None  # streamed once
+    length: int | None  # declared length of a streamed body
+
+    @property
+    def replayable(self) -> bool:
+        return self.stream is None
+
+
+@dataclass(frozen=True, slots=True)
+class _Request:
+    """One proxied request, as the upstream attempts need it."""
+
+    method: str
+    target: ProxyTarget
+    headers: Any
+    body: _Body
+    session_header: bool
+    org_key: str  # the write-pause and limit key: org id, or instance_url if unknown
+
+
+@dataclass(slots=True)
+class _Call:
+    """What the one log line of a proxied call says. Never a token."""
+
+    request_id: str
+    method: str
+    path: str
+    connection_id: str | None = None
+    org_id: str | None = None
+    status: int | None = None
+    retried: bool = False
+    cause: str | None = None
+    started: bool = False  # response headers already sent to the client
+
+
+class ProxyApp:
+    """The raw ASGI forwarding app (see the module docstring for the flow)."""
+
+    def __init__(
+        self,
+        tokens: TokenSource,
+        authenticate: Callable[[str], Awaitable[bool]],
+        settings: Settings,
+        clock: Clock,
+        *,
+        http: aiohttp.ClientSession | None = None,
+        on_event: EventCallback | None = None,
+        logger: Any = None,
+        auth_cache_seconds: float = 30.0,
+        pool_limit: int = 512,
+        pool_limit_per_host: int = 0,
+    ) -> None:
+        self._tokens = tokens
+        self._authenticate = authenticate
+        self._settings = settings
+        self._clock = clock
+        self._http = http
+        self._owns_http = http is None
+        self._log = logger or get_logger("tokenkeep.proxy")
+        self._auth_cache_seconds = auth_cache_seconds
+        self._auth_cache: dict[bytes, float] = {}
+        self._pool_limit = pool_limit
+        self._pool_limit_per_host = pool_limit_per_host
+        self._limits: dict[str, LimitInfo] = {}
+        self.write_pause = WritePause(
+            clock,
+            settings.write_pause_probe_seconds,
+            on_event=on_event,
+            probe_timeout_seconds=settings.write_pause_probe_seconds
+            + settings.upstream_timeout_seconds,
+        )
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def startup(self) -> None:
+        """Create the upstream session now (else it is created on the first call)."""
+        self._session()
+
+    async def aclose(self) -> None:
+        """Close the upstream session if this app created it."""
+        if self._http is not None and self._owns_http:
+            await self._http.close()
+            self._http = None
+
+    def _session(self) -> aiohttp.ClientSession:
+        if self._http is None or self._http.closed:
+            self._http = create_upstream_session(
+                self._settings,
+                pool_limit=self._pool_limit,
+                pool_limit_per_host=self._pool_limit_per_host,
+            )
+            self._owns_http = True
+        return self._http
+
+    def limit_info(self, org_id: str) -> LimitInfo | None:
+        """The last ``Sforce-Limit-Info`` header Salesforce sent for ``org_id``."""
+        return self._limits.get(org_id)
+
+    # -- ASGI --------------------------------------------------------------------------
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            await self._handle(scope, receive, send)
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
+        elif kind == "websocket":
+            await send({"type": "websocket.close", "code": 1008})
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await self.startup()
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.aclose()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = self._clock.monotonic()
+        call = _Call(secrets.token_hex(8), scope["method"], scope.get("path", ""))
+        try:
+            await self._proxy(scope, receive, send, call)
+        except TokenkeepError as exc:
+            await self._send_error(send, call, exc)
+        except _ClientGoneError:
+            call.status = 499  # nginx's word for "client closed the request"
+        except Exception as exc:  # a bug: answer 500 with our body, log the type only
+            self._log.error("proxy.internal_error", request_id=call.request_id, error=repr(exc))
+            await self._send_error(send, call, TokenkeepError("Internal proxy error."))
+        finally:
+            self._log.info(
+                "proxy.call",
+                request_id=call.request_id,
+                connection_id=call.connection_id,
+                org_id=call.org_id,
+                method=call.method,
+                path=call.path,
+                status=call.status,
+                duration_ms=round((self._clock.monotonic() - started) * 1000, 2),
+                retried=call.retried,
+                cause=call.cause,
+            )
+
+    async def _send_error(self, send: Send, call: _Call, exc: TokenkeepError) -> None:
+        if call.started:
+            return  # too late for another status line: the connection is cut short instead
+        body = json.dumps({"error": {"code": exc.code, "message": exc.message}}).encode()
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            (b"tokenkeep-request-id", call.request_id.encode()),
+        ]
+        retry_after = exc.details.get("retry_after")
+        if retry_after is not None:
+            headers.append((b"retry-after", str(retry_after).encode()))
+        call.status = exc.status_code
+        call.started = True
+        await send({"type": "http.response.start", "status": exc.status_code, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    # -- the flow ----------------------------------------------------------------------
+
+    async def _proxy(self, scope: Scope, receive: Receive, send: Send, call: _Call) -> None:
+        headers = scope["headers"]
+        raw_path = scope.get("raw_path") or scope["path"].encode("utf-8")
+        conn_header = header_value(headers, b"connection-id")
+        target = split_target(
+            raw_path,
+            scope.get("query_string", b""),
+            conn_header.decode("latin-1") if conn_header is not None else None,
+        )
+        call.connection_id, call.path = target.connection_id, target.path
+        credential, used_session_header = client_credential(headers)
+        if credential is None or not await self._authenticated(credential.key):
+            raise UnauthorizedError("A valid tokenkeep API key is required (Bearer).")
+        token = await self._tokens.token_for(target.connection_id)
+        call.org_id = token.org_id
+        org_key = token.org_id or token.instance_url
+        method = call.method
+        admission = self.write_pause.admit(org_key, method)
+        if admission is Admission.REJECT:
+            raise OrgWritePausedError(
+                "Salesforce is in maintenance for this org: writes are paused.",
+                details={"retry_after": self.write_pause.retry_after(org_key)},
+            )
+        outcome = Outcome.ABANDONED
+        try:
+            body = await self._read_body(method, headers, receive)
+            outcome = Outcome.INCONCLUSIVE
+            request = _Request(call.method, target, headers, body, used_session_header, org_key)
+            finding = await self._exchange(send, call, request, token)
+            if finding.kind is Kind.MAINTENANCE:
+                outcome = Outcome.MAINTENANCE
+            elif call.status is not None and call.status < 400:
+                outcome = Outcome.SUCCESS
+        finally:
+            if is_write(method) and (
+                admission is Admission.PROBE or outcome is Outcome.MAINTENANCE
+            ):
+                await self.write_pause.record(
+                    org_key,
+                    admission,
+                    outcome,
+                    details={"connection_id": target.connection_id, "method": method},
+                )
+
+    async def _authenticated(self, key: str) -> bool:
+        digest = hashlib.sha256(key.encode()).digest()
+        now = self._clock.monotonic()
+        expiry = self._auth_cache.get(digest)
+        if expiry is not None and expiry > now:
+            return True
+        if not await self._authenticate(key):
+            self._auth_cache.pop(digest, None)
+            return False
+        if len(self._auth_cache) >= _AUTH_CACHE_MAX:
+            self._auth_cache.clear()
+        self._auth_cache[digest] = now + self._auth_cache_seconds
+        return True
+
+    async def _read_body(self, method: str, headers: Any, receive: Receive) -> _Body:
+        raw_length = header_value(headers, b"content-length")
+        declared: int | None = None
+        if raw_length is not None:
+            try:
+                declared = int(raw_length)
+            except ValueError:
+                raise ValidationError("Content-Length is not a number.") from None
+            if declared < 0:
+                raise ValidationError("Content-Length is negative.")
+        elif header_value(headers, b"transfer-encoding") is None:
+            # No length and not chunked: HTTP/1.1 says there is no body.
+            return _Body(None if method in _NO_BODY_METHODS else b"", None, None)
+        limit = self._settings.retry_buffer_bytes
+        if declared is not None and declared > limit:
+            return _Body(None, _stream_body(receive, []), declared)
+        chunks: list[bytes] = []
+        total = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise _ClientGoneError
+            chunk = message.get("body", b"")
+            if chunk:
+                chunks.append(chunk)
+                total += len(chunk)
+            if not message.get("more_body", False):
+                return _Body(b"".join(chunks), None, None)
+            if total > limit:
+                return _Body(None, _stream_body(receive, chunks), declared)
+
+    async def _exchange(
+        self, send: Send, call: _Call, request: _Request, token: ProxyToken
+    ) -> Finding:
+        """Send, maybe refresh and replay once, then relay the final response."""
+        connection_id = request.target.connection_id
+        response, head = await self._attempt(request, token)
+        try:
+            finding = inspect_response(response.status, head)
+            action = decide(finding, replayable=request.body.replayable, replayed=False)
+            cause = finding.cause
+            evidence = finding.evidence()
+            if action is not Action.PASS:
+                fresh, cause = await self._refresh(connection_id, token)
+                if fresh is not None and action is Action.REFRESH_AND_REPLAY:
+                    response.release()
+                    call.retried = True
+                    response, head = await self._attempt(request, fresh)
+                    finding = inspect_response(response.status, head)
+                    evidence = {**finding.evidence(), "retried": True}
+                    if finding.kind in (Kind.SESSION_INVALID, Kind.SESSION_UNUSABLE):
+                        # A token fresh from the token endpoint was refused at once: not an
+                        # expiry. IP lock, API Client Control or a wrong instance; diagnosis
+                        # tells them apart, the proxy does not guess.
+                        cause = "unknown"
+                    else:
+                        cause = finding.cause
+                elif fresh is not None:
+                    cause = "expired"  # refreshed for the next call; this body was streamed
+            elif finding.kind is Kind.SESSION_UNUSABLE:
+                cause = "unknown"
+            call.cause = cause
+            if cause is not None:
+                await self._report(connection_id, cause, evidence)
+            self._remember_limits(request.org_key, response)
+            await self._relay(send, call, response, head, cause)
+            return finding
+        finally:
+            response.release()
+
+    async def _refresh(
+        self, connection_id: str, token: ProxyToken
+    ) -> tuple[ProxyToken | None, str]:
+        try:
+            return await self._tokens.refresh_after_rejection(connection_id, token.version), ""
+        except NeedsReauthError:
+            return None, "revoked"
+        except ActionRequiredError as exc:
+            named = exc.details.get("cause")
+            return None, named if named in CAUSE_WORDS else "unknown"
+        except TokenkeepError as exc:
+            self._log.warning("proxy.refresh_failed", connection_id=connection_id, code=exc.code)
+            return None, "unknown"
+
+    async def _report(self, connection_id: str, cause: str, evidence: dict[str, Any]) -> None:
+        try:
+            await self._tokens.report_cause(connection_id, cause, evidence)
+        except Exception as exc:  # diagnosis bookkeeping must not fail the call
+            self._log.warning("proxy.report_cause_failed", connection_id=connection_id, error=exc)
+
+    def _remember_limits(self, org_key: str, response: aiohttp.ClientResponse) -> None:
+        for key, value in response.raw_headers:
+            if key.lower() == b"sforce-limit-info":
+                self._limits[org_key] = LimitInfo(value.decode("latin-1"), self._clock.time())
+                return
+
+    async def _attempt(
+        self, request: _Request, token: ProxyToken
+    ) -> tuple[aiohttp.ClientResponse, bytes]:
+        """One upstream request; returns the response and, when policy needs it, its head."""
+        method, body = request.method, request.body
+        url = yarl.URL(build_upstream_url(token.instance_url, request.target), encoded=True)
+        upstream_headers = upstream_request_headers(
+            request.headers,
+            token.access_token.reveal(),
+            session_header=request.session_header,
+            content_length=body.length,
+        )
+        data: bytes | AsyncIterator[bytes] | None = (
+            body.stream if body.stream is not None else body.data
+        )
+        try:
+            response = await self._session().request(
+                method,
+                url,
+                headers=upstream_headers,
+                data=data,
+                allow_redirects=False,  # a redirect must never carry our token elsewhere
+            )
+        except _ClientGoneError:
+            raise
+        except TimeoutError:
+            raise UpstreamTimeoutError("Salesforce did not answer in time.") from None
+        except aiohttp.ClientError as exc:
+            raise UpstreamUnavailableError(
+                f"Salesforce could not be reached ({type(exc).__name__})."
+            ) from None
+        head = b""
+        if needs_body(response.status, method):
+            try:
+                head = await _peek(response.content, PEEK_BYTES)
+            except (TimeoutError, aiohttp.ClientError):
+                response.release()
+                raise UpstreamUnavailableError("Salesforce's answer was cut short.") from None
+        return response, head
+
+    async def _relay(
+        self,
+        send: Send,
+        call: _Call,
+        response: aiohttp.ClientResponse,
+        head: bytes,
+        cause: str | None,
+    ) -> None:
+        """Send the response to the client chunk by chunk, bytes unchanged."""
+        call.status = response.status
+        await send(
+            {
+                "type": "http.response.start",
+                "status": response.status,
+                "headers": response_headers(
+                    response.raw_headers, call.request_id.encode(), cause=cause
+                ),
+            }
+        )
+        call.started = True
+        try:
+            if head:
+                await send({"type": "http.response.body", "body": head, "more_body": True})
+            async for chunk in response.content.iter_any():
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            # Mid-body: the status is sent, so the only honest signal is a cut connection.
+            self._log.warning("proxy.upstream_cut", request_id=call.request_id, error=repr(exc))
+            return
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+async def _peek(content: aiohttp.StreamReader, limit: int) -> bytes:
+    """Up to ``limit`` bytes from the start of a body (all of it if shorter)."""
+    parts: list[bytes] = []
+    size = 0
+    while size < limit:
+        chunk = await content.read(limit - size)
+        if not chunk:
+            break
+        parts.append(chunk)
+        size += len(chunk)
+    return b"".join(parts)
+
+
+async def _stream_body(receive: Receive, prefix: list[bytes]) -> AsyncIterator[bytes]:
+    """The rest of the client's body, as it arrives (never held whole in memory)."""
+    for chunk in prefix:
+        yield chunk
+    prefix.clear()
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise _ClientGoneError
+        chunk = message.get("body", b"")
+        if chunk:
+            yield chunk
+        if not message.get("more_body", False):
+            return
