@@ -1,1 +1,52 @@
-"""tokenkeep.oauth"""
+"""OAuth: the token-endpoint client and flows (authorization code + PKCE, refresh, JWT bearer,
+client credentials), and the pure decisions around them (failure classification, expiry).
+
+Transport (:mod:`.client`) is kept apart from policy (:mod:`.classify`, :mod:`.expiry`,
+:mod:`.responses`).
+"""
+
+from tokenkeep.oauth.classify import (
+    RefreshFailureDecision,
+    backoff_delay,
+    classify_refresh_failure,
+)
+from tokenkeep.oauth.client import TokenEndpointClient, create_session
+from tokenkeep.oauth.errors import OAuthError, TokenSignatureError, UpstreamTransportError
+from tokenkeep.oauth.expiry import (
+    estimate_expiry,
+    estimate_lifetime,
+    learn_from_early_death,
+    next_refresh_at,
+)
+from tokenkeep.oauth.jwt_bearer import mint_assertion
+from tokenkeep.oauth.models import AuthMode, Identity, Introspection, OAuthApp, TokenResponse
+from tokenkeep.oauth.pkce import PkcePair, code_challenge, new_pkce_pair, new_state, state_matches
+from tokenkeep.oauth.responses import ApiFailure, classify_api_response
+
+__all__ = [
+    "ApiFailure",
+    "AuthMode",
+    "Identity",
+    "Introspection",
+    "OAuthApp",
+    "OAuthError",
+    "PkcePair",
+    "RefreshFailureDecision",
+    "TokenEndpointClient",
+    "TokenResponse",
+    "TokenSignatureError",
+    "UpstreamTransportError",
+    "backoff_delay",
+    "classify_api_response",
+    "classify_refresh_failure",
+    "code_challenge",
+    "create_session",
+    "estimate_expiry",
+    "estimate_lifetime",
+    "learn_from_early_death",
+    "mint_assertion",
+    "new_pkce_pair",
+    "new_state",
+    "next_refresh_at",
+    "state_matches",
+]
