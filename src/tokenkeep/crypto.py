@@ -86,9 +86,13 @@ class Keyring:
     ``repr`` shows key ids only, never key bytes.
     """
 
-    __slots__ = ("_aead", "_lock", "_order", "_raw")
+    __slots__ = ("_aead", "_lock", "_order", "_raw", "source")
 
-    def __init__(self, keys: Iterable[tuple[str, bytes]]) -> None:
+    def __init__(
+        self, keys: Iterable[tuple[str, bytes]], *, source: str = "TOKENKEEP_ENCRYPTION_KEYS"
+    ) -> None:
+        #: Where the keys came from (the variable or the keys file), for error messages.
+        self.source = source
         order: list[str] = []
         raw: dict[str, bytes] = {}
         for kid, material in keys:
@@ -126,7 +130,7 @@ class Keyring:
             keys.append((kid.strip(), raw))
         if not keys:
             raise EncryptionKeyError(f"{source} holds no key")
-        return cls(keys)
+        return cls(keys, source=source)
 
     @classmethod
     def generate(cls, key_id: str | None = None) -> Keyring:
@@ -194,7 +198,7 @@ class Keyring:
         if aead is None:
             raise EncryptionKeyError(
                 f"stored data was encrypted with key {kid!r}, which is missing from "
-                "TOKENKEEP_ENCRYPTION_KEYS (or the keys file); add it back to read the data"
+                f"{self.source}; add it back to read the data"
             )
         try:
             blob = _b64d(value.split(".", 2)[2])
@@ -255,6 +259,6 @@ def load_or_create_keyring(settings: Settings) -> Keyring:
     path = settings.data_dir / KEYS_FILE_NAME
     if path.exists():
         return Keyring.parse(path.read_text(encoding="ascii").strip(), source=str(path))
-    keyring = Keyring.generate()
+    keyring = Keyring([(new_key_id(), new_key_bytes())], source=str(path))
     write_keys_file(path, keyring)
     return keyring

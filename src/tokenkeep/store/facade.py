@@ -1,0 +1,88 @@
+"""``open_store``: the one call that takes the store from settings to ready."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from tokenkeep.clock import Clock
+from tokenkeep.config import Settings
+from tokenkeep.crypto import Keyring, load_or_create_keyring
+from tokenkeep.secret import Secret
+from tokenkeep.store.api_keys import ApiKeyRepository
+from tokenkeep.store.connections import ConnectionRepository
+from tokenkeep.store.database import Database
+from tokenkeep.store.integrations import IntegrationRepository
+from tokenkeep.store.keys import verify_keyring
+from tokenkeep.store.operations import OperationLog, Outbox
+
+__all__ = ["Store", "ensure_bootstrap_api_key", "open_store"]
+
+
+@dataclass
+class Store:
+    """The database, the keyring and the repositories over them."""
+
+    db: Database
+    keyring: Keyring
+    clock: Clock
+    integrations: IntegrationRepository = field(init=False)
+    connections: ConnectionRepository = field(init=False)
+    operations: OperationLog = field(init=False)
+    outbox: Outbox = field(init=False)
+    api_keys: ApiKeyRepository = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.integrations = IntegrationRepository(self.db, self.keyring, self.clock)
+        self.connections = ConnectionRepository(self.db, self.keyring, self.clock)
+        self.operations = OperationLog(self.db, self.clock)
+        self.outbox = Outbox(self.db, self.clock)
+        self.api_keys = ApiKeyRepository(self.db, self.clock)
+
+    async def close(self) -> None:
+        """Close the database pool."""
+        await self.db.close()
+
+
+async def open_store(
+    settings: Settings,
+    *,
+    clock: Clock,
+    keyring: Keyring | None = None,
+    upgrade: bool = True,
+) -> Store:
+    """Keyring → database → migrations (unless ``upgrade=False``) → keyring check.
+
+    Raises :class:`~tokenkeep.errors.EncryptionKeyError` when the keys cannot read the
+    stored data, :class:`~tokenkeep.errors.DatabaseUnavailableError` when the database is
+    unreachable. The database is closed again if any step fails.
+    """
+    keyring = keyring or load_or_create_keyring(settings)
+    db = Database(
+        settings.db_url,
+        clock=clock,
+        pool_size=settings.db_pool_size,
+        connect_timeout=settings.db_connect_timeout,
+    )
+    try:
+        if upgrade:
+            await db.upgrade()
+        if await db.schema_is_current():
+            await verify_keyring(db, keyring)
+    except BaseException:
+        await db.close()
+        raise
+    return Store(db=db, keyring=keyring, clock=clock)
+
+
+async def ensure_bootstrap_api_key(store: Store, settings: Settings) -> Secret | None:
+    """Make sure some API key works; return a new plaintext to print once, else ``None``.
+
+    With ``TOKENKEEP_SECRET_KEY`` set, that value is accepted (stored as a hash under the
+    id ``env``; changing the variable replaces it) and nothing is generated. Without it,
+    the first start generates a ``tk_...`` key, stores its hash, writes the plaintext to
+    ``<data dir>/secret-key`` (0600; ``tokenkeep demo`` reads it) and returns it.
+    """
+    if settings.secret_key is not None and settings.secret_key.get_secret_value():
+        await store.api_keys.accept_env_key(settings.secret_key.get_secret_value())
+        return None
+    return await store.api_keys.create_bootstrap_key(settings.data_dir)
