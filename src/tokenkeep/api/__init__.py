@@ -1,1 +1,5 @@
-"""tokenkeep.api"""
+"""The control plane: a FastAPI app over a :class:`~tokenkeep.runtime.Gateway`."""
+
+from tokenkeep.api.app import create_app
+
+__all__ = ["create_app"]

@@ -1,0 +1,147 @@
+"""``/connections``: import, list, show and delete customer connections."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query, Response, status
+
+from tokenkeep.api.deps import GatewayDep, StoreDep
+from tokenkeep.api.schemas import (
+    CONNECTION_ID_PATTERN,
+    ConnectionImport,
+    ConnectionList,
+    ConnectionOut,
+    parse_identity_url,
+)
+from tokenkeep.api.urls import check_upstream_url
+from tokenkeep.clock import utc_from_timestamp
+from tokenkeep.errors import TokenkeepError
+from tokenkeep.secret import Secret
+from tokenkeep.store.connections import ConnectionInput
+from tokenkeep.store.records import Connection, ConnectionStatus
+
+__all__ = ["connection_out", "router"]
+
+router = APIRouter(prefix="/connections", tags=["connections"])
+
+IdPath = Annotated[str, Path(pattern=CONNECTION_ID_PATTERN, description="connection id")]
+
+
+class NotImplementedYetError(TokenkeepError):
+    """A documented option whose implementation is not part of this release yet."""
+
+    code = "not_implemented"
+    status_code = 501
+
+
+def connection_out(connection: Connection) -> ConnectionOut:
+    """The API view of a connection: never a token, only flags and a fingerprint."""
+    return ConnectionOut(
+        id=connection.id,
+        integration=connection.integration_key,
+        status=connection.status,
+        status_reason=connection.status_reason,
+        # An import without an identity URL stores "" (the columns are NOT NULL): show null.
+        org_id=connection.org_id or None,
+        user_id=connection.user_id or None,
+        username=connection.username,
+        instance_url=connection.instance_url,
+        has_refresh_token=connection.has_refresh_token,
+        refresh_token_fingerprint=connection.refresh_token_fingerprint,
+        issued_at=connection.issued_at,
+        expires_at=connection.expires_at,
+        metadata=dict(connection.metadata),
+        created_at=connection.created_at,
+        updated_at=connection.updated_at,
+    )
+
+
+def _issued_at(value: int | str | None) -> datetime | None:
+    # Salesforce's issued_at is epoch milliseconds, as a string. It is the provider's
+    # clock: kept as a record, never compared with ours to decide anything.
+    if value is None:
+        return None
+    return utc_from_timestamp(int(value) / 1000)
+
+
+@router.post(
+    "",
+    response_model=ConnectionOut,
+    status_code=status.HTTP_201_CREATED,
+    summary="Import a connection from tokens the app already holds",
+)
+async def import_connection(
+    body: ConnectionImport, store: StoreDep, gateway: GatewayDep
+) -> ConnectionOut:
+    """201 with the connection (no token in it). 404 unknown integration, 409 duplicate id."""
+    creds = body.credentials
+    check_upstream_url(creds.instance_url, "credentials.instance_url", gateway.settings)
+    org_id, user_id = parse_identity_url(creds.id)
+    refresh = creds.refresh_token.get_secret_value() if creds.refresh_token else ""
+    connection = await store.connections.create(
+        ConnectionInput(
+            id=body.connection_id,
+            integration_key=body.integration,
+            org_id=org_id or "",
+            user_id=user_id or "",
+            instance_url=creds.instance_url,
+            id_url=creds.id,
+            access_token=Secret(creds.access_token.get_secret_value()),
+            refresh_token=Secret(refresh) if refresh else None,
+            issued_at=_issued_at(creds.issued_at),
+            metadata=body.metadata,
+        )
+    )
+    gateway.log.info(
+        "connection imported",
+        connection_id=connection.id,
+        integration=connection.integration_key,
+        org_id=connection.org_id or None,
+    )
+    return connection_out(connection)
+
+
+@router.get("", response_model=ConnectionList, summary="List connections")
+async def list_connections(
+    store: StoreDep,
+    *,
+    integration: Annotated[str | None, Query(max_length=100)] = None,
+    status_: Annotated[ConnectionStatus | None, Query(alias="status")] = None,
+    org_id: Annotated[str | None, Query(max_length=18)] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: Annotated[str | None, Query(max_length=500)] = None,
+) -> ConnectionList:
+    """Oldest first; pass ``next_cursor`` back as ``cursor`` for the next page."""
+    page = await store.connections.list(
+        integration=integration, status=status_, org_id=org_id, limit=limit, cursor=cursor
+    )
+    return ConnectionList(
+        data=[connection_out(c) for c in page.items], next_cursor=page.next_cursor
+    )
+
+
+@router.get("/{connection_id}", response_model=ConnectionOut, summary="Show a connection")
+async def get_connection(connection_id: IdPath, store: StoreDep) -> ConnectionOut:
+    """404 ``not_found`` if there is no such connection."""
+    return connection_out(await store.connections.get(connection_id))
+
+
+@router.delete(
+    "/{connection_id}", status_code=status.HTTP_204_NO_CONTENT, summary="Delete a connection"
+)
+async def delete_connection(
+    connection_id: IdPath,
+    store: StoreDep,
+    gateway: GatewayDep,
+    revoke: Annotated[bool, Query(description="also revoke the tokens upstream")] = False,
+) -> Response:
+    """204; 404 if unknown. The tokens are gone from the store when this returns."""
+    if revoke:
+        # Upstream revocation needs the OAuth client of the lifecycle step; refusing is
+        # better than deleting while the user believes the grant was revoked.
+        raise NotImplementedYetError("revoke=true is not available in this version yet.")
+    await store.connections.delete(connection_id)
+    gateway.log.info("connection deleted", connection_id=connection_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -1,0 +1,134 @@
+"""The running gateway: settings, clock, logger and store, built once at start-up.
+
+:class:`Gateway` is what every part of the server shares (the control API, the proxy, the
+lifecycle services). Nothing touches the disk or the database until :meth:`Gateway.start`,
+so building one is cheap and side-effect free.
+
+Start-up, in order: create the data directory, load (or on first start generate) the
+encryption keys, open the database, run the migrations, prove the keyring can read the data
+already stored, and make sure an API key exists (a new one is returned once, for printing).
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from tokenkeep.clock import Clock, SystemClock
+from tokenkeep.config import Settings
+from tokenkeep.crypto import Keyring
+from tokenkeep.errors import TokenkeepError
+from tokenkeep.observability.logging import get_logger
+from tokenkeep.secret import Secret
+from tokenkeep.store import Store, ensure_bootstrap_api_key, open_store
+from tokenkeep.store.database import Database
+
+__all__ = ["Gateway", "GatewayNotStartedError", "Service"]
+
+
+class GatewayNotStartedError(TokenkeepError):
+    """The gateway was used before :meth:`Gateway.start` (or after :meth:`Gateway.stop`)."""
+
+    code = "not_ready"
+    status_code = 503
+
+
+class Service(Protocol):
+    """A background service the gateway starts after its store and stops before it."""
+
+    async def start(self) -> None:
+        """Begin work (spawn tasks); return promptly."""
+
+    async def stop(self) -> None:
+        """Stop work and wait for it to end."""
+
+
+class Gateway:
+    """Everything a running tokenkeep process shares."""
+
+    def __init__(self, settings: Settings, *, clock: Clock | None = None) -> None:
+        self.settings = settings
+        self.clock: Clock = clock or SystemClock()
+        self.log = get_logger("tokenkeep")
+        self._store: Store | None = None
+        self._services: list[Service] = []
+        self._running: list[Service] = []
+
+    def __repr__(self) -> str:
+        state = "started" if self._store is not None else "stopped"
+        return f"Gateway({self.settings.db_url.split('://', 1)[0]}, {state})"
+
+    # -- what the rest of the code uses -----------------------------------------------------
+    @property
+    def started(self) -> bool:
+        """True between a successful :meth:`start` and :meth:`stop`."""
+        return self._store is not None
+
+    @property
+    def store(self) -> Store:
+        """The open store (repositories, database, keyring)."""
+        if self._store is None:
+            raise GatewayNotStartedError("the gateway is not started")
+        return self._store
+
+    @property
+    def db(self) -> Database:
+        """The database edge of the open store."""
+        return self.store.db
+
+    @property
+    def keyring(self) -> Keyring:
+        """The encryption keyring of the open store."""
+        return self.store.keyring
+
+    def add_service(self, service: Service) -> None:
+        """Register a background service (started in order, stopped in reverse)."""
+        self._services.append(service)
+
+    # -- lifecycle --------------------------------------------------------------------------
+    async def start(self) -> Secret | None:
+        """Prepare everything; return a newly generated API key (first start only).
+
+        Raises :class:`~tokenkeep.errors.ConfigError` (bad setting),
+        :class:`~tokenkeep.errors.EncryptionKeyError` (keys cannot read the stored data) or
+        :class:`~tokenkeep.errors.DatabaseUnavailableError`; each message is one sentence
+        fit to show a user.
+        """
+        if self._store is not None:
+            return None
+        self.settings.data_dir.mkdir(parents=True, exist_ok=True)
+        store = await open_store(self.settings, clock=self.clock)
+        try:
+            api_key = await ensure_bootstrap_api_key(store, self.settings)
+            for service in self._services:
+                await service.start()
+                self._running.append(service)
+        except BaseException:
+            await self._stop_services()
+            await store.close()
+            raise
+        self._store = store
+        self.log.info("gateway started", database=store.db.dialect)
+        return api_key
+
+    async def stop(self) -> None:
+        """Stop the background services, then close the store. Safe to call twice."""
+        await self._stop_services()
+        store, self._store = self._store, None
+        if store is not None:
+            await store.close()
+            self.log.info("gateway stopped")
+
+    async def _stop_services(self) -> None:
+        while self._running:
+            service = self._running.pop()
+            try:
+                await service.stop()
+            except Exception:
+                self.log.exception("service failed to stop", service=type(service).__name__)
+
+    async def __aenter__(self) -> Gateway:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
