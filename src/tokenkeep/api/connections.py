@@ -17,12 +17,14 @@ from tokenkeep.api.schemas import (
 )
 from tokenkeep.api.urls import check_upstream_url
 from tokenkeep.clock import utc_from_timestamp
+from tokenkeep.config import Settings
 from tokenkeep.errors import TokenkeepError
 from tokenkeep.secret import Secret
+from tokenkeep.store import Store
 from tokenkeep.store.connections import ConnectionInput
 from tokenkeep.store.records import Connection, ConnectionStatus
 
-__all__ = ["connection_out", "router"]
+__all__ = ["connection_out", "create_imported_connection", "router"]
 
 router = APIRouter(prefix="/connections", tags=["connections"])
 
@@ -76,11 +78,25 @@ async def import_connection(
     body: ConnectionImport, store: StoreDep, gateway: GatewayDep
 ) -> ConnectionOut:
     """201 with the connection (no token in it). 404 unknown integration, 409 duplicate id."""
+    connection = await create_imported_connection(store, gateway.settings, body)
+    gateway.log.info(
+        "connection imported",
+        connection_id=connection.id,
+        integration=connection.integration_key,
+        org_id=connection.org_id or None,
+    )
+    return connection_out(connection)
+
+
+async def create_imported_connection(
+    store: Store, settings: Settings, body: ConnectionImport
+) -> Connection:
+    """Validate and store an imported connection (shared by the API and the CLI)."""
     creds = body.credentials
-    check_upstream_url(creds.instance_url, "credentials.instance_url", gateway.settings)
+    check_upstream_url(creds.instance_url, "credentials.instance_url", settings)
     org_id, user_id = parse_identity_url(creds.id)
     refresh = creds.refresh_token.get_secret_value() if creds.refresh_token else ""
-    connection = await store.connections.create(
+    return await store.connections.create(
         ConnectionInput(
             id=body.connection_id,
             integration_key=body.integration,
@@ -94,13 +110,6 @@ async def import_connection(
             metadata=body.metadata,
         )
     )
-    gateway.log.info(
-        "connection imported",
-        connection_id=connection.id,
-        integration=connection.integration_key,
-        org_id=connection.org_id or None,
-    )
-    return connection_out(connection)
 
 
 @router.get("", response_model=ConnectionList, summary="List connections")

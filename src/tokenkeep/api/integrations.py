@@ -15,11 +15,13 @@ from tokenkeep.api.schemas import (
     IntegrationOut,
 )
 from tokenkeep.api.urls import check_upstream_url
+from tokenkeep.config import Settings
 from tokenkeep.secret import Secret
+from tokenkeep.store import Store
 from tokenkeep.store.records import Integration
 from tokenkeep.store.sentinel import KEEP, Keep
 
-__all__ = ["integration_out", "router"]
+__all__ = ["integration_out", "router", "save_integration"]
 
 router = APIRouter(prefix="/integrations", tags=["integrations"])
 
@@ -55,8 +57,17 @@ async def put_integration(
     A secret field left out keeps the stored value (so a PUT that changes the scopes need
     not resend the client secret); ``null`` removes it.
     """
-    check_upstream_url(body.login_url, "login_url", gateway.settings)
-    integration, created = await store.integrations.put(
+    integration, created = await save_integration(store, gateway.settings, key, body)
+    response.status_code = status.HTTP_201_CREATED if created else status.HTTP_200_OK
+    return integration_out(integration)
+
+
+async def save_integration(
+    store: Store, settings: Settings, key: str, body: IntegrationIn
+) -> tuple[Integration, bool]:
+    """Validate and store an integration (shared by the API and the CLI)."""
+    check_upstream_url(body.login_url, "login_url", settings)
+    return await store.integrations.put(
         key,
         provider=body.provider,
         client_id=body.client_id,
@@ -68,8 +79,6 @@ async def put_integration(
         username=body.username,
         session_timeout_seconds=body.session_timeout_seconds or DEFAULT_SESSION_TIMEOUT_SECONDS,
     )
-    response.status_code = status.HTTP_201_CREATED if created else status.HTTP_200_OK
-    return integration_out(integration)
 
 
 @router.get("", response_model=IntegrationList, summary="List integrations")
