@@ -1,0 +1,256 @@
+"""Unmodified jsforce 3 (npm) against the emulator: the emulator is faithful enough for it.
+
+The node script ``tests/node/jsforce_session.mjs`` exchanges an authorization code through
+jsforce's own ``Connection.authorize``, runs a paginated query (``autoFetch`` and
+``queryMore``) and a create/retrieve/update/delete cycle, and then waits on stdin. The test
+moves the emulator clock past the org's session timeout and asks for another round: jsforce
+must see the 401 INVALID_SESSION_ID, refresh with its refresh token by itself, replay the
+request and carry on. The emulator's request log proves how many refresh grants happened.
+
+The emulator runs in this test's event loop and node runs as an asyncio subprocess, so the
+emulator keeps serving while the test waits for node's output.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tokenkeep.emulator import Emulator
+
+pytestmark = pytest.mark.node
+
+NODE_DIR = Path(__file__).resolve().parents[1] / "node"
+SCRIPT = NODE_DIR / "jsforce_session.mjs"
+# Generous: node start-up plus a handful of local HTTP calls take well under two seconds.
+STEP_TIMEOUT = 30.0
+SOQL = "SELECT Id, Name FROM Contact"
+
+
+def _require_node() -> str:
+    """The node binary, or skip (fail under CI=true when jsforce is not installed)."""
+    node = shutil.which("node")
+    installed = (NODE_DIR / "node_modules" / "jsforce" / "package.json").is_file()
+    if node is not None and installed:
+        return node
+    reason = (
+        "node is not on PATH"
+        if node is None
+        else f"jsforce is not installed: run `npm install` in {NODE_DIR}"
+    )
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"CI=true requires the jsforce fidelity tests to run, but {reason}")
+    pytest.skip(reason)
+
+
+class NodeSession:
+    """A running ``jsforce_session.mjs``: read its JSON lines, tell it to run another round."""
+
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc = proc
+
+    async def read(self) -> dict[str, Any]:
+        """The next JSON line node printed (fails the test with node's stderr on EOF)."""
+        assert self.proc.stdout is not None
+        line = await asyncio.wait_for(self.proc.stdout.readline(), STEP_TIMEOUT)
+        if not line:
+            stderr = b""
+            if self.proc.stderr is not None:
+                stderr = await asyncio.wait_for(self.proc.stderr.read(), STEP_TIMEOUT)
+            pytest.fail(f"node ended without output; stderr:\n{stderr.decode(errors='replace')}")
+        doc: dict[str, Any] = json.loads(line)
+        assert "fatal" not in doc, doc["fatal"]
+        return doc
+
+    async def next_round(self) -> dict[str, Any]:
+        """Ask node for another query + CRUD round and return its result line."""
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(b"next\n")
+        await self.proc.stdin.drain()
+        return await self.read()
+
+    async def close(self) -> None:
+        """End the script (EOF on stdin) and reap it."""
+        if self.proc.stdin is not None and not self.proc.stdin.is_closing():
+            self.proc.stdin.close()
+        try:
+            await asyncio.wait_for(self.proc.wait(), STEP_TIMEOUT)
+        except TimeoutError:
+            self.proc.kill()
+            await self.proc.wait()
+
+
+async def _start_node(node: str, config: dict[str, Any]) -> NodeSession:
+    proc = await asyncio.create_subprocess_exec(
+        node,
+        str(SCRIPT),
+        cwd=str(NODE_DIR),
+        env={**os.environ, "TK_JSFORCE_CONFIG": json.dumps(config)},
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    return NodeSession(proc)
+
+
+@pytest.fixture
+async def emulator() -> AsyncIterator[Emulator]:
+    """A fresh two-org emulator with seeded data, in this test's event loop."""
+    async with Emulator.running(orgs=2, seed=7) as emu:
+        yield emu
+
+
+async def _jsforce_config(emu: Emulator) -> dict[str, Any]:
+    """jsforce's OAuth2 config plus a fresh authorization code for org 0's first user."""
+    app = emu.apps[0]
+    org = emu.orgs[0]
+    user = org.users[0]
+    redirect_uri = app.redirect_uris[0]
+    code = emu.admin.authorize(
+        {
+            "client_id": app.client_id,
+            "username": user.username,
+            "redirect_uri": redirect_uri,
+            "scope": "api refresh_token",
+        }
+    )["code"]
+    return {
+        "loginUrl": emu.login_url,
+        "clientId": app.client_id,
+        "clientSecret": app.client_secret,
+        "redirectUri": redirect_uri,
+        "code": code,
+        "version": "60.0",
+        "soql": SOQL,
+    }
+
+
+def _grants(emu: Emulator, grant_type: str) -> list[dict[str, Any]]:
+    """Token-endpoint calls with ``grant_type`` from the emulator's request log."""
+    return emu.admin.requests(grant_type=grant_type, path="/services/oauth2/token")
+
+
+def _contact_count(emu: Emulator) -> int:
+    """How many Contacts org 0 holds (the seed gives more than one 2000-row page)."""
+    return int(emu.orgs[0].records.count("Contact"))
+
+
+def _past_session_timeout(emu: Emulator) -> None:
+    """Move the emulator clock beyond org 0's inactivity timeout."""
+    emu.admin.advance_clock(emu.orgs[0].session_timeout_seconds + 60)
+
+
+def _assert_round_ok(result: dict[str, Any], contacts: int) -> None:
+    """One round of query + CRUD worked the way a Salesforce org answers it."""
+    assert result["ok"], result
+    assert result["totalSize"] == contacts
+    assert result["autoFetchRecords"] == contacts
+    # Salesforce pages at 2000 rows: more contacts than that take more than one request.
+    assert result["autoFetchRequests"] == -(-contacts // 2000)
+    assert sum(result["pages"]) == contacts
+    assert all(n <= 2000 for n in result["pages"])
+    assert len(result["pages"]) == -(-contacts // 2000)
+    assert result["created"]["success"] is True
+    assert result["created"]["id"].startswith("001")
+    assert result["fetchedName"].startswith("jsforce ")
+    assert result["updated"] == {"id": result["created"]["id"], "success": True}
+    assert result["refetchedName"] == result["fetchedName"] + " v2"
+    assert result["destroyed"] == {"id": result["created"]["id"], "success": True}
+    assert result["afterDelete"] == "NOT_FOUND"
+
+
+async def test_jsforce_refreshes_by_itself_after_the_session_expires(
+    emulator: Emulator,
+) -> None:
+    """OAuth2 code exchange, query with pagination, CRUD; expiry; one silent refresh."""
+    node = _require_node()
+    emu = emulator
+    org = emu.orgs[0]
+    contacts = _contact_count(emu)
+    assert contacts > 2000, "the seed must give more than one page of Contacts"
+
+    session = await _start_node(node, await _jsforce_config(emu))
+    try:
+        authorized = await session.read()
+        assert authorized["authorized"] is True
+        assert authorized["hasRefreshToken"] is True
+        assert authorized["instanceUrl"] == org.instance_url
+        assert authorized["organizationId"] == org.org_id
+
+        first = await session.read()
+        _assert_round_ok(first, contacts)
+        assert first["refreshEvents"] == 0
+        assert first["tokenChanged"] is False
+        assert _grants(emu, "authorization_code") != []
+        assert _grants(emu, "refresh_token") == []
+
+        # Past the inactivity timeout: the access token jsforce holds is now dead.
+        _past_session_timeout(emu)
+
+        second = await session.next_round()
+        _assert_round_ok(second, contacts)
+        assert second["refreshEvents"] == 1
+        assert second["tokenChanged"] is True
+        assert second["instanceUrl"] == org.instance_url
+
+        # A third round inside the new session needs no further refresh.
+        third = await session.next_round()
+        _assert_round_ok(third, contacts)
+        assert third["refreshEvents"] == 1
+    finally:
+        await session.close()
+
+    refreshes = _grants(emu, "refresh_token")
+    assert len(refreshes) == 1, refreshes
+    assert refreshes[0]["status"] == 200
+    # The refresh was triggered by exactly one rejected call with the expired token.
+    rejected = [r for r in emu.admin.requests() if r.get("errorCode") == "INVALID_SESSION_ID"]
+    assert len(rejected) == 1, rejected
+
+
+async def test_jsforce_does_not_keep_a_rotated_refresh_token(emulator: Emulator) -> None:
+    """The documented jsforce flaw, reproduced: with rotation on, its second refresh fails.
+
+    jsforce's refresh callback stores the new access token but drops the rotated refresh
+    token, so the next refresh replays a rotated-out token; the emulator's reuse detection
+    answers invalid_grant and revokes the family (SALESFORCE.md, "What the best-known
+    clients do").
+    """
+    node = _require_node()
+    emu = emulator
+    app = emu.apps[0]
+    emu.admin.patch_app(app.client_id, {"rotate_refresh_tokens": True})
+    contacts = _contact_count(emu)
+
+    session = await _start_node(node, await _jsforce_config(emu))
+    try:
+        assert (await session.read())["authorized"] is True
+        _assert_round_ok(await session.read(), contacts)
+
+        _past_session_timeout(emu)
+        second = await session.next_round()
+        _assert_round_ok(second, contacts)
+        assert second["refreshEvents"] == 1
+
+        _past_session_timeout(emu)
+        third = await session.next_round()
+        assert third["ok"] is False
+        assert "expired access/refresh token" in third["error"]
+        assert third["refreshEvents"] == 1
+    finally:
+        await session.close()
+
+    refreshes = _grants(emu, "refresh_token")
+    assert [(r["status"], r["errorCode"]) for r in refreshes] == [
+        (200, None),
+        (400, "invalid_grant"),
+    ]
+    # Reuse detection took the whole family: the rotated token jsforce dropped is dead too.
+    assert emu.admin.get_state()["tokens"]["refresh"] == 0
