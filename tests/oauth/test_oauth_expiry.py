@@ -1,0 +1,110 @@
+"""Expiry without expires_in: every branch of tokenkeep.oauth.expiry."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from tokenkeep.oauth.expiry import (
+    estimate_expiry,
+    estimate_lifetime,
+    learn_from_early_death,
+    next_refresh_at,
+)
+
+T0 = 1_767_225_600.0
+
+
+@pytest.mark.parametrize(
+    ("introspection", "configured", "learned", "expected"),
+    [
+        pytest.param(None, 7200, None, 7200.0, id="configured-only"),
+        pytest.param(3600.0, 7200, None, 3600.0, id="introspection-shorter-wins"),
+        pytest.param(86400.0, 7200, None, 7200.0, id="configured-shorter-wins"),
+        pytest.param(None, 7200, 1800.0, 1800.0, id="learned-shorter-wins"),
+        pytest.param(3600.0, 7200, 900.0, 900.0, id="shortest-of-three"),
+        pytest.param(0.0, 7200, None, 7200.0, id="bogus-zero-introspection-ignored"),
+        pytest.param(-5.0, 7200, -1.0, 7200.0, id="negative-values-ignored"),
+    ],
+)
+def test_estimate_expiry_is_the_shortest_credible_lifetime(
+    introspection: float | None, configured: int, learned: float | None, expected: float
+) -> None:
+    assert estimate_lifetime(introspection, configured, learned) == expected
+    assert estimate_expiry(T0, introspection, configured, learned) == T0 + expected
+
+
+def test_expiry_is_anchored_on_our_receipt_time_not_the_providers_clock() -> None:
+    # The provider's clock may be hours ahead (emulator advanced); only the duration counts.
+    received_at = T0
+    assert estimate_expiry(received_at, 7200.0, 7200) == received_at + 7200
+
+
+def test_estimate_needs_some_positive_lifetime() -> None:
+    with pytest.raises(ValueError):
+        estimate_lifetime(None, 0)
+
+
+def test_next_refresh_at_uses_safe_fraction_before_margin() -> None:
+    rng = random.Random(0)
+    at = next_refresh_at(T0 + 7200, 7200, 300, 0.0, rng)
+    assert at == T0 + 0.75 * 7200
+
+
+def test_next_refresh_at_respects_margin_when_tighter_than_fraction() -> None:
+    rng = random.Random(0)
+    at = next_refresh_at(T0 + 7200, 7200, 3000, 0.0, rng, safe_fraction=0.9)
+    assert at == T0 + 7200 - 3000
+
+
+def test_margin_is_capped_at_half_the_lifetime_so_short_tokens_do_not_loop() -> None:
+    rng = random.Random(0)
+    at = next_refresh_at(T0 + 300, 300, 300, 0.0, rng, safe_fraction=1.0)
+    assert at == T0 + 150
+
+
+def test_next_refresh_at_never_before_issuance() -> None:
+    rng = random.Random(0)
+    at = next_refresh_at(T0 + 100, 100, 0, 5.0, rng, safe_fraction=0.1)
+    assert at >= T0
+
+
+def test_zero_lifetime_means_refresh_at_expiry() -> None:
+    assert next_refresh_at(T0, 0, 300, 0.1, random.Random(0)) == T0
+
+
+def test_ten_thousand_imports_spread_over_many_seconds() -> None:
+    rng = random.Random(1234)
+    times = [next_refresh_at(T0 + 7200, 7200, 300, 0.1, rng) for _ in range(10_000)]
+    assert all(T0 + 0.65 * 7200 <= t <= T0 + 0.75 * 7200 for t in times)
+    per_second: dict[int, int] = {}
+    for t in times:
+        per_second[int(t)] = per_second.get(int(t), 0) + 1
+    # 720 s of jitter window: no single second gets more than a small share.
+    assert len(per_second) > 600
+    assert max(per_second.values()) < 50
+
+
+def test_without_jitter_everything_lands_on_one_second() -> None:
+    # The control for the test above: jitter is what spreads the load.
+    rng = random.Random(1)
+    times = {int(next_refresh_at(T0 + 7200, 7200, 300, 0.0, rng)) for _ in range(100)}
+    assert len(times) == 1
+
+
+@pytest.mark.parametrize(
+    ("observed", "current", "expected"),
+    [
+        pytest.param(8000.0, 7200.0, 7200.0, id="later-death-teaches-nothing"),
+        pytest.param(7200.0, 7200.0, 7200.0, id="on-time-death-teaches-nothing"),
+        pytest.param(1900.0, 7200.0, 1800.0, id="snaps-down-to-30-min-setting"),
+        pytest.param(3599.0, 7200.0, 1800.0, id="just-below-1h-snaps-to-30-min"),
+        pytest.param(900.0, 7200.0, 900.0, id="exactly-15-min"),
+        pytest.param(600.0, 7200.0, 600.0, id="below-ladder-uses-observation"),
+        pytest.param(10.0, 7200.0, 60.0, id="floor-for-killed-sessions"),
+        pytest.param(10.0, 30.0, 30.0, id="floor-never-lengthens-estimate"),
+    ],
+)
+def test_learn_from_early_death(observed: float, current: float, expected: float) -> None:
+    assert learn_from_early_death(observed, current) == expected
