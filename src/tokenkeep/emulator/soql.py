@@ -1,0 +1,685 @@
+"""A practical subset of SOQL: a tokenizer, a recursive-descent parser and an evaluator.
+
+Supported::
+
+    SELECT field, Parent.Field, ... | COUNT() | COUNT(field) [alias] | FIELDS(ALL|STANDARD)
+    FROM Object
+    [WHERE cond]   cond: field op literal | field [NOT] IN (literals) | field LIKE 'p%'
+                   | NOT cond | cond AND cond | cond OR cond | ( cond )
+                   op: = != <> < <= > >=   literal: 'text' (backslash escapes), 12, -1.5,
+                   true, false, null, 2026-01-31, 2026-01-31T10:00:00Z
+    [ORDER BY field [ASC|DESC] [NULLS FIRST|LAST], ...]
+    [LIMIT n] [OFFSET n]
+
+Keywords, object and field names are case-insensitive; text comparisons and LIKE are too,
+as on Salesforce. Errors carry Salesforce's errorCode (MALFORMED_QUERY, INVALID_FIELD,
+INVALID_TYPE, INVALID_QUERY_FILTER_OPERATOR) and its message layout (the query line, a
+caret, ``ERROR at Row:r:Column:c`` and the reason).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from tokenkeep.emulator.records import (
+    FieldSpec,
+    OrgRecords,
+    SObjectSchema,
+    id15_to_18,
+    is_valid_id,
+)
+
+__all__ = ["BoundQuery", "Query", "SoqlError", "bind", "parse"]
+
+_TEXT_TYPES = frozenset(
+    {"string", "textarea", "email", "phone", "url", "picklist", "multipicklist", "combobox"}
+)
+_NUMBER_TYPES = frozenset({"int", "double", "currency", "percent"})
+_ID_TYPES = frozenset({"id", "reference"})
+
+
+class SoqlError(Exception):
+    """A query Salesforce would refuse (HTTP 400 with ``error_code``)."""
+
+    def __init__(self, error_code: str, message: str) -> None:
+        super().__init__(message)
+        self.error_code = error_code
+        self.message = message
+
+
+# -- tokens -------------------------------------------------------------------------------
+
+_TOKEN_RE = re.compile(
+    r"""
+    (?P<ws>\s+)
+  | (?P<string>'(?:[^'\\]|\\.)*')
+  | (?P<datetime>\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:Z|[+-]\d{2}:?\d{2}))
+  | (?P<date>\d{4}-\d{2}-\d{2})
+  | (?P<number>-?\d+(?:\.\d+)?)
+  | (?P<op>!=|<>|<=|>=|=|<|>)
+  | (?P<punct>[(),])
+  | (?P<ident>[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*)
+    """,
+    re.VERBOSE,
+)
+_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "b": "\b", "f": "\f", "'": "'", '"': '"', "\\": "\\"}
+
+
+@dataclass(frozen=True, slots=True)
+class _Tok:
+    kind: str  # string datetime date number op punct ident eof
+    text: str
+    pos: int
+
+    @property
+    def upper(self) -> str:
+        return self.text.upper() if self.kind == "ident" else ""
+
+
+def _tokenize(q: str) -> list[_Tok]:
+    toks: list[_Tok] = []
+    pos = 0
+    while pos < len(q):
+        m = _TOKEN_RE.match(q, pos)
+        if m is None:
+            raise _error(q, pos, "MALFORMED_QUERY", f"unexpected token: '{q[pos]}'")
+        kind = m.lastgroup or ""
+        if kind != "ws":
+            toks.append(_Tok(kind, m.group(), pos))
+        pos = m.end()
+    toks.append(_Tok("eof", "<EOF>", len(q)))
+    return toks
+
+
+def _error(q: str, pos: int, code: str, reason: str) -> SoqlError:
+    """Salesforce's layout: the offending line, a caret under the column, row:column."""
+    line_start = q.rfind("\n", 0, pos) + 1
+    line_end = q.find("\n", pos)
+    line = q[line_start : line_end if line_end >= 0 else len(q)]
+    row = q.count("\n", 0, pos) + 1
+    col = pos - line_start + 1
+    return SoqlError(
+        code, f"\n{line}\n{' ' * (col - 1)}^\nERROR at Row:{row}:Column:{col}\n{reason}"
+    )
+
+
+def _unquote(text: str) -> str:
+    out = []
+    i = 1
+    end = len(text) - 1
+    while i < end:
+        c = text[i]
+        if c == "\\" and i + 1 < end:
+            nxt = text[i + 1]
+            # \% and \_ stay escaped: they only mean something inside LIKE patterns.
+            out.append("\\" + nxt if nxt in "%_" else _ESCAPES.get(nxt, nxt))
+            i += 2
+            continue
+        out.append(c)
+        i += 1
+    return "".join(out)
+
+
+# -- syntax tree --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Literal:
+    """A value in a WHERE clause, with the lexical kind it was written as."""
+
+    kind: str  # string number boolean null date datetime
+    value: Any
+    pos: int
+
+
+@dataclass(frozen=True, slots=True)
+class FieldRef:
+    """A field path as written (``Name``, ``Account.Name``) and where it stands."""
+
+    path: str
+    pos: int
+
+
+@dataclass(frozen=True, slots=True)
+class Cond:
+    """A WHERE node: ``and``/``or`` (args), ``not`` (args[0]), ``cmp``, ``in``, ``like``."""
+
+    kind: str
+    args: tuple[Any, ...]
+
+
+@dataclass(slots=True)
+class Query:
+    """A parsed (unbound) query."""
+
+    text: str
+    sobject: str
+    sobject_pos: int
+    fields: list[FieldRef] = field(default_factory=list)
+    count_only: bool = False  # SELECT COUNT()
+    count_field: FieldRef | None = None  # SELECT COUNT(Id) [alias]
+    count_alias: str = "expr0"
+    fields_macro: str | None = None  # FIELDS(ALL|STANDARD)
+    where: Cond | None = None
+    order: list[tuple[FieldRef, bool, bool]] = field(default_factory=list)  # ref, desc, nulls1st
+    limit: int | None = None
+    offset: int = 0
+
+
+_CLAUSE_WORDS = frozenset({"FROM", "WHERE", "ORDER", "LIMIT", "OFFSET", "GROUP", "HAVING"})
+
+
+class _Parser:
+    def __init__(self, q: str) -> None:
+        self.q = q
+        self.toks = _tokenize(q)
+        self.i = 0
+
+    @property
+    def tok(self) -> _Tok:
+        return self.toks[self.i]
+
+    def next(self) -> _Tok:
+        tok = self.toks[self.i]
+        self.i = min(self.i + 1, len(self.toks) - 1)
+        return tok
+
+    def unexpected(self, tok: _Tok | None = None) -> SoqlError:
+        tok = tok or self.tok
+        shown = tok.text if tok.kind != "eof" else "<EOF>"
+        return _error(self.q, tok.pos, "MALFORMED_QUERY", f"unexpected token: '{shown}'")
+
+    def keyword(self, word: str) -> bool:
+        if self.tok.upper == word:
+            self.next()
+            return True
+        return False
+
+    def expect_keyword(self, word: str) -> None:
+        if not self.keyword(word):
+            raise self.unexpected()
+
+    def expect_punct(self, text: str) -> None:
+        if self.tok.kind != "punct" or self.tok.text != text:
+            raise self.unexpected()
+        self.next()
+
+    def integer(self) -> int:
+        tok = self.next()
+        if tok.kind != "number" or not tok.text.isdigit():
+            raise self.unexpected(tok)
+        return int(tok.text)
+
+    def parse(self) -> Query:
+        self.expect_keyword("SELECT")
+        query = Query(self.q, "", 0)
+        self.select_list(query)
+        self.expect_keyword("FROM")
+        obj = self.next()
+        if obj.kind != "ident" or "." in obj.text:
+            raise self.unexpected(obj)
+        query.sobject, query.sobject_pos = obj.text, obj.pos
+        if self.keyword("WHERE"):
+            query.where = self.or_expr()
+        if self.keyword("ORDER"):
+            self.expect_keyword("BY")
+            query.order = self.order_list()
+        if self.keyword("LIMIT"):
+            query.limit = self.integer()
+        if self.keyword("OFFSET"):
+            query.offset = self.integer()
+        if self.tok.kind != "eof":
+            raise self.unexpected()
+        return query
+
+    def select_list(self, query: Query) -> None:
+        while True:
+            tok = self.next()
+            if tok.kind != "ident" or tok.upper in _CLAUSE_WORDS:
+                raise self.unexpected(tok)
+            if self.tok.text == "(" and tok.upper in ("COUNT", "FIELDS"):
+                self.next()
+                if tok.upper == "COUNT" and self.tok.text == ")":
+                    self.next()
+                    query.count_only = True
+                else:
+                    arg = self.next()
+                    if arg.kind != "ident":
+                        raise self.unexpected(arg)
+                    self.expect_punct(")")
+                    if tok.upper == "FIELDS":
+                        if arg.upper not in ("ALL", "STANDARD", "CUSTOM"):
+                            raise self.unexpected(arg)
+                        query.fields_macro = arg.upper
+                    else:
+                        query.count_field = FieldRef(arg.text, arg.pos)
+                        if self.tok.kind == "ident" and self.tok.upper not in _CLAUSE_WORDS:
+                            query.count_alias = self.next().text
+            else:
+                query.fields.append(FieldRef(tok.text, tok.pos))
+            if self.tok.text != ",":
+                break
+            self.next()
+        aggregates = query.count_only or query.count_field is not None
+        if aggregates and (query.fields or query.fields_macro):
+            first = query.fields[0] if query.fields else None
+            raise _error(
+                self.q,
+                first.pos if first else 0,
+                "MALFORMED_QUERY",
+                "Field must be grouped or aggregated: " + (first.path if first else "FIELDS"),
+            )
+
+    def order_list(self) -> list[tuple[FieldRef, bool, bool]]:
+        items = []
+        while True:
+            tok = self.next()
+            if tok.kind != "ident":
+                raise self.unexpected(tok)
+            desc = False
+            if self.keyword("DESC"):
+                desc = True
+            else:
+                self.keyword("ASC")
+            nulls_first = not desc  # Salesforce's default: nulls sort as the lowest value
+            if self.keyword("NULLS"):
+                if self.keyword("FIRST"):
+                    nulls_first = True
+                else:
+                    self.expect_keyword("LAST")
+                    nulls_first = False
+            items.append((FieldRef(tok.text, tok.pos), desc, nulls_first))
+            if self.tok.text != ",":
+                return items
+            self.next()
+
+    def or_expr(self) -> Cond:
+        args = [self.and_expr()]
+        while self.keyword("OR"):
+            args.append(self.and_expr())
+        return args[0] if len(args) == 1 else Cond("or", tuple(args))
+
+    def and_expr(self) -> Cond:
+        args = [self.not_expr()]
+        while self.keyword("AND"):
+            args.append(self.not_expr())
+        return args[0] if len(args) == 1 else Cond("and", tuple(args))
+
+    def not_expr(self) -> Cond:
+        if self.keyword("NOT"):
+            return Cond("not", (self.not_expr(),))
+        if self.tok.text == "(" and self.tok.kind == "punct":
+            self.next()
+            inner = self.or_expr()
+            self.expect_punct(")")
+            return inner
+        return self.predicate()
+
+    def predicate(self) -> Cond:
+        tok = self.next()
+        if tok.kind != "ident" or tok.upper in _CLAUSE_WORDS:
+            raise self.unexpected(tok)
+        ref = FieldRef(tok.text, tok.pos)
+        if self.keyword("LIKE"):
+            lit = self.literal()
+            return Cond("like", (ref, lit))
+        negated = self.keyword("NOT")
+        if self.keyword("IN"):
+            self.expect_punct("(")
+            values = [self.literal()]
+            while self.tok.text == ",":
+                self.next()
+                values.append(self.literal())
+            self.expect_punct(")")
+            return Cond("in", (ref, negated, tuple(values)))
+        if negated:
+            raise self.unexpected()
+        op = self.next()
+        if op.kind != "op":
+            raise self.unexpected(op)
+        return Cond("cmp", (ref, "!=" if op.text == "<>" else op.text, self.literal()))
+
+    def literal(self) -> Literal:
+        tok = self.next()
+        if tok.kind == "string":
+            return Literal("string", _unquote(tok.text), tok.pos)
+        if tok.kind == "number":
+            text = tok.text
+            return Literal("number", float(text) if "." in text else int(text), tok.pos)
+        if tok.kind == "date":
+            return Literal("date", tok.text, tok.pos)
+        if tok.kind == "datetime":
+            stamp = datetime.fromisoformat(tok.text).astimezone(UTC)
+            text = stamp.isoformat(timespec="milliseconds")[:-6] + "+0000"
+            return Literal("datetime", text, tok.pos)
+        if tok.upper in ("TRUE", "FALSE"):
+            return Literal("boolean", tok.upper == "TRUE", tok.pos)
+        if tok.upper == "NULL":
+            return Literal("null", None, tok.pos)
+        raise self.unexpected(tok)
+
+
+def parse(q: str) -> Query:
+    """Parse SOQL text; raises :class:`SoqlError` (MALFORMED_QUERY) on bad syntax."""
+    if not q.strip():
+        raise SoqlError("MALFORMED_QUERY", "unexpected token: '<EOF>'")
+    return _Parser(q).parse()
+
+
+# -- binding and evaluation ---------------------------------------------------------------
+
+Row = dict[str, Any]
+Getter = Callable[[Row], Any]
+
+
+@dataclass(slots=True)
+class _Column:
+    """A selected field: its output name, and for a parent field the relationship."""
+
+    name: str
+    spec: FieldSpec
+    getter: Getter
+    relationship: str | None = None  # "Account" for Account.Name
+    parent_schema: SObjectSchema | None = None
+
+
+@dataclass(slots=True)
+class BoundQuery:
+    """A query checked against the schema, ready to run against one org's records."""
+
+    query: Query
+    schema: SObjectSchema
+    columns: list[_Column]
+    predicate: Callable[[Row], bool] | None
+    sort_keys: list[tuple[Getter, bool, bool, bool]]  # getter, desc, nulls_first, fold case
+    store: OrgRecords
+
+    def rows(self, include_deleted: bool = False) -> list[Row]:
+        """Matching stored rows after WHERE, ORDER BY, OFFSET and LIMIT."""
+        pred = self.predicate
+        source = self.store.rows(self.schema.name, include_deleted)
+        rows = [r for r in source if pred(r)] if pred else list(source)
+        for getter, desc, nulls_first, fold in reversed(self.sort_keys):
+            # Python's sort is stable (also with reverse=True), so sorting by the last key
+            # first gives a multi-key order. The flag puts nulls where they belong.
+            null_flag = 0 if nulls_first != desc else 2
+
+            def key(r: Row, g: Getter = getter, nf: int = null_flag, f: bool = fold) -> Any:
+                v = g(r)
+                if v is None:
+                    return (nf, 0)
+                return (1, v.lower() if f else v)
+
+            rows.sort(key=key, reverse=desc)
+        q = self.query
+        end = None if q.limit is None else q.offset + q.limit
+        if q.offset or end is not None:
+            rows = rows[q.offset : end]
+        return rows
+
+    def project(self, row: Row, version: str) -> dict[str, Any]:
+        """One output record: ``attributes`` then the selected fields in order."""
+        name = self.schema.name
+        out: dict[str, Any] = {
+            "attributes": {
+                "type": name,
+                "url": f"/services/data/v{version}/sobjects/{name}/{row['Id']}",
+            }
+        }
+        for col in self.columns:
+            if col.relationship is None:
+                out[col.name] = row.get(col.spec.name)
+                continue
+            rel = col.relationship
+            parent = out.get(rel, _MISSING)
+            if parent is _MISSING:
+                parent = self._parent(row, col, version)
+                out[rel] = parent
+            if parent is not None:
+                parent[col.spec.name] = col.getter(row)
+        return out
+
+    def _parent(self, row: Row, col: _Column, version: str) -> dict[str, Any] | None:
+        target = col.parent_schema
+        ref = next(f for f in self.schema.fields if f.relationship_name == col.relationship)
+        parent_id = row.get(ref.name)
+        if target is None or parent_id is None or self.store.get(target.name, parent_id) is None:
+            return None
+        pname = target.name
+        return {
+            "attributes": {
+                "type": pname,
+                "url": f"/services/data/v{version}/sobjects/{pname}/{parent_id}",
+            }
+        }
+
+
+_MISSING: Any = object()
+
+
+def bind(query: Query | str, store: OrgRecords) -> BoundQuery:
+    """Resolve object and field names; raises INVALID_TYPE / INVALID_FIELD like Salesforce."""
+    if isinstance(query, str):
+        query = parse(query)
+    schema = store.schema(query.sobject)
+    if schema is None:
+        raise _error(
+            query.text,
+            query.sobject_pos,
+            "INVALID_TYPE",
+            f"sObject type '{query.sobject}' is not supported. If you are attempting to use a "
+            "custom object, be sure to append the '__c' after the entity name. Please "
+            "reference your WSDL or the describe call for the appropriate names.",
+        )
+    columns: list[_Column] = []
+    if query.fields_macro in ("ALL", "STANDARD"):
+        columns = [_Column(f.name, f, _plain(f)) for f in schema.fields]
+    seen: set[str] = set()
+    for ref in query.fields:
+        col = _resolve(query, schema, store, ref)
+        label = f"{col.relationship}.{col.name}" if col.relationship else col.name
+        if label.lower() in seen:
+            raise _error(
+                query.text, ref.pos, "MALFORMED_QUERY", f"duplicate field selected: {ref.path}"
+            )
+        seen.add(label.lower())
+        columns.append(col)
+    if query.count_field is not None:
+        _resolve(query, schema, store, query.count_field)
+    predicate = _compile(query, schema, store, query.where) if query.where else None
+    sort_keys = []
+    for ref, desc, nulls_first in query.order:
+        col = _resolve(query, schema, store, ref)
+        sort_keys.append((col.getter, desc, nulls_first, col.spec.type in _TEXT_TYPES))
+    return BoundQuery(query, schema, columns, predicate, sort_keys, store)
+
+
+def _plain(spec: FieldSpec) -> Getter:
+    name = spec.name
+    return lambda r: r.get(name)
+
+
+def _resolve(query: Query, schema: SObjectSchema, store: OrgRecords, ref: FieldRef) -> _Column:
+    parts = ref.path.split(".")
+    if len(parts) == 1:
+        spec = schema.field(parts[0])
+        if spec is None:
+            raise _no_column(query, ref, parts[0], schema.name)
+        return _Column(spec.name, spec, _plain(spec))
+    if len(parts) == 2:
+        rel = next(
+            (
+                f
+                for f in schema.fields
+                if f.relationship_name and f.relationship_name.lower() == parts[0].lower()
+            ),
+            None,
+        )
+        target = store.schema(rel.reference_to[0]) if rel and rel.reference_to else None
+        if rel is not None and target is not None:
+            spec = target.field(parts[1])
+            if spec is None:
+                raise _no_column(query, ref, parts[1], target.name)
+            link, target_name, pname = rel.name, target.name, spec.name
+
+            def getter(r: Row) -> Any:
+                pid = r.get(link)
+                parent = store.get(target_name, pid) if pid else None
+                return parent.get(pname) if parent else None
+
+            return _Column(spec.name, spec, getter, rel.relationship_name, target)
+    raise _error(
+        query.text,
+        ref.pos,
+        "INVALID_FIELD",
+        f"Didn't understand relationship '{parts[0]}' in field path. If you are attempting "
+        "to use a custom relationship, be sure to append the '__r' after the custom "
+        "relationship name. Please reference your WSDL or the describe call for the "
+        "appropriate names.",
+    )
+
+
+def _no_column(query: Query, ref: FieldRef, name: str, entity: str) -> SoqlError:
+    return _error(
+        query.text,
+        ref.pos,
+        "INVALID_FIELD",
+        f"No such column '{name}' on entity '{entity}'. If you are attempting to use a "
+        "custom field, be sure to append the '__c' after the custom field name. Please "
+        "reference your WSDL or the describe call for the appropriate names.",
+    )
+
+
+def _compile(
+    query: Query, schema: SObjectSchema, store: OrgRecords, cond: Cond
+) -> Callable[[Row], bool]:
+    """Turn a WHERE tree into one closure (evaluated per row without re-inspecting types)."""
+    if cond.kind in ("and", "or"):
+        parts = [_compile(query, schema, store, c) for c in cond.args]
+        if cond.kind == "and":
+            return lambda r: all(p(r) for p in parts)
+        return lambda r: any(p(r) for p in parts)
+    if cond.kind == "not":
+        inner = _compile(query, schema, store, cond.args[0])
+        return lambda r: not inner(r)
+    ref: FieldRef = cond.args[0]
+    col = _resolve(query, schema, store, ref)
+    get = col.getter
+    spec = col.spec
+    if cond.kind == "like":
+        lit: Literal = cond.args[1]
+        if spec.type not in _TEXT_TYPES and spec.type not in _ID_TYPES:
+            raise _error(
+                query.text,
+                ref.pos,
+                "INVALID_QUERY_FILTER_OPERATOR",
+                f"invalid operator on {spec.type} field: LIKE",
+            )
+        regex = _like_regex(_check(query, spec, lit, ref))
+
+        def like(r: Row) -> bool:
+            v = get(r)
+            return v is not None and regex.fullmatch(v) is not None
+
+        return like
+    if cond.kind == "in":
+        negated: bool = cond.args[1]
+        values = {_norm(spec, _check(query, spec, lit, ref)) for lit in cond.args[2]}
+        if negated:
+            return lambda r: _norm(spec, get(r)) not in values
+        return lambda r: _norm(spec, get(r)) in values
+    op: str = cond.args[1]
+    lit = cond.args[2]
+    target = _norm(spec, _check(query, spec, lit, ref))
+    if target is None:
+        if op not in ("=", "!="):
+            raise _error(
+                query.text, lit.pos, "MALFORMED_QUERY", f"invalid operator with null: {op}"
+            )
+        return (lambda r: get(r) is None) if op == "=" else (lambda r: get(r) is not None)
+    return _comparison(spec, get, op, target)
+
+
+def _comparison(spec: FieldSpec, get: Getter, op: str, target: Any) -> Callable[[Row], bool]:
+    def value(r: Row) -> Any:
+        return _norm(spec, get(r))
+
+    if op == "=":
+        return lambda r: value(r) == target
+    if op == "!=":
+        return lambda r: value(r) != target
+    # Ordering comparisons are false for null values (SQL-like), never an error.
+    if op == "<":
+        return lambda r: (v := value(r)) is not None and v < target
+    if op == "<=":
+        return lambda r: (v := value(r)) is not None and v <= target
+    if op == ">":
+        return lambda r: (v := value(r)) is not None and v > target
+    return lambda r: (v := value(r)) is not None and v >= target
+
+
+def _norm(spec: FieldSpec, value: Any) -> Any:
+    """The comparable form: folded text, 18-character ids."""
+    if value is None:
+        return None
+    if spec.type in _TEXT_TYPES:
+        return value.lower()
+    if spec.type in _ID_TYPES and len(value) == 15 and is_valid_id(value):
+        return id15_to_18(value)
+    return value
+
+
+_EXPECTED = {
+    "boolean": ("boolean", "boolean"),
+    "int": ("number", "integer"),
+    "double": ("number", "double"),
+    "currency": ("number", "currency"),
+    "percent": ("number", "percent"),
+    "date": ("date", "date"),
+    "datetime": ("datetime", "dateTime"),
+}
+
+
+def _check(query: Query, spec: FieldSpec, lit: Literal, ref: FieldRef) -> Any:
+    """The literal's value if its kind fits the field; Salesforce's error otherwise."""
+    if lit.kind == "null":
+        return None
+    if spec.type in _TEXT_TYPES or spec.type in _ID_TYPES:
+        if lit.kind != "string":
+            raise _error(
+                query.text,
+                lit.pos,
+                "INVALID_QUERY_FILTER_OPERATOR",
+                f"value of filter criterion for field '{ref.path}' must be of type string "
+                "and should be enclosed in quotes",
+            )
+        return lit.value
+    kind, label = _EXPECTED.get(spec.type, ("string", spec.type))
+    if lit.kind != kind:
+        raise _error(
+            query.text,
+            lit.pos,
+            "INVALID_QUERY_FILTER_OPERATOR",
+            f"value of filter criterion for field '{ref.path}' must be of type {label} "
+            "and should not be enclosed in quotes",
+        )
+    return lit.value
+
+
+def _like_regex(pattern: str) -> re.Pattern[str]:
+    """SOQL LIKE: ``%`` any run, ``_`` one character, ``\\%``/``\\_`` literal; no case."""
+    out = []
+    i = 0
+    while i < len(pattern):
+        c = pattern[i]
+        if c == "\\" and i + 1 < len(pattern):
+            out.append(re.escape(pattern[i + 1]))
+            i += 2
+            continue
+        out.append(".*" if c == "%" else "." if c == "_" else re.escape(c))
+        i += 1
+    return re.compile("".join(out), re.IGNORECASE | re.DOTALL)

@@ -1,0 +1,172 @@
+"""The SOQL subset: parsing, evaluation against an org's records, Salesforce's errors."""
+
+from __future__ import annotations
+
+import pytest
+
+from tokenkeep.clock import ManualClock
+from tokenkeep.emulator.records import OrgRecords
+from tokenkeep.emulator.soql import SoqlError, bind, parse
+
+
+@pytest.fixture(scope="module")
+def store() -> OrgRecords:
+    records = OrgRecords("00D5g000004XXXXEAA", None, ManualClock())
+    for name, employees, city in [
+        ("Acme", 10, "Paris"),
+        ("acme labs", 250, "Oslo"),
+        ("Globex", None, "Paris"),
+        ("It's 100% Hooli", 5000, None),
+        ("Initech", 250, "Austin"),
+    ]:
+        records.create(
+            "Account", {"Name": name, "NumberOfEmployees": employees, "BillingCity": city}
+        )
+    acme = next(r for r in records.rows("Account") if r["Name"] == "Acme")
+    records.create("Contact", {"LastName": "Doe", "AccountId": acme["Id"], "Email": "d@x.io"})
+    records.create("Contact", {"LastName": "Roe"})
+    gone = records.create("Account", {"Name": "Deleted Co"})
+    records.delete("Account", gone["Id"])
+    return records
+
+
+def names(store: OrgRecords, q: str, include_deleted: bool = False) -> list[str]:
+    return [r["Name"] for r in bind(q, store).rows(include_deleted)]
+
+
+def test_parse_builds_the_clauses() -> None:
+    query = parse(
+        "select Id, Name from Account where Name like 'a%' "
+        "order by Name desc nulls last, Id limit 5 offset 2"
+    )
+    assert query.sobject == "Account"
+    assert [f.path for f in query.fields] == ["Id", "Name"]
+    assert query.where is not None
+    assert query.where.kind == "like"
+    assert [(ref.path, desc, nulls_first) for ref, desc, nulls_first in query.order] == [
+        ("Name", True, False),
+        ("Id", False, True),
+    ]
+    assert (query.limit, query.offset) == (5, 2)
+
+
+@pytest.mark.parametrize(
+    ("where", "expected"),
+    [
+        ("Name = 'ACME'", ["Acme"]),  # text equality ignores case, as on Salesforce
+        ("Name != 'Acme'", ["acme labs", "Globex", "It's 100% Hooli", "Initech"]),
+        ("NumberOfEmployees > 10", ["acme labs", "It's 100% Hooli", "Initech"]),
+        ("NumberOfEmployees <= 250 AND BillingCity = 'Paris'", ["Acme"]),
+        ("NumberOfEmployees = null", ["Globex"]),
+        (
+            "BillingCity != null AND (NumberOfEmployees < 100 OR Name = 'Initech')",
+            ["Acme", "Initech"],
+        ),
+        ("Name LIKE 'acme%'", ["Acme", "acme labs"]),
+        ("Name LIKE '_cme'", ["Acme"]),
+        ("Name LIKE '%100\\%%'", ["It's 100% Hooli"]),
+        ("Name = 'It\\'s 100% Hooli'", ["It's 100% Hooli"]),
+        ("BillingCity IN ('paris', 'Oslo')", ["Acme", "acme labs", "Globex"]),
+        ("BillingCity NOT IN ('Paris')", ["acme labs", "It's 100% Hooli", "Initech"]),
+        ("NOT Name LIKE 'a%'", ["Globex", "It's 100% Hooli", "Initech"]),
+        ("CreatedDate >= 2026-01-01T00:00:00Z AND NumberOfEmployees >= 5000", ["It's 100% Hooli"]),
+        ("IsDeleted = false AND NumberOfEmployees > 4999.5", ["It's 100% Hooli"]),
+    ],
+)
+def test_where_filters_like_salesforce(store: OrgRecords, where: str, expected: list[str]) -> None:
+    assert names(store, f"SELECT Name FROM Account WHERE {where}") == expected
+
+
+def test_order_by_with_nulls_limit_and_offset(store: OrgRecords) -> None:
+    q = "SELECT Name FROM Account ORDER BY NumberOfEmployees DESC NULLS FIRST, Name"
+    assert names(store, q) == ["Globex", "It's 100% Hooli", "acme labs", "Initech", "Acme"]
+    # Ascending puts nulls first by default; text order ignores case.
+    assert names(store, "SELECT Name FROM Account ORDER BY NumberOfEmployees, Name LIMIT 3") == [
+        "Globex",
+        "Acme",
+        "acme labs",
+    ]
+    assert names(store, "SELECT Name FROM Account ORDER BY Name LIMIT 2 OFFSET 1") == [
+        "acme labs",
+        "Globex",
+    ]
+
+
+def test_query_all_sees_deleted_records(store: OrgRecords) -> None:
+    q = "SELECT Name, IsDeleted FROM Account WHERE IsDeleted = true"
+    assert names(store, q) == []
+    assert names(store, q, include_deleted=True) == ["Deleted Co"]
+
+
+def test_projection_has_attributes_and_parent_fields(store: OrgRecords) -> None:
+    bound = bind("SELECT LastName, Account.Name FROM Contact ORDER BY LastName", store)
+    first, second = (bound.project(r, "60.0") for r in bound.rows())
+    rid = first["attributes"]["url"].rsplit("/", 1)[1]
+    assert first["attributes"] == {
+        "type": "Contact",
+        "url": f"/services/data/v60.0/sobjects/Contact/{rid}",
+    }
+    assert list(first) == ["attributes", "LastName", "Account"]
+    assert first["Account"]["Name"] == "Acme"
+    assert first["Account"]["attributes"]["type"] == "Account"
+    assert second["Account"] is None
+    filtered = bind("SELECT LastName FROM Contact WHERE Account.Name = 'acme'", store).rows()
+    assert [r["LastName"] for r in filtered] == ["Doe"]
+
+
+def test_field_names_are_case_insensitive_and_output_canonical(store: OrgRecords) -> None:
+    bound = bind("select name, BILLINGCITY from ACCOUNT where name = 'acme'", store)
+    (row,) = bound.rows()
+    assert bound.project(row, "60.0")["BillingCity"] == "Paris"
+    assert "Name" in bound.project(row, "60.0")
+
+
+@pytest.mark.parametrize(
+    ("q", "code", "reason"),
+    [
+        ("SELECT Id FROM", "MALFORMED_QUERY", "unexpected token: '<EOF>'"),
+        ("SELECT FROM Account", "MALFORMED_QUERY", "unexpected token: 'FROM'"),
+        ("SELECT Id FROM Account WHERE Name = ", "MALFORMED_QUERY", "unexpected token"),
+        ("SELECT Id FROM Account LIMIT x", "MALFORMED_QUERY", "unexpected token: 'x'"),
+        ("SELECT Id FROM Account WHERE Name 'x'", "MALFORMED_QUERY", "unexpected token"),
+        ("SELECT Id, Name, COUNT() FROM Account", "MALFORMED_QUERY", "Field must be grouped"),
+        ("SELECT Id, id FROM Account", "MALFORMED_QUERY", "duplicate field selected: id"),
+        ("SELECT Id FROM Foo", "INVALID_TYPE", "sObject type 'Foo' is not supported."),
+        ("SELECT Foo FROM Account", "INVALID_FIELD", "No such column 'Foo' on entity 'Account'."),
+        ("SELECT Id FROM Account ORDER BY Bar", "INVALID_FIELD", "No such column 'Bar'"),
+        ("SELECT Id FROM Contact WHERE Nope.Name = 'x'", "INVALID_FIELD", "relationship 'Nope'"),
+        (
+            "SELECT Id FROM Account WHERE NumberOfEmployees = '5'",
+            "INVALID_QUERY_FILTER_OPERATOR",
+            "must be of type integer",
+        ),
+        (
+            "SELECT Id FROM Account WHERE Name = 5",
+            "INVALID_QUERY_FILTER_OPERATOR",
+            "must be of type string",
+        ),
+    ],
+)
+def test_errors_carry_salesforce_code_and_position(
+    store: OrgRecords, q: str, code: str, reason: str
+) -> None:
+    with pytest.raises(SoqlError) as info:
+        bind(q, store).rows()
+    assert info.value.error_code == code
+    assert reason in info.value.message
+    assert "ERROR at Row:1:Column:" in info.value.message
+
+
+def test_error_caret_points_at_the_bad_column(store: OrgRecords) -> None:
+    with pytest.raises(SoqlError) as info:
+        bind("SELECT Foo FROM Account", store)
+    assert info.value.message.startswith(
+        "\nSELECT Foo FROM Account\n       ^\nERROR at Row:1:Column:8\n"
+    )
+
+
+def test_count_and_fields_macro(store: OrgRecords) -> None:
+    assert parse("SELECT COUNT() FROM Account").count_only
+    bound = bind("SELECT FIELDS(STANDARD) FROM Account LIMIT 1", store)
+    projected = bound.project(bound.rows()[0], "60.0")
+    assert {"Id", "Name", "BillingCity", "CreatedDate"} <= set(projected)
