@@ -227,7 +227,10 @@ class ProxyApp:
 
     async def _handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = self._clock.monotonic()
-        call = _Call(secrets.token_hex(8), scope["method"], scope.get("path", ""))
+        raw = scope.get("raw_path") or scope.get("path", "").encode("utf-8", "replace")
+        # Until the path is validated, log it escaped: a refused path may carry CR/LF.
+        printable = raw[:256].decode("latin-1").encode("unicode_escape").decode("ascii")
+        call = _Call(secrets.token_hex(8), scope["method"], printable)
         try:
             await self._proxy(scope, receive, send, call)
         except TokenkeepError as exc:
