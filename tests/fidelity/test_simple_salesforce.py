@@ -144,6 +144,8 @@ async def test_simple_salesforce_over_tls(tls_emulator: Emulator) -> None:
     await asyncio.to_thread(queries)
     await asyncio.to_thread(crud)
     await asyncio.to_thread(describes)
+    # Close the keep-alive connections so the emulator shuts down without waiting on them.
+    sf.session.close()
     # Every call went to the instance host with the one session.
     assert emu.admin.requests(path="/services/data", org_id=emu.orgs[0].org_id) != []
 
@@ -170,3 +172,4 @@ async def test_simple_salesforce_raises_its_expired_session_error(tls_emulator: 
     ]
     log = emu.admin.requests(path="/services/data")
     assert [(r["status"], r["errorCode"]) for r in log[-1:]] == [(401, "INVALID_SESSION_ID")]
+    sf.session.close()
