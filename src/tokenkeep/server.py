@@ -17,12 +17,16 @@ With ``--workers N`` uvicorn needs an import string: every worker process import
 
 from __future__ import annotations
 
+import asyncio
+import errno
+import socket
 from collections.abc import Callable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tokenkeep.api import create_app
 from tokenkeep.config import Settings, get_settings
+from tokenkeep.errors import ConfigError
 from tokenkeep.observability.logging import configure_logging, get_logger
 from tokenkeep.runtime import Gateway
 
@@ -30,8 +34,11 @@ __all__ = [
     "PROXY_PREFIXES",
     "GatewayApp",
     "ProxyFactory",
+    "ServerHandle",
     "build_asgi_app",
+    "check_port_free",
     "create_asgi_app",
+    "free_port",
     "run_server",
 ]
 
@@ -106,18 +113,92 @@ def create_asgi_app(settings: Settings | None = None) -> GatewayApp:
     return build_asgi_app(Gateway(settings))
 
 
-def run_server(settings: Settings, *, workers: int = 1) -> None:
-    """Serve on ``settings.host:settings.port`` until interrupted (blocking)."""
-    import uvicorn
-
-    common = {
-        "host": settings.host,
-        "port": settings.port,
+def _uvicorn_options(host: str, port: int) -> dict[str, object]:
+    return {
+        "host": host,
+        "port": port,
         "log_config": None,  # our structlog set-up handles uvicorn's loggers
         "access_log": False,  # the control API logs its own request lines, without queries
         "lifespan": "on",
         "server_header": False,
     }
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Raise :class:`ConfigError` (one clear sentence) if ``host:port`` cannot be bound."""
+    if port == 0:
+        return
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            reason = "the address is in use" if exc.errno == errno.EADDRINUSE else exc.strerror
+            raise ConfigError(
+                f"cannot listen on {host}:{port}: {reason} "
+                "(choose another with --port or TOKENKEEP_PORT)."
+            ) from None
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port the OS says is free on ``host`` right now (for demos and tests)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.bind((host, 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+class ServerHandle:
+    """uvicorn serving an ASGI app inside the running event loop (``serve``, ``demo``, tests).
+
+    :meth:`start` returns once the socket listens (and lifespan start-up is done); the
+    base URL it returns has the real port, even when ``port`` was 0.
+    """
+
+    def __init__(self, app: ASGIApp, *, host: str, port: int) -> None:
+        import uvicorn
+
+        self.host = host
+        self._server = uvicorn.Server(uvicorn.Config(app, **_uvicorn_options(host, port)))  # type: ignore[arg-type]
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self, *, max_wait_seconds: float = 30.0) -> str:
+        """Start serving; return ``http://host:port``. Bounded wait, then an error."""
+        self._task = asyncio.create_task(self._server.serve())
+        step = 0.02
+        for _ in range(int(max_wait_seconds / step)):
+            if self._server.started:
+                break
+            if self._task.done():
+                await self._task
+                raise ConfigError("the HTTP server stopped during start-up (see the log above).")
+            await asyncio.sleep(step)
+        else:
+            await self.stop()
+            raise ConfigError(f"the HTTP server did not start within {max_wait_seconds:g} s.")
+        sock = self._server.servers[0].sockets[0]
+        port = sock.getsockname()[1]
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{port}"
+
+    async def wait(self) -> None:
+        """Until the server exits (SIGINT/SIGTERM, or :meth:`stop`)."""
+        if self._task is not None:
+            await self._task
+
+    async def stop(self) -> None:
+        """Ask the server to exit and wait for its shutdown (lifespan stop included)."""
+        self._server.should_exit = True
+        await self.wait()
+
+
+def run_server(settings: Settings, *, workers: int = 1) -> None:
+    """Serve on ``settings.host:settings.port`` until interrupted (blocking)."""
+    import uvicorn
+
+    common = _uvicorn_options(settings.host, settings.port)
     if workers > 1:
         uvicorn.run("tokenkeep.server:create_asgi_app", factory=True, workers=workers, **common)  # type: ignore[arg-type]
     else:
