@@ -670,6 +670,26 @@ def connections_delete(connection_id: str) -> None:
     console.print(f"deleted connection [bold]{connection_id}[/]")
 
 
+@app.command()
+def emulator(  # noqa: PLR0917 (typer maps each flag to a parameter)
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Login host port; org i listens on port + i.")] = 8500,
+    orgs: Annotated[int, typer.Option(min=1, help="How many orgs to emulate.")] = 3,
+    tls: Annotated[bool, typer.Option(help="Serve HTTPS with a generated local CA.")] = False,
+    json_output: Annotated[
+        bool, typer.Option("--json", help="Print one JSON document on stdout when ready.")
+    ] = False,
+    seed: Annotated[int | None, typer.Option(help="Deterministic ids and data.")] = None,
+) -> None:
+    """Run the Salesforce org emulator (OAuth, REST data API, admin API under /_emulator/)."""
+    from tokenkeep.emulator import run_emulator
+
+    try:
+        run_emulator(host, port, orgs, tls, json_output, seed)
+    except OSError as exc:
+        _fail(f"cannot start the emulator on {host}:{port}: {exc}")
+
+
 def main() -> None:
     """Console-script entry point."""
     app()
