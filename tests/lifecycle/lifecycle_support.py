@@ -1,0 +1,135 @@
+"""Helpers for the lifecycle tests: a store + emulator + coordinator wired together.
+
+Connections are made the real way (headless authorization on the emulator, then the code
+exchange through tokenkeep's own TokenEndpointClient) and stored through the store's
+repository, so every test starts from what the connect flow would have stored.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from tokenkeep.clock import Clock, utc_from_timestamp
+from tokenkeep.config import Settings, load_settings
+from tokenkeep.emulator import Emulator
+from tokenkeep.emulator.state import User
+from tokenkeep.lifecycle.coordinator import RefreshCoordinator, oauth_app_for
+from tokenkeep.oauth.client import TokenEndpointClient, create_session
+from tokenkeep.store import Connection, ConnectionInput, Store
+
+INTEGRATION = "sf"
+SESSION_TIMEOUT = 7200
+
+
+def settings_for(db_url: str, **overrides: Any) -> Settings:
+    """Settings for a coordinator on ``db_url`` (lease and attempts overridable)."""
+    values: dict[str, Any] = {
+        "database_url": db_url,
+        "allow_insecure_loopback": True,
+        "refresh_lease_seconds": 30.0,
+        "refresh_max_attempts": 3,
+    }
+    values.update(overrides)
+    return load_settings(**values)
+
+
+async def register_integration(store: Store, emu: Emulator, **overrides: Any) -> None:
+    """The emulator's connected app as integration ``sf``."""
+    app = emu.app_config
+    values: dict[str, Any] = {
+        "provider": "salesforce",
+        "client_id": app.client_id,
+        "client_secret": app.client_secret,
+        "login_url": emu.login_url,
+        "scopes": ["api", "refresh_token"],
+        "auth_mode": "oauth2",
+        "session_timeout_seconds": SESSION_TIMEOUT,
+    }
+    values.update(overrides)
+    await store.integrations.put(overrides.pop("key", INTEGRATION), **values)
+
+
+async def connect(
+    store: Store,
+    emu: Emulator,
+    client: TokenEndpointClient,
+    user: User,
+    connection_id: str,
+    *,
+    clock: Clock,
+) -> Connection:
+    """Authorize ``user`` headlessly, exchange the code, store the connection."""
+    integration = await store.integrations.get(INTEGRATION, with_secrets=True)
+    app = oauth_app_for(integration)
+    redirect = emu.app_config.redirect_uris[0]
+    code = emu.admin.authorize(
+        {
+            "client_id": app.client_id,
+            "username": user.username,
+            "redirect_uri": redirect,
+            "scope": "api refresh_token",
+        }
+    )["code"]
+    tokens = await client.exchange_code(app, code, redirect)
+    assert tokens.org_id
+    assert tokens.user_id
+    assert tokens.refresh_token
+    issued = utc_from_timestamp(tokens.received_at)
+    expires = issued + timedelta(seconds=SESSION_TIMEOUT)
+    return await store.connections.create(
+        ConnectionInput(
+            id=connection_id,
+            integration_key=INTEGRATION,
+            org_id=tokens.org_id,
+            user_id=tokens.user_id,
+            username=user.username,
+            instance_url=tokens.instance_url,
+            id_url=tokens.id_url,
+            access_token=tokens.access_token,
+            refresh_token=tokens.refresh_token,
+            issued_at=issued,
+            expires_at=expires,
+            next_refresh_at=expires - timedelta(seconds=900),
+            issued_to_address=tokens.local_address,
+        )
+    )
+
+
+@dataclass
+class Rig:
+    """What a lifecycle test works with."""
+
+    store: Store
+    emu: Emulator
+    client: TokenEndpointClient
+    coordinator: RefreshCoordinator
+    settings: Settings
+    clock: Any
+
+    def advance(self, seconds: float) -> None:
+        """Move time: the emulator shares our manual clock, so both move at once."""
+        self.clock.advance(seconds)
+
+    def refresh_grants(self) -> int:
+        """How many refresh_token grants the emulator has seen."""
+        return len(self.emu.admin.requests(grant_type="refresh_token"))
+
+    def new_coordinator(self, **kwargs: Any) -> RefreshCoordinator:
+        """Another coordinator on the same store (a second worker in the same process)."""
+        return RefreshCoordinator(
+            self.store, self.client, settings=self.settings, clock=self.clock, **kwargs
+        )
+
+
+@contextlib.asynccontextmanager
+async def token_client(clock: Clock) -> AsyncIterator[TokenEndpointClient]:
+    """A TokenEndpointClient with its own aiohttp session."""
+    session = create_session(timeout_seconds=20)
+    try:
+        yield TokenEndpointClient(session, clock=clock)
+    finally:
+        await session.close()
