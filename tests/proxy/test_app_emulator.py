@@ -60,7 +60,8 @@ async def test_a_proxied_query_works_in_both_addressing_modes(
         org_id = tokens.conns["acme"].token.org_id
         assert org_id is not None
         info = app.limit_info(org_id)
-        assert info is not None and info.value.startswith("api-usage=")
+        assert info is not None
+        assert info.value.startswith("api-usage=")
     assert len(_data_calls(emu)) == 2
     assert _refresh_grants(emu) == 0
 
@@ -100,11 +101,11 @@ async def test_retry_never_becomes_twice(emu: Emulator, tokens: EmulatorTokens) 
     async with (
         running_proxy(tokens, egress_address="127.0.0.2") as (url, _),
         aiohttp.ClientSession() as http,
+        http.get(url + "/c/acme" + QUERY, headers=AUTH) as resp,
     ):
-        async with http.get(url + "/c/acme" + QUERY, headers=AUTH) as resp:
-            assert resp.status == 401
-            body = await resp.read()
-            assert resp.headers["Tokenkeep-Cause"] == "unknown"
+        assert resp.status == 401
+        body = await resp.read()
+        assert resp.headers["Tokenkeep-Cause"] == "unknown"
     assert json.loads(body)[0]["errorCode"] == "INVALID_SESSION_ID"
     assert _refresh_grants(emu) == 1
     calls = _data_calls(emu)
@@ -122,11 +123,14 @@ async def test_a_session_not_valid_for_rest_is_not_refreshed(
     # API Client Control: OAuth works, REST answers the "not valid for use with the REST
     # API" variant, which a refresh cannot fix.
     emu.admin.patch_org(org_id, {"api_client_control": True})
-    async with running_proxy(tokens) as (url, _), aiohttp.ClientSession() as http:
-        async with http.get(url + "/c/acme" + QUERY, headers=AUTH) as resp:
-            assert resp.status == 401
-            assert "REST API" in (await resp.json())[0]["message"]
-            assert resp.headers["Tokenkeep-Cause"] == "unknown"
+    async with (
+        running_proxy(tokens) as (url, _),
+        aiohttp.ClientSession() as http,
+        http.get(url + "/c/acme" + QUERY, headers=AUTH) as resp,
+    ):
+        assert resp.status == 401
+        assert "REST API" in (await resp.json())[0]["message"]
+        assert resp.headers["Tokenkeep-Cause"] == "unknown"
     assert _refresh_grants(emu) == 0
     assert len(_data_calls(emu)) == 1
 
@@ -217,3 +221,24 @@ async def test_maintenance_pauses_writes_and_a_probe_resumes_them(
     assert [e[0] for e in events] == ["org.maintenance_started", "org.maintenance_ended"]
     writes = [c for c in _data_calls(emu) if c["method"] == "POST"]
     assert len(writes) == 4  # A, the probe C, the probe E, then F: B and D never left
+
+
+async def test_an_instance_move_mid_traffic_follows_the_refreshed_instance_url(
+    emu: Emulator, tokens: EmulatorTokens
+) -> None:
+    org_id = tokens.conns["acme"].token.org_id
+    assert org_id is not None
+    old_instance = tokens.conns["acme"].token.instance_url
+    async with running_proxy(tokens) as (url, _), aiohttp.ClientSession() as http:
+        async with http.get(url + "/c/acme" + QUERY, headers=AUTH) as resp:
+            assert resp.status == 200
+        new_instance = emu.admin.patch_org(org_id, {"instance_url": "new"})["instance_url"]
+        assert new_instance != old_instance
+        for _ in range(3):
+            async with http.get(url + "/c/acme" + QUERY, headers=AUTH) as resp:
+                assert resp.status == 200
+    hosts = [c["host"].rstrip("/") for c in _data_calls(emu)]
+    # One call on the old host, the one that met the move there, then the new host only.
+    assert hosts == [old_instance, old_instance, new_instance, new_instance, new_instance]
+    assert _refresh_grants(emu) == 1
+    assert tokens.conns["acme"].token.instance_url == new_instance

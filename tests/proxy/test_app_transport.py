@@ -324,3 +324,42 @@ async def test_slow_upstream_is_504_with_our_body(echo: EchoUpstream) -> None:
             assert (await resp.json())["error"]["code"] == "upstream_timeout"
     finally:
         silent.close()
+
+
+async def test_one_log_line_per_call_and_never_a_token(echo: EchoUpstream) -> None:
+    import io
+
+    import structlog
+
+    from tokenkeep.observability.logging import configure_logging
+
+    stream = io.StringIO()
+    configure_logging("json", "INFO", stream=stream)
+    tokens = EmulatorTokens()
+    tokens.add_static("conn1", echo.url, UPSTREAM_TOKEN, org_id=ORG)
+    try:
+        async with running_proxy(tokens) as (url, _), aiohttp.ClientSession() as http:
+            async with http.get(
+                url + "/c/conn1/services/data/v60.0/query?q=SELECT+Secret__c+FROM+Account",
+                headers={"Authorization": f"Bearer {API_KEY}"},
+            ) as resp:
+                assert resp.status == 200
+            async with http.get(
+                url + "/c/conn1/services/data", headers={"Authorization": f"Bearer {API_KEY}x"}
+            ) as resp:
+                assert resp.status == 401
+    finally:
+        structlog.reset_defaults()
+    output = stream.getvalue()
+    lines = [json.loads(line) for line in output.splitlines() if '"proxy.call"' in line]
+    assert [(line["status"], line["connection_id"]) for line in lines] == [
+        (200, "conn1"),
+        (401, "conn1"),
+    ]
+    assert lines[0]["path"] == "/services/data/v60.0/query"  # no query string in logs
+    assert lines[0]["org_id"] == ORG
+    assert lines[0]["retried"] is False
+    assert "duration_ms" in lines[0]
+    assert UPSTREAM_TOKEN not in output
+    assert API_KEY not in output
+    assert "Secret__c" not in output

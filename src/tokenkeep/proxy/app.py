@@ -189,6 +189,14 @@ class ProxyApp:
             await self._http.close()
             self._http = None
 
+    async def start(self) -> None:
+        """:class:`tokenkeep.runtime.Service` form of :meth:`startup`."""
+        await self.startup()
+
+    async def stop(self) -> None:
+        """:class:`tokenkeep.runtime.Service` form of :meth:`aclose`."""
+        await self.aclose()
+
     def _session(self) -> aiohttp.ClientSession:
         if self._http is None or self._http.closed:
             self._http = create_upstream_session(
