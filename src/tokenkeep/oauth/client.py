@@ -92,6 +92,12 @@ def _local_address(resp: aiohttp.ClientResponse) -> str | None:
     conn = resp.connection
     transport = conn.transport if conn is not None else None
     if transport is None:
+        # A small body is often read with the headers, and the connection is released to the
+        # pool before we look. aiohttp keeps the protocol on the response (private attribute,
+        # stable since 3.8); if it changes we lose only this best-effort detail (None).
+        protocol = getattr(resp, "_protocol", None)
+        transport = getattr(protocol, "transport", None)
+    if transport is None:
         return None
     sockname = transport.get_extra_info("sockname")
     if isinstance(sockname, tuple) and sockname:
