@@ -247,3 +247,40 @@ async def test_big_upload_streams_over_a_socket_without_buffering(store: OrgReco
     finally:
         server.should_exit = True
         await asyncio.wait_for(task, 10)
+
+
+async def test_simple_salesforce_bulk2_insert_through_the_emulator() -> None:
+    """Unmodified simple-salesforce Bulk 2.0 client: create, upload, close, poll, results."""
+    import requests
+    from emu_helpers import password_grant
+    from simple_salesforce import Salesforce
+
+    from tokenkeep.emulator import Emulator
+
+    async with Emulator.running(orgs=1, seed=3, tls=True) as emu:
+        org = emu.orgs[0]
+        async with httpx.AsyncClient(verify=str(emu.ca_file), timeout=10) as http:
+            grant = await password_grant(http, emu, org.users[0])
+        session = requests.Session()
+        session.verify = str(emu.ca_file)
+        session.trust_env = False
+        sf = Salesforce(
+            instance_url=grant["instance_url"], session_id=grant["access_token"], session=session
+        )
+        before = org.records.count("Account")
+        records = [{"Name": "Bulk One", "Industry": "Energy"}, {"Name": "", "Industry": "Retail"}]
+
+        def load() -> tuple[list[dict[str, int]], list[dict[str, str]]]:
+            results = sf.bulk2.Account.insert(records=records, wait=0.05)
+            job_id = results[0]["job_id"]
+            failed = sf.bulk2.Account.get_failed_records(job_id)
+            return results, list(csv.DictReader(io.StringIO(failed)))
+
+        try:
+            results, failed = await asyncio.to_thread(load)
+        finally:
+            session.close()
+        assert results[0]["numberRecordsProcessed"] == 2
+        assert results[0]["numberRecordsFailed"] == 1
+        assert [row["Industry"] for row in failed] == ["Retail"]
+        assert org.records.count("Account") == before + 1

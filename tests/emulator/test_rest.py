@@ -389,3 +389,53 @@ async def test_composite_sobjects_collections(client: httpx.AsyncClient, org: Or
     deleted = (await client.delete(f"{V}/composite/sobjects", params={"ids": rid})).json()
     assert deleted == [{"id": rid, "success": True, "errors": []}]
     assert org.records.get("Account", rid) is None
+
+
+# -- end to end, through the running emulator (auth, metering, real sockets) --------------
+
+
+async def test_data_api_through_the_running_emulator() -> None:
+    from emu_helpers import password_grant
+
+    from tokenkeep.emulator import Emulator
+
+    async with Emulator.running(orgs=1, seed=5) as emu, httpx.AsyncClient(timeout=10) as http:
+        org = emu.orgs[0]
+        grant = await password_grant(http, emu, org.users[0])
+        base = grant["instance_url"] + V
+        auth = {"Authorization": f"Bearer {grant['access_token']}"}
+
+        versions = await http.get(grant["instance_url"] + "/services/data/")
+        assert versions.json()[-1]["version"] == "62.0"
+        assert "Sforce-Limit-Info" not in versions.headers
+
+        limits = await http.get(f"{base}/limits", headers=auth)
+        used = limits.json()["DailyApiRequests"]
+        assert used["Max"] - used["Remaining"] == org.api_usage
+        assert limits.headers["Sforce-Limit-Info"] == f"api-usage={org.api_usage}/{used['Max']}"
+
+        page = (
+            await http.get(f"{base}/query", params={"q": "SELECT Id FROM Contact"}, headers=auth)
+        ).json()
+        rest_of = (
+            await http.get(grant["instance_url"] + page["nextRecordsUrl"], headers=auth)
+        ).json()
+        assert len(page["records"]) + len(rest_of["records"]) == SEED_CONTACTS
+        assert rest_of["done"] is True
+
+        created = await http.post(
+            f"{base}/sobjects/Lead", json={"LastName": "E2E", "Company": "T"}, headers=auth
+        )
+        assert created.status_code == 201
+        lead_id = created.json()["id"]
+        assert lead_id.startswith("00Q")
+
+        emu.admin.patch_org(org.org_id, {"read_only": True, "maintenance_status_code": 503})
+        refused = await http.patch(
+            f"{base}/sobjects/Lead/{lead_id}", json={"Status": "Working - Contacted"}, headers=auth
+        )
+        assert refused.status_code == 503
+        assert refused.json() == [{"message": rest.MAINTENANCE_MESSAGE, "errorCode": MAINTENANCE}]
+        read = await http.get(f"{base}/sobjects/Lead/{lead_id}", headers=auth)
+        assert read.status_code == 200
+        assert read.json()["Status"] == "Open - Not Contacted"
