@@ -7,14 +7,12 @@ import asyncio
 import csv
 import io
 import re
-import socket
 import tracemalloc
 from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -206,47 +204,42 @@ async def stream_blocks(blocks: int, per_chunk: int = 10) -> AsyncIterator[bytes
         yield chunk
 
 
-async def test_big_upload_streams_over_a_socket_without_buffering(store: OrgRecords) -> None:
+async def test_big_upload_streams_through_the_emulator_without_buffering() -> None:
+    """20 MB through the running emulator (auth, metering, uvicorn): never held whole."""
+    from emu_helpers import password_grant
+
+    from tokenkeep.emulator import Emulator
+
     blocks = 3000
     rows = blocks * 100  # ~20 MB of CSV
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(data_app(store, {}), log_level="warning", lifespan="off")
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    try:
-        for _ in range(200):  # bounded wait for start-up
-            if server.started:
-                break
-            await asyncio.sleep(0.01)
-        assert server.started
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=120) as c:
-            job = await create_job(c)
-            base = f"{V}/jobs/ingest/{job['id']}"
-            tracemalloc.start()
-            try:
-                upload = await c.put(f"{base}/batches", content=stream_blocks(blocks))
-                _, peak = tracemalloc.get_traced_memory()
-            finally:
-                tracemalloc.stop()
-            assert upload.status_code == 201
-            size = len(HEADER) + blocks * len(csv_block())
-            assert size > 20_000_000
-            # The whole body never sits in memory: the peak stays far below its size
-            # (it includes the first MAX_MATERIALIZED_ROWS rows kept for processing).
-            assert peak < size / 3, (peak, size)
-            await c.patch(base, json={"state": "UploadComplete"})
-            status = (await c.get(base)).json()
-            assert status["state"] == "JobComplete"
-            assert status["numberRecordsProcessed"] == rows
-            assert status["numberRecordsFailed"] == 0
-            assert store.count("Account") == MAX_MATERIALIZED_ROWS
-            quoted = next(r for r in store.rows("Account") if r["Name"] == "Row, 0")
-            assert quoted["Description"].startswith("multi\nline ")
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, 10)
+    async with Emulator.running(orgs=1, seed=9) as emu, httpx.AsyncClient(timeout=120) as c:
+        store = emu.orgs[0].records
+        before = store.count("Account")
+        grant = await password_grant(c, emu, emu.orgs[0].users[0])
+        c.headers["Authorization"] = f"Bearer {grant['access_token']}"
+        c.base_url = httpx.URL(grant["instance_url"])
+        job = await create_job(c)
+        base = f"{V}/jobs/ingest/{job['id']}"
+        tracemalloc.start()
+        try:
+            upload = await c.put(f"{base}/batches", content=stream_blocks(blocks))
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert upload.status_code == 201
+        size = len(HEADER) + blocks * len(csv_block())
+        assert size > 20_000_000
+        # The peak (which includes the first MAX_MATERIALIZED_ROWS rows kept for
+        # processing) stays far below the body's size.
+        assert peak < size / 3, (peak, size)
+        await c.patch(base, json={"state": "UploadComplete"})
+        status = (await c.get(base)).json()
+        assert status["state"] == "JobComplete"
+        assert status["numberRecordsProcessed"] == rows
+        assert status["numberRecordsFailed"] == 0
+        assert store.count("Account") == before + MAX_MATERIALIZED_ROWS
+        quoted = next(r for r in store.rows("Account") if r["Name"] == "Row, 0")
+        assert quoted["Description"].startswith("multi\nline ")
 
 
 async def test_simple_salesforce_bulk2_insert_through_the_emulator() -> None:
