@@ -1,1 +1,25 @@
-"""tokenkeep.proxy"""
+"""The forwarding proxy: a raw ASGI app in front of each connection's Salesforce instance.
+
+Public surface: :class:`ProxyApp` (the ASGI callable), the :class:`TokenSource` protocol it
+needs from the lifecycle layer, and :class:`ProxyToken`. Modules:
+
+* ``paths``: route and validate ``/proxy/{path}`` + ``Connection-Id`` and ``/c/{id}/{path}``;
+  build the upstream URL from the stored ``instance_url`` only.
+* ``headers``: request/response header hygiene.
+* ``retry``: the retry-once policy (pure).
+* ``write_pause``: the per-org write pause during maintenance (pure state machine).
+* ``upstream``: the shared aiohttp session.
+* ``app``: the ASGI transport that moves the bytes.
+"""
+
+from tokenkeep.proxy.app import LimitInfo, ProxyApp, UpstreamTimeoutError, UpstreamUnavailableError
+from tokenkeep.proxy.source import ProxyToken, TokenSource
+
+__all__ = [
+    "LimitInfo",
+    "ProxyApp",
+    "ProxyToken",
+    "TokenSource",
+    "UpstreamTimeoutError",
+    "UpstreamUnavailableError",
+]

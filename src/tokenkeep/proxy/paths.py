@@ -49,8 +49,10 @@ _CONNECTION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._~:\-]{0,254}")
 _RAW_PATH_OK = re.compile(rb"[\x21-\x7e]*")
 # A percent sign must start a two-hex-digit escape; ``%u002e`` (IIS) or ``%zz`` are refused.
 _BAD_ESCAPE = re.compile(rb"%(?![0-9A-Fa-f]{2})")
-# Characters refused in any decoded form of the path.
-_FORBIDDEN_CHARS = frozenset("\\@\r\n\t\x00")
+# Characters refused in any decoded form of the path: backslash, @, controls, DEL.
+_FORBIDDEN = re.compile(r"[\\@\x00-\x1f\x7f]")
+# A ``.`` or ``..`` segment (``;`` too: ``/..;/`` is a classic servlet-container bypass).
+_DOT_SEGMENT = re.compile(r"(?:^|[/?#;])\.\.?(?=[/?#;]|$)")
 # Something that looks like ``scheme:`` at the start of the path.
 _SCHEME_LIKE = re.compile(r"^/*[A-Za-z][A-Za-z0-9+.\-]*:")
 # Raw query bytes: anything but controls (CR, LF, NUL, TAB, ...), space, DEL and ``#``.
@@ -157,17 +159,16 @@ def _check_form(form: bytes) -> None:
         text = form.decode("utf-8")  # strict: overlong and surrogate encodings are errors
     except UnicodeDecodeError:
         raise InvalidPathError("The path does not decode to valid UTF-8.") from None
-    for candidate in {text, unicodedata.normalize("NFKC", text)}:
-        if any(ch in _FORBIDDEN_CHARS for ch in candidate) or any(
-            ord(ch) < 0x20 or ord(ch) == 0x7F for ch in candidate
-        ):
+    # NFKC only changes non-ASCII text (full-width dots and slashes, ...): skip it otherwise.
+    candidates = (text,) if form.isascii() else (text, unicodedata.normalize("NFKC", text))
+    for candidate in candidates:
+        if _FORBIDDEN.search(candidate):
             raise InvalidPathError("The path contains a forbidden character.")
         if "//" in candidate or _SCHEME_LIKE.match(candidate):
             raise InvalidPathError("The path must not name a scheme or a host.")
         # Dot segments (``.`` or ``..``) in any decoded form could climb out of the path.
-        for segment in re.split(r"[/?#;]", candidate):
-            if segment in {".", ".."}:
-                raise InvalidPathError("The path must not contain dot segments.")
+        if _DOT_SEGMENT.search(candidate):
+            raise InvalidPathError("The path must not contain dot segments.")
 
 
 def validate_query(query: bytes) -> bytes:
