@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import pytest
 
 from tokenkeep.oauth.classify import backoff_delay, classify_refresh_failure
-from tokenkeep.oauth.errors import OAuthError, UpstreamTransportError
+from tokenkeep.oauth.errors import IntegrationConfigError, OAuthError, UpstreamTransportError
 
 
 def grant(desc: str = "expired access/refresh token", error: str = "invalid_grant") -> OAuthError:
@@ -84,6 +84,13 @@ CASES = [
     ("unsupported-grant", grant("grant type not supported", error="unsupported_grant_type"),
      Facts(), "action_required", "action_required", "misconfigured", "unsupported_grant_type",
      "connection.action_required"),
+    ("local-misconfiguration",
+     IntegrationConfigError("invalid_configuration", "client_credentials needs My Domain"),
+     Facts(), "action_required", "action_required", "misconfigured", "invalid_configuration",
+     "connection.action_required"),
+    ("no-refresh-token", IntegrationConfigError("no_refresh_token", "nothing to refresh with"),
+     Facts(), "needs_reauth", "needs_reauth", "no_refresh_token", None,
+     "connection.needs_reauth"),
     ("timeout-retries", UpstreamTransportError("t", kind="timeout"), Facts(attempts=1),
      "retry", None, "transient", "timeout", None),
     ("connection-error-retries", UpstreamTransportError("c", kind="connection"),

@@ -19,6 +19,7 @@ from structlog.testing import capture_logs
 
 from tokenkeep.clock import ManualClock
 from tokenkeep.oauth import (
+    IntegrationConfigError,
     OAuthApp,
     OAuthError,
     TokenEndpointClient,
@@ -254,3 +255,22 @@ async def test_authorize_url_shape(client: TokenEndpointClient) -> None:
         "&code_challenge=c1&code_challenge_method=S256&scope=api+refresh_token+openid"
         "&prompt=login+consent"
     )
+
+
+async def test_obtain_dispatches_by_auth_mode_and_needs_a_refresh_token(
+    server: Recorded, client: TokenEndpointClient
+) -> None:
+    app = app_for(server.url)
+    with pytest.raises(IntegrationConfigError) as info:
+        await client.obtain(app, None)
+    assert info.value.error == "no_refresh_token"
+    assert server.forms == []  # nothing was sent
+    await client.obtain(app, Secret(CANARY_REFRESH))
+    cc = app_for(server.url, auth_mode="client_credentials")
+    await client.obtain(cc)
+    assert [f["grant_type"] for f in server.forms] == ["refresh_token", "client_credentials"]
+
+
+async def test_invalid_url_is_a_local_configuration_error(client: TokenEndpointClient) -> None:
+    with pytest.raises(IntegrationConfigError):
+        await client.identity("http://[::1/id/x/y", Secret("t"))

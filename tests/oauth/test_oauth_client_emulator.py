@@ -11,8 +11,8 @@ import aiohttp
 import pytest
 
 from tokenkeep.emulator import Emulator
-from tokenkeep.errors import ValidationError
 from tokenkeep.oauth import (
+    IntegrationConfigError,
     OAuthApp,
     OAuthError,
     TokenEndpointClient,
@@ -234,8 +234,9 @@ async def test_client_credentials_on_my_domain_vs_login_host(
     shared = oauth_app(
         emu, auth_mode="client_credentials", login_url="https://login.salesforce.com"
     )
-    with pytest.raises(ValidationError):
+    with pytest.raises(IntegrationConfigError) as local:
         await client.client_credentials(shared)
+    assert local.value.error == "invalid_configuration"
     assert token_calls(emu, "client_credentials") == before
 
 

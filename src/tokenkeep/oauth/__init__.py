@@ -11,7 +11,12 @@ from tokenkeep.oauth.classify import (
     classify_refresh_failure,
 )
 from tokenkeep.oauth.client import TokenEndpointClient, create_session
-from tokenkeep.oauth.errors import OAuthError, TokenSignatureError, UpstreamTransportError
+from tokenkeep.oauth.errors import (
+    IntegrationConfigError,
+    OAuthError,
+    TokenSignatureError,
+    UpstreamTransportError,
+)
 from tokenkeep.oauth.expiry import (
     estimate_expiry,
     estimate_lifetime,
@@ -27,6 +32,7 @@ __all__ = [
     "ApiFailure",
     "AuthMode",
     "Identity",
+    "IntegrationConfigError",
     "Introspection",
     "OAuthApp",
     "OAuthError",

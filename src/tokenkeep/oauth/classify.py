@@ -107,6 +107,8 @@ _APP_REFUSALS = {
     "invalid_client_id": ("client_rejected", "invalid_client_id"),
     "invalid_app_access": ("app_access_denied", "invalid_app_access"),
     "unsupported_grant_type": ("misconfigured", "unsupported_grant_type"),
+    # Raised locally (IntegrationConfigError) before any request: fix the integration.
+    "invalid_configuration": ("misconfigured", "invalid_configuration"),
 }
 _INACTIVE_ERRORS = {"inactive_user", "inactive_org"}
 
@@ -163,6 +165,16 @@ def classify_refresh_failure(
                 newer_connection_same_user_app=newer_connection_same_user_app,
             ),
             error,
+        )
+    if code == "no_refresh_token":
+        # Nothing to refresh with (an import without one, or a scope without refresh_token):
+        # only a new connect flow helps.
+        return RefreshFailureDecision(
+            action="needs_reauth",
+            status="needs_reauth",
+            reason="no_refresh_token",
+            event="connection.needs_reauth",
+            detail=_detail(error),
         )
     if code in _APP_REFUSALS:
         reason, sub = _APP_REFUSALS[code]

@@ -24,8 +24,7 @@ from urllib.parse import urlencode
 import aiohttp
 
 from tokenkeep.clock import Clock
-from tokenkeep.errors import ConfigError, ValidationError
-from tokenkeep.oauth.errors import OAuthError, UpstreamTransportError
+from tokenkeep.oauth.errors import IntegrationConfigError, OAuthError, UpstreamTransportError
 from tokenkeep.oauth.jwt_bearer import mint_assertion
 from tokenkeep.oauth.models import Identity, Introspection, OAuthApp, TokenResponse
 from tokenkeep.observability.logging import get_logger
@@ -159,13 +158,15 @@ class TokenEndpointClient:
         """Client-credentials grant, sent to the app's My Domain (its ``login_url``).
 
         Salesforce refuses this grant on the shared login hosts ("request not supported on
-        this domain"); we refuse before sending, with a message that says what to change.
+        this domain"); we refuse before sending (:class:`IntegrationConfigError`), with a
+        message that says what to change.
         """
         provider = self._provider(app)
         if provider.is_login_host(app.login_url):
-            raise ValidationError(
+            raise IntegrationConfigError(
+                "invalid_configuration",
                 "client_credentials needs the org's My Domain URL as login_url "
-                f"(got the shared login host {app.login_url})"
+                f"(got the shared login host {app.login_url})",
             )
         return await self._token(
             app, {"grant_type": "client_credentials"}, grant="client_credentials"
@@ -178,7 +179,9 @@ class TokenEndpointClient:
         if app.auth_mode == "client_credentials":
             return await self.client_credentials(app)
         if refresh_token is None:
-            raise ValidationError("an oauth2 connection without a refresh token cannot refresh")
+            raise IntegrationConfigError(
+                "no_refresh_token", "an oauth2 connection without a refresh token cannot refresh"
+            )
         return await self.refresh(app, refresh_token)
 
     # -- other endpoints -------------------------------------------------------------------
@@ -322,7 +325,9 @@ class TokenEndpointClient:
                 f"{endpoint} timed out", kind="timeout", endpoint=endpoint
             ) from None
         except aiohttp.InvalidURL:
-            raise ConfigError(f"{endpoint}: invalid URL for the provider endpoint") from None
+            raise IntegrationConfigError(
+                "invalid_configuration", f"{endpoint}: invalid URL for the provider endpoint"
+            ) from None
         except aiohttp.ClientError as exc:
             # ClientConnectorError, ServerDisconnectedError, ClientPayloadError, TLS errors...
             # The exception text can quote the request; keep only its type.

@@ -17,9 +17,15 @@ from __future__ import annotations
 
 from typing import Literal
 
-from tokenkeep.errors import TokenkeepError, TransientUpstreamError
+from tokenkeep.errors import ConfigError, TokenkeepError, TransientUpstreamError
 
-__all__ = ["OAuthError", "TokenSignatureError", "TransportFailureKind", "UpstreamTransportError"]
+__all__ = [
+    "IntegrationConfigError",
+    "OAuthError",
+    "TokenSignatureError",
+    "TransportFailureKind",
+    "UpstreamTransportError",
+]
 
 TransportFailureKind = Literal["timeout", "connection", "http_status", "bad_response"]
 
@@ -93,6 +99,24 @@ class TokenSignatureError(OAuthError):
             "integration's client secret",
             endpoint=endpoint,
         )
+
+
+class IntegrationConfigError(OAuthError, ConfigError):
+    """The request was never sent: the integration or connection cannot make it.
+
+    Raised BEFORE any network call (``status`` 0), e.g. client credentials on a shared login
+    host (``error`` ``invalid_configuration``), a private key that cannot sign
+    (``invalid_configuration``), an oauth2 connection without a refresh token
+    (``no_refresh_token``). It is an :class:`OAuthError`, so the refresh path classifies it
+    like a provider refusal (never retried in a loop), and a :class:`ConfigError` for
+    callers validating configuration.
+    """
+
+    code = "integration_misconfigured"
+    status_code = 422
+
+    def __init__(self, error: str, description: str) -> None:
+        super().__init__(status=0, error=error, error_description=description, endpoint="local")
 
 
 class UpstreamTransportError(TransientUpstreamError):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import jwt
 
 from tokenkeep.clock import Clock
-from tokenkeep.errors import ConfigError
+from tokenkeep.oauth.errors import IntegrationConfigError
 from tokenkeep.oauth.models import OAuthApp
 from tokenkeep.providers.catalog import get_provider
 from tokenkeep.secret import Secret
@@ -27,7 +27,9 @@ def mint_assertion(
 ) -> Secret:
     """A signed assertion for ``app`` (which needs ``private_key`` and ``username``)."""
     if not app.private_key or not app.username:
-        raise ConfigError("JWT bearer needs the integration's private_key and username")
+        raise IntegrationConfigError(
+            "invalid_configuration", "JWT bearer needs the integration's private_key and username"
+        )
     lifetime = max(1, min(int(lifetime), MAX_ASSERTION_LIFETIME))
     claims = {
         "iss": app.client_id,
@@ -39,7 +41,8 @@ def mint_assertion(
         token = jwt.encode(claims, app.private_key.reveal(), algorithm="RS256")
     except (ValueError, TypeError, jwt.PyJWTError) as exc:
         # Never include the key or its parse error details (they can quote the PEM).
-        raise ConfigError(
-            f"the integration's private_key cannot sign RS256 ({type(exc).__name__})"
+        raise IntegrationConfigError(
+            "invalid_configuration",
+            f"the integration's private_key cannot sign RS256 ({type(exc).__name__})",
         ) from None
     return Secret(token)
