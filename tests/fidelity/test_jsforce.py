@@ -21,6 +21,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from tokenkeep.emulator import Emulator
@@ -254,3 +255,45 @@ async def test_jsforce_does_not_keep_a_rotated_refresh_token(emulator: Emulator)
     ]
     # Reuse detection took the whole family: the rotated token jsforce dropped is dead too.
     assert emu.admin.get_state()["tokens"]["refresh"] == 0
+
+
+async def test_jsforce_resumes_a_stored_session_that_expired_meanwhile(
+    emulator: Emulator,
+) -> None:
+    """Tokens stored by someone else (accessToken + refreshToken + instanceUrl) and already
+    expired: jsforce's first call gets the 401, it refreshes once and the round succeeds."""
+    node = _require_node()
+    emu = emulator
+    config = await _jsforce_config(emu)
+    async with httpx.AsyncClient(timeout=10) as http:
+        response = await http.post(
+            f"{emu.login_url}/services/oauth2/token",
+            data={
+                "grant_type": "authorization_code",
+                "code": config.pop("code"),
+                "client_id": config["clientId"],
+                "client_secret": config["clientSecret"],
+                "redirect_uri": config["redirectUri"],
+            },
+        )
+    assert response.status_code == 200, response.text
+    tokens = response.json()
+    config.update(
+        accessToken=tokens["access_token"],
+        refreshToken=tokens["refresh_token"],
+        instanceUrl=tokens["instance_url"],
+    )
+    _past_session_timeout(emu)
+    contacts = _contact_count(emu)
+
+    session = await _start_node(node, config)
+    try:
+        first = await session.read()
+        _assert_round_ok(first, contacts)
+        assert first["refreshEvents"] == 1
+        assert first["tokenChanged"] is True
+    finally:
+        await session.close()
+
+    assert [r["status"] for r in _grants(emu, "refresh_token")] == [200]
+    assert len(_grants(emu, "authorization_code")) == 1

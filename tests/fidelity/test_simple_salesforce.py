@@ -87,6 +87,9 @@ async def test_simple_salesforce_over_tls(tls_emulator: Emulator) -> None:
         assert page["done"] is False
         assert len(page["records"]) == 2000
         assert page["records"][0]["attributes"]["type"] == "Contact"
+        # The library parses Sforce-Limit-Info: this was the org's first counted call.
+        usage = sf.api_usage["api-usage"]
+        assert (usage.used, usage.total) == (1, 15000)
         more = sf.query_more(page["nextRecordsUrl"], identifier_is_url=True)
         assert more["done"] is True
         assert "nextRecordsUrl" not in more
@@ -140,6 +143,10 @@ async def test_simple_salesforce_over_tls(tls_emulator: Emulator) -> None:
         assert everything is not None
         assert {"Account", "Contact"} <= {o["name"] for o in everything["sobjects"]}
         assert sf.Contact.metadata()["objectDescribe"]["name"] == "Contact"
+        limits = sf.limits()
+        assert limits["DailyApiRequests"]["Max"] == 15000
+        # Remaining counts this very call too.
+        assert limits["DailyApiRequests"]["Remaining"] == 15000 - sf.api_usage["api-usage"].used
 
     await asyncio.to_thread(queries)
     await asyncio.to_thread(crud)
