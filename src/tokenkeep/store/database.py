@@ -14,8 +14,9 @@ Connection failures are mapped here, once, to
 from __future__ import annotations
 
 import re
+import sqlite3
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, closing
 from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
@@ -122,6 +123,13 @@ class Database:
         database = self._url.database
         if database and database != ":memory:" and not database.startswith("file:"):
             Path(database).parent.mkdir(parents=True, exist_ok=True)
+            # Switch the file to WAL once, here, from a connection that holds no lock.
+            # Doing it in every pool connection's "connect" hook races on a fresh file:
+            # a connection converting the journal while another holds a write lock can
+            # wait out the whole busy timeout and fail with "database is locked".
+            # (journal_mode=WAL is persistent: later connections inherit it.)
+            with closing(sqlite3.connect(database, timeout=SQLITE_BUSY_TIMEOUT_MS / 1000)) as conn:
+                conn.execute("PRAGMA journal_mode = WAL")
 
     # -- sessions -------------------------------------------------------------------------
     @asynccontextmanager
@@ -229,7 +237,6 @@ def _install_sqlite_hooks(engine: AsyncEngine) -> None:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
-        cursor.execute("PRAGMA journal_mode = WAL")
         cursor.execute("PRAGMA synchronous = NORMAL")
         cursor.execute("PRAGMA foreign_keys = ON")
         cursor.close()
