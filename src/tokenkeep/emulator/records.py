@@ -1,4 +1,6 @@
-"""The emulator's per-org sObject store: schema (describe metadata), ids, seed data, CRUD.
+"""The emulator's per-org sObject store: Salesforce-style ids, seed data, validated CRUD.
+
+The schema (fields and describe metadata) lives in :mod:`tokenkeep.emulator.sobjects`.
 
 Everything lives in plain dicts so a data call is a few lookups. Field and object names are
 case-insensitive on Salesforce (``account``, ``ACCOUNT`` and ``Account`` are one object);
@@ -13,10 +15,20 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from tokenkeep.clock import Clock, utc_from_timestamp
+from tokenkeep.emulator.sobjects import (
+    ACCOUNT_TYPES,
+    INDUSTRIES,
+    LEAD_SOURCES,
+    SCHEMAS,
+    SCHEMAS_BY_PREFIX,
+    FieldSpec,
+    SObjectSchema,
+    schema_named,
+)
 
 __all__ = [
     "SCHEMAS",
@@ -77,311 +89,6 @@ def is_valid_id(value: str) -> bool:
 def format_datetime(epoch_seconds: float) -> str:
     """Salesforce's REST date-time format: ``2026-01-01T00:00:00.000+0000``."""
     return utc_from_timestamp(epoch_seconds).isoformat(timespec="milliseconds")[:-6] + "+0000"
-
-
-@dataclass(frozen=True, slots=True)
-class FieldSpec:
-    """Describe metadata of one field (the subset clients read)."""
-
-    name: str
-    type: str
-    label: str
-    nillable: bool = True
-    createable: bool = True
-    updateable: bool = True
-    required: bool = False  # not nillable, no default: REQUIRED_FIELD_MISSING on create
-    length: int = 0
-    reference_to: tuple[str, ...] = ()
-    relationship_name: str | None = None
-    picklist: tuple[str, ...] = ()
-    calculated: bool = False
-    default: Any = None
-
-    def describe(self) -> dict[str, Any]:
-        """The field as ``/sobjects/{type}/describe`` lists it."""
-        soap = _SOAP_TYPES.get(self.type, "xsd:string")
-        return {
-            "name": self.name,
-            "label": self.label,
-            "type": self.type,
-            "soapType": soap,
-            "length": self.length,
-            "byteLength": self.length * 3,
-            "precision": 18 if self.type in ("currency", "double", "percent") else 0,
-            "scale": 2 if self.type in ("currency", "double", "percent") else 0,
-            "digits": 9 if self.type == "int" else 0,
-            "nillable": self.nillable,
-            "createable": self.createable,
-            "updateable": self.updateable,
-            "defaultedOnCreate": self.default is not None or self.name in _SYSTEM_DEFAULTED,
-            "calculated": self.calculated,
-            "custom": False,
-            "externalId": False,
-            "idLookup": self.name in ("Id", "Email", "Name") and not self.calculated,
-            "filterable": self.type != "textarea",
-            "sortable": self.type != "textarea",
-            "groupable": self.type not in ("textarea", "double", "currency", "percent"),
-            "unique": False,
-            "referenceTo": list(self.reference_to),
-            "relationshipName": self.relationship_name,
-            "picklistValues": [
-                {"active": True, "defaultValue": False, "label": v, "validFor": None, "value": v}
-                for v in self.picklist
-            ],
-            "defaultValue": self.default,
-            "autoNumber": False,
-            "cascadeDelete": False,
-            "htmlFormatted": False,
-            "nameField": self.name == "Name",
-            "restrictedPicklist": False,
-            "deprecatedAndHidden": False,
-        }
-
-
-_SOAP_TYPES = {
-    "id": "tns:ID",
-    "reference": "tns:ID",
-    "boolean": "xsd:boolean",
-    "int": "xsd:int",
-    "double": "xsd:double",
-    "currency": "xsd:double",
-    "percent": "xsd:double",
-    "date": "xsd:date",
-    "datetime": "xsd:dateTime",
-}
-_SYSTEM_DEFAULTED = frozenset(
-    {"Id", "IsDeleted", "OwnerId", "CreatedDate", "CreatedById", "LastModifiedDate"}
-    | {"LastModifiedById", "SystemModstamp"}
-)
-
-
-def _system_fields() -> list[FieldSpec]:
-    ro: dict[str, Any] = {"createable": False, "updateable": False, "nillable": False}
-    return [
-        FieldSpec("Id", "id", "Record ID", length=18, **ro),
-        FieldSpec("IsDeleted", "boolean", "Deleted", **ro),
-        FieldSpec(
-            "OwnerId",
-            "reference",
-            "Owner ID",
-            nillable=False,
-            length=18,
-            reference_to=("User",),
-            relationship_name="Owner",
-        ),
-        FieldSpec("CreatedDate", "datetime", "Created Date", **ro),
-        FieldSpec("CreatedById", "reference", "Created By ID", length=18, **ro),
-        FieldSpec("LastModifiedDate", "datetime", "Last Modified Date", **ro),
-        FieldSpec("LastModifiedById", "reference", "Last Modified By ID", length=18, **ro),
-        FieldSpec("SystemModstamp", "datetime", "System Modstamp", **ro),
-    ]
-
-
-def _s(name: str, label: str, length: int = 255, **kw: Any) -> FieldSpec:
-    return FieldSpec(name, kw.pop("type", "string"), label, length=length, **kw)
-
-
-@dataclass(slots=True)
-class SObjectSchema:
-    """One sObject type: its names, key prefix and fields (canonical order)."""
-
-    name: str
-    label: str
-    label_plural: str
-    key_prefix: str
-    fields: list[FieldSpec]
-    by_lower: dict[str, FieldSpec] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        self.by_lower = {f.name.lower(): f for f in self.fields}
-
-    def field(self, name: str) -> FieldSpec | None:
-        """The field named ``name`` in any casing, or None."""
-        return self.by_lower.get(name.lower())
-
-    def summary(self, version: str) -> dict[str, Any]:
-        """The entry of describeGlobal / ``objectDescribe``."""
-        base = f"/services/data/v{version}/sobjects/{self.name}"
-        return {
-            "activateable": False,
-            "createable": True,
-            "custom": False,
-            "customSetting": False,
-            "deletable": True,
-            "deprecatedAndHidden": False,
-            "feedEnabled": True,
-            "keyPrefix": self.key_prefix,
-            "label": self.label,
-            "labelPlural": self.label_plural,
-            "layoutable": True,
-            "mergeable": self.name in ("Account", "Contact", "Lead"),
-            "mruEnabled": True,
-            "name": self.name,
-            "queryable": True,
-            "replicateable": True,
-            "retrieveable": True,
-            "searchable": True,
-            "triggerable": True,
-            "undeletable": True,
-            "updateable": True,
-            "urls": {
-                "rowTemplate": base + "/{ID}",
-                "defaultValues": base + "/defaultValues?recordTypeId&fields",
-                "describe": base + "/describe",
-                "sobject": base,
-            },
-        }
-
-    def describe(self, version: str) -> dict[str, Any]:
-        """The body of ``/sobjects/{type}/describe``."""
-        body = self.summary(version)
-        body["fields"] = [f.describe() for f in self.fields]
-        body["childRelationships"] = []
-        body["recordTypeInfos"] = []
-        body["supportedScopes"] = [
-            {"label": "All " + self.label_plural.lower(), "name": "everything"}
-        ]
-        return body
-
-
-_INDUSTRIES = ("Technology", "Banking", "Retail", "Energy", "Healthcare", "Media")
-_ACCOUNT_TYPES = ("Prospect", "Customer - Direct", "Customer - Channel", "Partner", "Other")
-_LEAD_SOURCES = ("Web", "Phone Inquiry", "Partner Referral", "Purchased List", "Other")
-_STAGES = ("Prospecting", "Qualification", "Needs Analysis", "Closed Won", "Closed Lost")
-_LEAD_STATUS = ("Open - Not Contacted", "Working - Contacted", "Closed - Converted")
-_CASE_STATUS = ("New", "Working", "Escalated", "Closed")
-
-
-def _ref(name: str, label: str, target: str, rel: str, **kw: Any) -> FieldSpec:
-    return FieldSpec(
-        name, "reference", label, length=18, reference_to=(target,), relationship_name=rel, **kw
-    )
-
-
-def _build_schemas() -> dict[str, SObjectSchema]:
-    calc = {"createable": False, "updateable": False, "calculated": True}
-    account = SObjectSchema(
-        "Account",
-        "Account",
-        "Accounts",
-        "001",
-        [
-            *_system_fields(),
-            _s("Name", "Account Name", nillable=False, required=True),
-            _s("Type", "Account Type", type="picklist", picklist=_ACCOUNT_TYPES),
-            _s("Industry", "Industry", type="picklist", picklist=_INDUSTRIES),
-            _s("BillingStreet", "Billing Street", type="textarea"),
-            _s("BillingCity", "Billing City", 40),
-            _s("BillingState", "Billing State/Province", 80),
-            _s("BillingPostalCode", "Billing Zip/Postal Code", 20),
-            _s("BillingCountry", "Billing Country", 80),
-            _s("Phone", "Account Phone", 40, type="phone"),
-            _s("Website", "Website", type="url"),
-            _s("AnnualRevenue", "Annual Revenue", 0, type="currency"),
-            _s("NumberOfEmployees", "Employees", 0, type="int"),
-            _s("Description", "Account Description", 32000, type="textarea"),
-            _ref("ParentId", "Parent Account ID", "Account", "Parent"),
-        ],
-    )
-    contact = SObjectSchema(
-        "Contact",
-        "Contact",
-        "Contacts",
-        "003",
-        [
-            *_system_fields(),
-            _ref("AccountId", "Account ID", "Account", "Account"),
-            _s("FirstName", "First Name", 40),
-            _s("LastName", "Last Name", 80, nillable=False, required=True),
-            _s("Name", "Full Name", 121, **calc),
-            _s("Email", "Email", 80, type="email"),
-            _s("Phone", "Business Phone", 40, type="phone"),
-            _s("Title", "Title", 128),
-            _s("Department", "Department", 80),
-            _s("MailingCity", "Mailing City", 40),
-            _s("MailingCountry", "Mailing Country", 80),
-            _s("LeadSource", "Lead Source", type="picklist", picklist=_LEAD_SOURCES),
-            _s("Birthdate", "Birthdate", 0, type="date"),
-            _s("HasOptedOutOfEmail", "Email Opt Out", 0, type="boolean", nillable=False),
-            _s("Description", "Contact Description", 32000, type="textarea"),
-        ],
-    )
-    opportunity = SObjectSchema(
-        "Opportunity",
-        "Opportunity",
-        "Opportunities",
-        "006",
-        [
-            *_system_fields(),
-            _ref("AccountId", "Account ID", "Account", "Account"),
-            _s("Name", "Name", 120, nillable=False, required=True),
-            _s(
-                "StageName",
-                "Stage",
-                type="picklist",
-                picklist=_STAGES,
-                nillable=False,
-                required=True,
-            ),
-            _s("CloseDate", "Close Date", 0, type="date", nillable=False, required=True),
-            _s("Amount", "Amount", 0, type="currency"),
-            _s("Probability", "Probability (%)", 0, type="percent"),
-            _s("IsClosed", "Closed", 0, type="boolean", nillable=False, **calc),
-            _s("Description", "Description", 32000, type="textarea"),
-        ],
-    )
-    lead = SObjectSchema(
-        "Lead",
-        "Lead",
-        "Leads",
-        "00Q",
-        [
-            *_system_fields(),
-            _s("FirstName", "First Name", 40),
-            _s("LastName", "Last Name", 80, nillable=False, required=True),
-            _s("Name", "Full Name", 121, **calc),
-            _s("Company", "Company", nillable=False, required=True),
-            _s("Email", "Email", 80, type="email"),
-            _s("Phone", "Phone", 40, type="phone"),
-            _s(
-                "Status",
-                "Lead Status",
-                type="picklist",
-                picklist=_LEAD_STATUS,
-                nillable=False,
-                default=_LEAD_STATUS[0],
-            ),
-            _s("LeadSource", "Lead Source", type="picklist", picklist=_LEAD_SOURCES),
-        ],
-    )
-    case = SObjectSchema(
-        "Case",
-        "Case",
-        "Cases",
-        "500",
-        [
-            *_system_fields(),
-            _ref("AccountId", "Account ID", "Account", "Account"),
-            _ref("ContactId", "Contact ID", "Contact", "Contact"),
-            _s("Subject", "Subject"),
-            _s(
-                "Status",
-                "Status",
-                type="picklist",
-                picklist=_CASE_STATUS,
-                nillable=False,
-                default="New",
-            ),
-            _s("Priority", "Priority", type="picklist", picklist=("High", "Medium", "Low")),
-            _s("Description", "Description", 32000, type="textarea"),
-        ],
-    )
-    return {s.name: s for s in (account, contact, opportunity, lead, case)}
-
-
-SCHEMAS: dict[str, SObjectSchema] = _build_schemas()
-_SCHEMAS_LOWER = {name.lower(): s for name, s in SCHEMAS.items()}
-_PREFIX_TO_SCHEMA = {s.key_prefix: s for s in SCHEMAS.values()}
 
 
 class RecordError(Exception):
@@ -462,12 +169,12 @@ class OrgRecords:
     @staticmethod
     def schema(sobject: str) -> SObjectSchema | None:
         """The schema of ``sobject`` in any casing, or None when unknown."""
-        return _SCHEMAS_LOWER.get(sobject.lower())
+        return schema_named(sobject)
 
     @staticmethod
     def schema_for_id(record_id: str) -> SObjectSchema | None:
         """The schema whose key prefix starts ``record_id``."""
-        return _PREFIX_TO_SCHEMA.get(record_id[:3])
+        return SCHEMAS_BY_PREFIX.get(record_id[:3])
 
     @staticmethod
     def schemas() -> list[SObjectSchema]:
@@ -668,8 +375,8 @@ class OrgRecords:
                 "LastModifiedById": owner,
                 "SystemModstamp": stamp,
                 "Name": name,
-                "Type": rng.choice(_ACCOUNT_TYPES),
-                "Industry": rng.choice(_INDUSTRIES),
+                "Type": rng.choice(ACCOUNT_TYPES),
+                "Industry": rng.choice(INDUSTRIES),
                 "BillingStreet": f"{rng.randrange(1, 999)} Main St",
                 "BillingCity": rng.choice(_CITIES),
                 "BillingState": None,
@@ -709,7 +416,7 @@ class OrgRecords:
                 "Department": None,
                 "MailingCity": _CITIES[int(rnd() * len(_CITIES))],
                 "MailingCountry": None,
-                "LeadSource": _LEAD_SOURCES[int(rnd() * len(_LEAD_SOURCES))],
+                "LeadSource": LEAD_SOURCES[int(rnd() * len(LEAD_SOURCES))],
                 "Birthdate": f"19{50 + i % 49}-0{1 + i % 9}-1{i % 10}",
                 "HasOptedOutOfEmail": i % 7 == 0,
                 "Description": None,

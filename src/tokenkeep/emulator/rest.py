@@ -11,6 +11,7 @@ Salesforce shapes: errors are JSON arrays ``[{"message", "errorCode"[, "fields"]
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Mapping
 from typing import Any
@@ -282,7 +283,7 @@ def _sobjects(
     if len(parts) == 2 and parts[1] == "describe":
         if method != "GET":
             return method_not_allowed(method, "GET,HEAD")
-        return 200, schema.describe(version), None
+        return 200, _describe(name, version), None
     if len(parts) == 2:
         rid = parts[1]
         if method == "GET":
@@ -298,6 +299,18 @@ def _sobjects(
             return 204, None, None
         return method_not_allowed(method, "GET,PATCH,DELETE,HEAD")
     raise not_found()
+
+
+@functools.lru_cache(maxsize=256)
+def _describe_json(name: str, version: str) -> str:
+    schema = OrgRecords.schema(name)
+    return json.dumps(schema.describe(version) if schema else None)
+
+
+def _describe(name: str, version: str) -> Any:
+    # Schemas never change at run time: build the (large) describe once per version and
+    # hand out a fresh copy (composite callers may keep and mutate it).
+    return json.loads(_describe_json(name, version))
 
 
 def _record_body(body: Any) -> dict[str, Any]:
