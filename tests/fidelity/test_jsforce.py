@@ -35,8 +35,12 @@ STEP_TIMEOUT = 30.0
 SOQL = "SELECT Id, Name FROM Contact"
 
 
-def _require_node() -> str:
-    """The node binary, or skip (fail under CI=true when jsforce is not installed)."""
+@pytest.fixture
+def node() -> str:
+    """The node binary, or skip (fail under CI=true when jsforce is not installed).
+
+    Tests list this fixture before ``emulator`` so a skip does not start an emulator.
+    """
     node = shutil.which("node")
     installed = (NODE_DIR / "node_modules" / "jsforce" / "package.json").is_file()
     if node is not None and installed:
@@ -168,10 +172,9 @@ def _assert_round_ok(result: dict[str, Any], contacts: int) -> None:
 
 
 async def test_jsforce_refreshes_by_itself_after_the_session_expires(
-    emulator: Emulator,
+    node: str, emulator: Emulator
 ) -> None:
     """OAuth2 code exchange, query with pagination, CRUD; expiry; one silent refresh."""
-    node = _require_node()
     emu = emulator
     org = emu.orgs[0]
     contacts = _contact_count(emu)
@@ -216,7 +219,7 @@ async def test_jsforce_refreshes_by_itself_after_the_session_expires(
     assert len(rejected) == 1, rejected
 
 
-async def test_jsforce_does_not_keep_a_rotated_refresh_token(emulator: Emulator) -> None:
+async def test_jsforce_does_not_keep_a_rotated_refresh_token(node: str, emulator: Emulator) -> None:
     """The documented jsforce flaw, reproduced: with rotation on, its second refresh fails.
 
     jsforce's refresh callback stores the new access token but drops the rotated refresh
@@ -224,7 +227,6 @@ async def test_jsforce_does_not_keep_a_rotated_refresh_token(emulator: Emulator)
     answers invalid_grant and revokes the family (SALESFORCE.md, "What the best-known
     clients do").
     """
-    node = _require_node()
     emu = emulator
     app = emu.apps[0]
     emu.admin.patch_app(app.client_id, {"rotate_refresh_tokens": True})
@@ -258,11 +260,10 @@ async def test_jsforce_does_not_keep_a_rotated_refresh_token(emulator: Emulator)
 
 
 async def test_jsforce_resumes_a_stored_session_that_expired_meanwhile(
-    emulator: Emulator,
+    node: str, emulator: Emulator
 ) -> None:
     """Tokens stored by someone else (accessToken + refreshToken + instanceUrl) and already
     expired: jsforce's first call gets the 401, it refreshes once and the round succeeds."""
-    node = _require_node()
     emu = emulator
     config = await _jsforce_config(emu)
     async with httpx.AsyncClient(timeout=10) as http:
