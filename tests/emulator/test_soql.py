@@ -170,3 +170,37 @@ def test_count_and_fields_macro(store: OrgRecords) -> None:
     bound = bind("SELECT FIELDS(STANDARD) FROM Account LIMIT 1", store)
     projected = bound.project(bound.rows()[0], "60.0")
     assert {"Id", "Name", "BillingCity", "CreatedDate"} <= set(projected)
+
+
+def test_relative_date_literals_follow_the_emulator_clock() -> None:
+    clock = ManualClock()  # 2026-01-01T00:00:00Z
+    store = OrgRecords("00D5g000004XXXXEAA", None, clock)
+    store.create(
+        "Opportunity", {"Name": "Old", "StageName": "Prospecting", "CloseDate": "2025-12-01"}
+    )
+    clock.advance(86_400 * 40)  # 2026-02-10
+    store.create(
+        "Opportunity", {"Name": "Now", "StageName": "Closed Won", "CloseDate": "2026-02-12"}
+    )
+    clock.advance(3600 * 5)
+
+    def opps(where: str) -> list[str]:
+        return [
+            r["Name"] for r in bind(f"SELECT Name FROM Opportunity WHERE {where}", store).rows()
+        ]
+
+    assert opps("CreatedDate = TODAY") == ["Now"]
+    assert opps("CreatedDate < TODAY") == ["Old"]
+    assert opps("CreatedDate = LAST_N_DAYS:39") == ["Now"]
+    assert opps("CreatedDate = LAST_N_DAYS:40") == ["Old", "Now"]
+    assert opps("CloseDate = NEXT_N_DAYS:2") == ["Now"]
+    assert opps("CloseDate = THIS_MONTH") == ["Now"]
+    assert opps("CloseDate = LAST_YEAR") == ["Old"]
+    assert opps("CloseDate >= THIS_YEAR") == ["Now"]
+    assert opps("CloseDate != YESTERDAY AND IsClosed = true") == ["Now"]
+    with pytest.raises(SoqlError) as info:
+        bind("SELECT Id FROM Opportunity WHERE Name = TODAY", store)
+    assert info.value.error_code == "INVALID_QUERY_FILTER_OPERATOR"
+    with pytest.raises(SoqlError) as info:
+        bind("SELECT Id FROM Opportunity WHERE CloseDate = LAST_N_DAYS", store)
+    assert info.value.error_code == "MALFORMED_QUERY"

@@ -8,6 +8,8 @@ Supported::
                    | NOT cond | cond AND cond | cond OR cond | ( cond )
                    op: = != <> < <= > >=   literal: 'text' (backslash escapes), 12, -1.5,
                    true, false, null, 2026-01-31, 2026-01-31T10:00:00Z
+                   date literals: TODAY, YESTERDAY, TOMORROW, LAST_N_DAYS:n, NEXT_N_DAYS:n,
+                   THIS|LAST|NEXT_MONTH, THIS|LAST|NEXT_YEAR (UTC, the emulator's clock)
     [ORDER BY field [ASC|DESC] [NULLS FIRST|LAST], ...]
     [LIMIT n] [OFFSET n]
 
@@ -22,7 +24,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from tokenkeep.emulator.records import (
@@ -61,7 +63,7 @@ _TOKEN_RE = re.compile(
   | (?P<date>\d{4}-\d{2}-\d{2})
   | (?P<number>-?\d+(?:\.\d+)?)
   | (?P<op>!=|<>|<=|>=|=|<|>)
-  | (?P<punct>[(),])
+  | (?P<punct>[(),:])
   | (?P<ident>[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*)
     """,
     re.VERBOSE,
@@ -170,6 +172,12 @@ class Query:
     offset: int = 0
 
 
+# Relative date literals (UTC days of the emulator's clock).
+_DATE_RANGES = frozenset(
+    {"TODAY", "YESTERDAY", "TOMORROW", "THIS_MONTH", "LAST_MONTH", "NEXT_MONTH"}
+    | {"THIS_YEAR", "LAST_YEAR", "NEXT_YEAR"}
+)
+_DATE_RANGES_N = frozenset({"LAST_N_DAYS", "NEXT_N_DAYS"})
 _CLAUSE_WORDS = frozenset({"FROM", "WHERE", "ORDER", "LIMIT", "OFFSET", "GROUP", "HAVING"})
 
 
@@ -360,6 +368,11 @@ class _Parser:
             return Literal("boolean", tok.upper == "TRUE", tok.pos)
         if tok.upper == "NULL":
             return Literal("null", None, tok.pos)
+        if tok.upper in _DATE_RANGES:
+            return Literal("daterange", (tok.upper, 0), tok.pos)
+        if tok.upper in _DATE_RANGES_N:
+            self.expect_punct(":")
+            return Literal("daterange", (tok.upper, self.integer()), tok.pos)
         raise self.unexpected(tok)
 
 
@@ -594,6 +607,8 @@ def _compile(
         return lambda r: _norm(spec, get(r)) in values
     op: str = cond.args[1]
     lit = cond.args[2]
+    if lit.kind == "daterange":
+        return _in_range(get, op, _date_range(query, spec, lit, ref, store.clock.now().date()))
     target = _norm(spec, _check(query, spec, lit, ref))
     if target is None:
         if op not in ("=", "!="):
@@ -602,6 +617,52 @@ def _compile(
             )
         return (lambda r: get(r) is None) if op == "=" else (lambda r: get(r) is not None)
     return _comparison(spec, get, op, target)
+
+
+def _date_range(
+    query: Query, spec: FieldSpec, lit: Literal, ref: FieldRef, today: date
+) -> tuple[str, str]:
+    """[start, end) of a relative date literal, in the field's own text format."""
+    if spec.type not in ("date", "datetime"):
+        _check(query, spec, Literal("date", None, lit.pos), ref)  # raises the type error
+    name, n = lit.value
+    if name.endswith("_MONTH"):
+        shift = {"THIS_MONTH": 0, "LAST_MONTH": -1, "NEXT_MONTH": 1}[name]
+        months = today.year * 12 + today.month - 1 + shift
+        start = date(months // 12, months % 12 + 1, 1)
+        end = date((months + 1) // 12, (months + 1) % 12 + 1, 1)
+    elif name.endswith("_YEAR"):
+        year = today.year + {"THIS_YEAR": 0, "LAST_YEAR": -1, "NEXT_YEAR": 1}[name]
+        start, end = date(year, 1, 1), date(year + 1, 1, 1)
+    else:
+        day = timedelta(days=1)
+        start, end = {
+            "TODAY": (today, today + day),
+            "YESTERDAY": (today - day, today),
+            "TOMORROW": (today + day, today + 2 * day),
+            # LAST_N_DAYS:n covers today and the n days before it; NEXT_N_DAYS:n the n
+            # days after today.
+            "LAST_N_DAYS": (today - n * day, today + day),
+            "NEXT_N_DAYS": (today + day, today + (n + 1) * day),
+        }[name]
+    if spec.type == "datetime":
+        return f"{start.isoformat()}T00:00:00.000+0000", f"{end.isoformat()}T00:00:00.000+0000"
+    return start.isoformat(), end.isoformat()
+
+
+def _in_range(get: Getter, op: str, bounds: tuple[str, str]) -> Callable[[Row], bool]:
+    lo, hi = bounds
+    if op == "=":
+        return lambda r: (v := get(r)) is not None and lo <= v < hi
+    if op == "!=":
+        return lambda r: (v := get(r)) is None or not lo <= v < hi
+    if op == "<":
+        return lambda r: (v := get(r)) is not None and v < lo
+    if op == "<=":
+        return lambda r: (v := get(r)) is not None and v < hi
+    if op == ">":
+        return lambda r: (v := get(r)) is not None and v >= hi
+    return lambda r: (v := get(r)) is not None and v >= lo
 
 
 def _comparison(spec: FieldSpec, get: Getter, op: str, target: Any) -> Callable[[Row], bool]:
