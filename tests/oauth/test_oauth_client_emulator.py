@@ -278,6 +278,8 @@ async def test_identity(salesforce_emulator: Emulator, client: TokenEndpointClie
         user.username,
     )
     assert ident.urls["rest"] == org.instance_url + "/services/data/v{version}/"
+    info_doc = await client.userinfo(oauth_app(emu), tr.access_token)
+    assert (info_doc.username, info_doc.org_id) == (user.username, org.org_id)
     with pytest.raises(OAuthError) as info:
         await client.identity(tr.id_url, Secret("00Dnope!notatoken"))
     assert (info.value.status, info.value.error) == (403, "Bad_OAuth_Token")
@@ -360,7 +362,7 @@ async def test_slow_token_endpoint_times_out(salesforce_emulator: Emulator) -> N
         fast = TokenEndpointClient(session, clock=emu.clock)
         app, tr = await connect(emu, fast)
         emu.admin.add_fault(
-            {"target": "token", "kind": "latency", "latency_seconds": 5, "count": 1}
+            {"target": "token", "kind": "latency", "latency_seconds": 1.5, "count": 1}
         )
         impatient = TokenEndpointClient(session, clock=emu.clock, timeout_seconds=0.2)
         with pytest.raises(UpstreamTransportError) as info:
@@ -376,3 +378,47 @@ async def test_egress_address_is_used_and_recorded(salesforce_emulator: Emulator
     assert tr.local_address == "127.0.0.2"
     seen = emu.admin.requests(grant_type="authorization_code")
     assert [r["client"] for r in seen] == ["127.0.0.2"]
+
+
+def verdict(error: OAuthError, *, newer: bool = False) -> tuple[str | None, str, str | None]:
+    d = classify_refresh_failure(
+        error,
+        refresh_token_changed=False,
+        lease_expired_before=False,
+        rotation_enabled=False,
+        newer_connection_same_user_app=newer,
+        attempts=1,
+        max_attempts=3,
+    )
+    return d.status, d.reason, d.sub_reason
+
+
+async def test_deactivated_user_and_revoked_app_mean_needs_reauth(
+    salesforce_emulator: Emulator, client: TokenEndpointClient
+) -> None:
+    emu = salesforce_emulator
+    app, first = await connect(emu, client, org=1, user=0)
+    _, second = await connect(emu, client, org=1, user=1)
+    emu.admin.deactivate(emu.orgs[1].users[0].username)
+    emu.admin.revoke_app(emu.apps[0].client_id, emu.orgs[1].users[1].username)
+    for tr in (first, second):
+        assert tr.refresh_token is not None
+        with pytest.raises(OAuthError) as info:
+            await client.refresh(app, tr.refresh_token)
+        assert verdict(info.value)[:2] == ("needs_reauth", "revoked")
+
+
+async def test_sixth_approval_evicts_the_oldest_family(
+    salesforce_emulator: Emulator, client: TokenEndpointClient
+) -> None:
+    emu = salesforce_emulator
+    grants = [await connect(emu, client, user=1) for _ in range(6)]
+    app, oldest = grants[0]
+    assert oldest.refresh_token is not None
+    with pytest.raises(OAuthError) as info:
+        await client.refresh(app, oldest.refresh_token)
+    # The lifecycle knows a newer connection of the same user+app exists.
+    assert verdict(info.value, newer=True) == ("needs_reauth", "revoked", "token_cap_evicted")
+    newest = grants[-1][1]
+    assert newest.refresh_token is not None
+    await client.refresh(app, newest.refresh_token)

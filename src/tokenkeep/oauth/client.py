@@ -216,6 +216,17 @@ class TokenEndpointClient:
         )
         return salesforce.parse_identity(self._json_object(answer, "identity"), id_url=id_url)
 
+    async def userinfo(self, app: OAuthApp, access_token: Secret) -> Identity:
+        """GET ``/services/oauth2/userinfo`` on the app's login host (OpenID shape)."""
+        provider = self._provider(app)
+        answer = await self._send(
+            "GET",
+            app.login_url + provider.userinfo_path,
+            endpoint="userinfo",
+            headers={"Authorization": f"Bearer {access_token.reveal()}"},
+        )
+        return salesforce.parse_identity(self._json_object(answer, "userinfo"))
+
     async def revoke(self, app: OAuthApp, token: Secret) -> None:
         """Revoke a refresh token (and its access tokens) or one access token."""
         provider = self._provider(app)
