@@ -31,14 +31,14 @@ except ImportError:  # pragma: no cover - pytest-asyncio is a test dependency
 
 __all__ = ["salesforce_emulator"]
 
-_OPTIONS = frozenset({"orgs", "seed", "tls", "host", "port"})
+_OPTIONS = frozenset({"orgs", "apps", "seed", "tls", "host", "port"})
 
 
 def pytest_configure(config: pytest.Config) -> None:
     """Register the ``salesforce_emulator`` marker (options for the fixture)."""
     config.addinivalue_line(
         "markers",
-        "salesforce_emulator(orgs=2, seed=None, tls=False, host='127.0.0.1', port=0): "
+        "salesforce_emulator(orgs=2, apps=1, seed=None, tls=False, host='127.0.0.1', port=0): "
         "options for the salesforce_emulator fixture",
     )
 

@@ -8,6 +8,7 @@ import hmac
 
 import httpx
 import jwt
+import pytest
 from emu_helpers import REDIRECT, TOKEN_PATH, code_grant, password_grant, pkce_pair, refresh
 
 from tokenkeep.emulator import Emulator
@@ -330,3 +331,24 @@ async def test_userinfo_and_identity_url(emu: Emulator, http: httpx.AsyncClient)
         assert bad.status_code == 403
         assert bad.text == "Bad_OAuth_Token"
         assert bad.headers["content-type"].startswith("text/plain")
+
+
+@pytest.mark.salesforce_emulator(apps=2)
+async def test_an_app_may_only_introspect_its_own_tokens(
+    salesforce_emulator: Emulator, http: httpx.AsyncClient
+) -> None:
+    emu = salesforce_emulator
+    mine, other = emu.apps
+    grant = (await code_grant(http, emu, emu.orgs[0].users[0])).json()  # issued to `mine`
+    url = emu.login_url + "/services/oauth2/introspect"
+    theirs = await http.post(
+        url, data={"token": grant["access_token"]}, auth=(other.client_id, other.client_secret)
+    )
+    assert theirs.json() == {"active": False}
+    own = await http.post(
+        url, data={"token": grant["access_token"]}, auth=(mine.client_id, mine.client_secret)
+    )
+    assert own.json()["active"] is True
+    # A refresh token only refreshes for the app it was issued to.
+    r = await refresh(http, emu, grant["refresh_token"], app=other)
+    assert r.json()["error"] == "invalid_grant"

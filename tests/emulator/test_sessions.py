@@ -268,3 +268,34 @@ async def test_instance_move_new_host_serves_old_host_refuses(
     assert back.status_code == 200
     assert back.json()["instance_url"] == old_url
     assert (await limits(http, old_url, fresh["access_token"])).status_code == 200
+
+
+@pytest.mark.salesforce_emulator(apps=2)
+async def test_api_client_control_distinguishes_apps(
+    salesforce_emulator: Emulator, http: httpx.AsyncClient
+) -> None:
+    emu = salesforce_emulator
+    org = emu.orgs[0]
+    listed, unlisted = emu.apps
+    emu.admin.patch_org(
+        org.org_id, {"api_client_control": True, "allowed_client_ids": [listed.client_id]}
+    )
+    user = org.users[0]
+    tokens = {}
+    for app in emu.apps:
+        r = await http.post(
+            emu.login_url + "/services/oauth2/token",
+            data={
+                "grant_type": "password",
+                "client_id": app.client_id,
+                "client_secret": app.client_secret,
+                "username": user.username,
+                "password": user.password,
+            },
+        )
+        tokens[app.client_id] = r.json()["access_token"]
+    assert (await limits(http, org.instance_url, tokens[listed.client_id])).status_code == 200
+    invalid_session(
+        await limits(http, org.instance_url, tokens[unlisted.client_id]),
+        "This session is not valid for use with the REST API",
+    )

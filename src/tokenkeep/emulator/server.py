@@ -163,6 +163,7 @@ class Emulator:
         cls,
         orgs: int = 2,
         *,
+        apps: int = 1,
         seed: int | None = None,
         tls: bool = False,
         host: str = "127.0.0.1",
@@ -171,9 +172,12 @@ class Emulator:
     ) -> AsyncIterator[Emulator]:
         """Serve a login host and ``orgs`` instance hosts on ``host`` until the block ends.
 
-        ``port=0`` picks free ports; otherwise org *i* listens on ``port + i``.
+        ``port=0`` picks free ports; otherwise org *i* listens on ``port + i``. ``apps``
+        connected apps are registered (each valid in every org).
         """
-        emu, sockets = cls._create(orgs, seed=seed, tls=tls, host=host, port=port, clock=clock)
+        emu, sockets = cls._create(
+            orgs, apps=apps, seed=seed, tls=tls, host=host, port=port, clock=clock
+        )
         try:
             await emu._start(sockets)
             yield emu
@@ -186,14 +190,15 @@ class Emulator:
         cls,
         n_orgs: int,
         *,
+        apps: int,
         seed: int | None,
         tls: bool,
         host: str,
         port: int,
         clock: Clock | None,
     ) -> tuple[Emulator, list[socket.socket]]:
-        if n_orgs < 1:
-            raise ValueError("an emulator needs at least one org")
+        if n_orgs < 1 or apps < 1:
+            raise ValueError("an emulator needs at least one org and one connected app")
         sockets: list[socket.socket] = []
         try:
             for i in range(n_orgs + 1):
@@ -205,7 +210,14 @@ class Emulator:
         scheme = "https" if tls else "http"
         url_host = f"[{host}]" if ":" in host else host
         urls = [f"{scheme}://{url_host}:{s.getsockname()[1]}" for s in sockets]
-        state = build_fixture(clock or OffsetClock(), n_orgs, seed, urls[0], urls[1:])
+        state = build_fixture(
+            clock or OffsetClock(),
+            n_orgs,
+            seed=seed,
+            login_url=urls[0],
+            instance_urls=urls[1:],
+            n_apps=apps,
+        )
         state.ports[sockets[0].getsockname()[1]] = HostBinding("login", urls[0])
         for org, sock, url in zip(state.orgs, sockets[1:], urls[1:], strict=True):
             state.ports[sock.getsockname()[1]] = HostBinding("instance", url, org)

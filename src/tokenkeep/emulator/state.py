@@ -8,6 +8,7 @@ admin.py) turns requests into calls on :class:`EmulatorState`.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import secrets
@@ -492,13 +493,26 @@ class EmulatorState:
         return grant
 
 
+@functools.lru_cache(maxsize=8)
+def _app_keys(index: int) -> tuple[str, str]:
+    """App *index*'s JWT key pair, generated once per process: RSA generation costs ~0.1 s
+    and emulators start once per test. Each app of one emulator still has its own key."""
+    from tokenkeep.emulator.keys import new_app_keypair
+
+    return new_app_keypair()
+
+
 def build_fixture(
-    clock: Clock, n_orgs: int, seed: int | None, login_url: str, instance_urls: list[str]
+    clock: Clock,
+    n_orgs: int,
+    *,
+    seed: int | None,
+    login_url: str,
+    instance_urls: list[str],
+    n_apps: int = 1,
 ) -> EmulatorState:
     """Orgs with two users each (the first pre-authorized for JWT and the run-as user for
     client credentials) and one connected app."""
-    from tokenkeep.emulator.keys import new_app_keypair
-
     ids = IdFactory(seed)
     orgs = []
     for i in range(n_orgs):
@@ -516,15 +530,19 @@ def build_fixture(
             for who in ("admin", "user")
         ]
         orgs.append(Org(i, org_id, name, instance_urls[i], users))
-    key_pem, cert_pem = new_app_keypair()
-    app = App(
-        name="tokenkeep-emulator-app",
-        client_id=ids.consumer_key(),
-        client_secret=ids.secret(64),
-        redirect_uris=["http://127.0.0.1:8400/oauth/callback", "http://localhost/callback"],
-        private_key_pem=key_pem,
-        certificate_pem=cert_pem,
-        pre_authorized={o.users[0].username for o in orgs},
-        run_as={o.org_id: o.users[0].username for o in orgs},
-    )
-    return EmulatorState(clock, orgs, [app], login_url)
+    apps = []
+    for i in range(n_apps):
+        key_pem, cert_pem = _app_keys(i)
+        apps.append(
+            App(
+                name="tokenkeep-emulator-app" + (f"-{i + 1}" if i else ""),
+                client_id=ids.consumer_key(),
+                client_secret=ids.secret(64),
+                redirect_uris=["http://127.0.0.1:8400/oauth/callback", "http://localhost/callback"],
+                private_key_pem=key_pem,
+                certificate_pem=cert_pem,
+                pre_authorized={o.users[0].username for o in orgs},
+                run_as={o.org_id: o.users[0].username for o in orgs},
+            )
+        )
+    return EmulatorState(clock, orgs, apps, login_url)
