@@ -127,6 +127,11 @@ async def test_describe_global_and_describe(client: httpx.AsyncClient) -> None:
     assert fields["Name"]["createable"] is True
     assert fields["Id"]["type"] == "id"
     assert fields["Id"]["updateable"] is False
+    children = {
+        (c["relationshipName"], c["childSObject"], c["field"])
+        for c in describe["childRelationships"]
+    }
+    assert ("Contacts", "Contact", "AccountId") in children
     basic = (await client.get(f"{V}/sobjects/Account")).json()
     assert basic["objectDescribe"]["name"] == "Account"
     assert len(basic["recentItems"]) == 5

@@ -204,3 +204,37 @@ def test_relative_date_literals_follow_the_emulator_clock() -> None:
     with pytest.raises(SoqlError) as info:
         bind("SELECT Id FROM Opportunity WHERE CloseDate = LAST_N_DAYS", store)
     assert info.value.error_code == "MALFORMED_QUERY"
+
+
+def test_parent_to_child_subquery(store: OrgRecords) -> None:
+    bound = bind(
+        "SELECT Name, (SELECT LastName FROM Contacts ORDER BY LastName DESC LIMIT 5) "
+        "FROM Account WHERE Name LIKE 'acme%' ORDER BY Name",
+        store,
+    )
+    acme, labs = (bound.project(r, "60.0") for r in bound.rows())
+    assert acme["Name"] == "Acme"
+    assert acme["Contacts"]["totalSize"] == 1
+    assert acme["Contacts"]["done"] is True
+    (doe,) = acme["Contacts"]["records"]
+    assert doe["LastName"] == "Doe"
+    assert doe["attributes"]["type"] == "Contact"
+    assert labs["Contacts"] is None  # no children: null, as Salesforce answers
+    with pytest.raises(SoqlError) as info:
+        bind("SELECT Id, (SELECT Id FROM Nope) FROM Account", store)
+    assert info.value.error_code == "INVALID_TYPE"
+    assert "Didn't understand relationship 'Nope'" in info.value.message
+    with pytest.raises(SoqlError) as info:
+        bind("SELECT Id, (SELECT Id FROM Contacts FROM Account", store)
+    assert info.value.error_code == "MALFORMED_QUERY"
+
+
+def test_subquery_limit_applies_per_parent() -> None:
+    records = OrgRecords("00D5g000004XXXXEAA", 2, ManualClock())
+    bound = bind("SELECT Id, (SELECT Id FROM Contacts LIMIT 3) FROM Account", records)
+    projected = [bound.project(r, "60.0") for r in bound.rows()]
+    assert len(projected) == 30
+    # Every seeded account has 85 contacts; each gets its own 3.
+    assert all(p["Contacts"]["totalSize"] == 3 for p in projected)
+    ids = {c["Id"] for p in projected for c in p["Contacts"]["records"]}
+    assert len(ids) == 90

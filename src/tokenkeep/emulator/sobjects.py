@@ -37,6 +37,7 @@ class FieldSpec:
     length: int = 0
     reference_to: tuple[str, ...] = ()
     relationship_name: str | None = None
+    child_relationship: str | None = None  # the parent's name for the list of children
     picklist: tuple[str, ...] = ()
     calculated: bool = False
     default: Any = None
@@ -135,6 +136,8 @@ class SObjectSchema:
     key_prefix: str
     fields: list[FieldSpec]
     by_lower: dict[str, FieldSpec] = field(default_factory=dict)
+    # Child relationships by lower-case name: "contacts" -> (Contact, AccountId).
+    children: dict[str, tuple[str, str, str]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.by_lower = {f.name.lower(): f for f in self.fields}
@@ -180,7 +183,17 @@ class SObjectSchema:
         """The body of ``/sobjects/{type}/describe``."""
         body = self.summary(version)
         body["fields"] = [f.describe() for f in self.fields]
-        body["childRelationships"] = []
+        body["childRelationships"] = [
+            {
+                "cascadeDelete": False,
+                "childSObject": child,
+                "deprecatedAndHidden": False,
+                "field": field_name,
+                "relationshipName": name,
+                "restrictedDelete": False,
+            }
+            for name, child, field_name in self.children.values()
+        ]
         body["recordTypeInfos"] = []
         body["supportedScopes"] = [
             {"label": "All " + self.label_plural.lower(), "name": "everything"}
@@ -196,9 +209,18 @@ _LEAD_STATUS = ("Open - Not Contacted", "Working - Contacted", "Closed - Convert
 _CASE_STATUS = ("New", "Working", "Escalated", "Closed")
 
 
-def _ref(name: str, label: str, target: str, rel: str, **kw: Any) -> FieldSpec:
+def _ref(
+    name: str, label: str, target: str, rel: str, children: str | None = None, **kw: Any
+) -> FieldSpec:
     return FieldSpec(
-        name, "reference", label, length=18, reference_to=(target,), relationship_name=rel, **kw
+        name,
+        "reference",
+        label,
+        length=18,
+        reference_to=(target,),
+        relationship_name=rel,
+        child_relationship=children,
+        **kw,
     )
 
 
@@ -224,7 +246,7 @@ def _build_schemas() -> dict[str, SObjectSchema]:
             _s("AnnualRevenue", "Annual Revenue", 0, type="currency"),
             _s("NumberOfEmployees", "Employees", 0, type="int"),
             _s("Description", "Account Description", 32000, type="textarea"),
-            _ref("ParentId", "Parent Account ID", "Account", "Parent"),
+            _ref("ParentId", "Parent Account ID", "Account", "Parent", "ChildAccounts"),
         ],
     )
     contact = SObjectSchema(
@@ -234,7 +256,7 @@ def _build_schemas() -> dict[str, SObjectSchema]:
         "003",
         [
             *_system_fields(),
-            _ref("AccountId", "Account ID", "Account", "Account"),
+            _ref("AccountId", "Account ID", "Account", "Account", "Contacts"),
             _s("FirstName", "First Name", 40),
             _s("LastName", "Last Name", 80, nillable=False, required=True),
             _s("Name", "Full Name", 121, **calc),
@@ -257,7 +279,7 @@ def _build_schemas() -> dict[str, SObjectSchema]:
         "006",
         [
             *_system_fields(),
-            _ref("AccountId", "Account ID", "Account", "Account"),
+            _ref("AccountId", "Account ID", "Account", "Account", "Opportunities"),
             _s("Name", "Name", 120, nillable=False, required=True),
             _s(
                 "StageName",
@@ -305,8 +327,8 @@ def _build_schemas() -> dict[str, SObjectSchema]:
         "500",
         [
             *_system_fields(),
-            _ref("AccountId", "Account ID", "Account", "Account"),
-            _ref("ContactId", "Contact ID", "Contact", "Contact"),
+            _ref("AccountId", "Account ID", "Account", "Account", "Cases"),
+            _ref("ContactId", "Contact ID", "Contact", "Contact", "Cases"),
             _s("Subject", "Subject"),
             _s(
                 "Status",
@@ -320,7 +342,14 @@ def _build_schemas() -> dict[str, SObjectSchema]:
             _s("Description", "Description", 32000, type="textarea"),
         ],
     )
-    return {s.name: s for s in (account, contact, opportunity, lead, case)}
+    schemas = {s.name: s for s in (account, contact, opportunity, lead, case)}
+    for child in schemas.values():
+        for spec in child.fields:
+            if spec.child_relationship and spec.reference_to[0] in schemas:
+                parent = schemas[spec.reference_to[0]]
+                relation = (spec.child_relationship, child.name, spec.name)
+                parent.children[spec.child_relationship.lower()] = relation
+    return schemas
 
 
 SCHEMAS: dict[str, SObjectSchema] = _build_schemas()

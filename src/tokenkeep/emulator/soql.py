@@ -2,7 +2,8 @@
 
 Supported::
 
-    SELECT field, Parent.Field, ... | COUNT() | COUNT(field) [alias] | FIELDS(ALL|STANDARD)
+    SELECT field, Parent.Field, (SELECT ... FROM Children ...), ...
+         | COUNT() | COUNT(field) [alias] | FIELDS(ALL|STANDARD)
     FROM Object
     [WHERE cond]   cond: field op literal | field [NOT] IN (literals) | field LIKE 'p%'
                    | NOT cond | cond AND cond | cond OR cond | ( cond )
@@ -21,6 +22,7 @@ caret, ``ERROR at Row:r:Column:c`` and the reason).
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -170,6 +172,7 @@ class Query:
     order: list[tuple[FieldRef, bool, bool]] = field(default_factory=list)  # ref, desc, nulls1st
     limit: int | None = None
     offset: int = 0
+    subqueries: list[Query] = field(default_factory=list)  # (SELECT ... FROM Contacts)
 
 
 # Relative date literals (UTC days of the emulator's clock).
@@ -222,10 +225,10 @@ class _Parser:
             raise self.unexpected(tok)
         return int(tok.text)
 
-    def parse(self) -> Query:
+    def parse(self, nested: bool = False) -> Query:
         self.expect_keyword("SELECT")
         query = Query(self.q, "", 0)
-        self.select_list(query)
+        self.select_list(query, nested)
         self.expect_keyword("FROM")
         obj = self.next()
         if obj.kind != "ident" or "." in obj.text:
@@ -240,16 +243,20 @@ class _Parser:
             query.limit = self.integer()
         if self.keyword("OFFSET"):
             query.offset = self.integer()
-        if self.tok.kind != "eof":
+        if not nested and self.tok.kind != "eof":
             raise self.unexpected()
         return query
 
-    def select_list(self, query: Query) -> None:
+    def select_list(self, query: Query, nested: bool) -> None:
         while True:
             tok = self.next()
-            if tok.kind != "ident" or tok.upper in _CLAUSE_WORDS:
+            if tok.kind == "punct" and tok.text == "(" and not nested:
+                # A parent-to-child subquery (one level, as on Salesforce).
+                query.subqueries.append(self.parse(nested=True))
+                self.expect_punct(")")
+            elif tok.kind != "ident" or tok.upper in _CLAUSE_WORDS:
                 raise self.unexpected(tok)
-            if self.tok.text == "(" and tok.upper in ("COUNT", "FIELDS"):
+            elif self.tok.text == "(" and tok.upper in ("COUNT", "FIELDS"):
                 self.next()
                 if tok.upper == "COUNT" and self.tok.text == ")":
                     self.next()
@@ -410,9 +417,20 @@ class BoundQuery:
     predicate: Callable[[Row], bool] | None
     sort_keys: list[tuple[Getter, bool, bool, bool]]  # getter, desc, nulls_first, fold case
     store: OrgRecords
+    # Subqueries: (relationship name, the child query, the child's field naming the parent).
+    children: list[tuple[str, BoundQuery, str]] = field(default_factory=list)
+    _groups: dict[str, dict[str, list[Row]]] | None = None
 
     def rows(self, include_deleted: bool = False) -> list[Row]:
         """Matching stored rows after WHERE, ORDER BY, OFFSET and LIMIT."""
+        rows = self._ordered(include_deleted)
+        q = self.query
+        end = None if q.limit is None else q.offset + q.limit
+        if q.offset or end is not None:
+            rows = rows[q.offset : end]
+        return rows
+
+    def _ordered(self, include_deleted: bool) -> list[Row]:
         pred = self.predicate
         source = self.store.rows(self.schema.name, include_deleted)
         rows = [r for r in source if pred(r)] if pred else list(source)
@@ -428,11 +446,24 @@ class BoundQuery:
                 return (1, v.lower() if f else v)
 
             rows.sort(key=key, reverse=desc)
-        q = self.query
-        end = None if q.limit is None else q.offset + q.limit
-        if q.offset or end is not None:
-            rows = rows[q.offset : end]
         return rows
+
+    def _child_groups(self) -> dict[str, dict[str, list[Row]]]:
+        """Each subquery's rows grouped by parent id (one pass per subquery, cached)."""
+        if self._groups is None:
+            self._groups = {}
+            for name, child, link in self.children:
+                groups: dict[str, list[Row]] = {}
+                for row in child._ordered(False):
+                    parent_id = row.get(link)
+                    if parent_id is not None:
+                        groups.setdefault(parent_id, []).append(row)
+                q = child.query
+                if q.offset or q.limit is not None:  # LIMIT/OFFSET apply per parent
+                    end = None if q.limit is None else q.offset + q.limit
+                    groups = {k: v[q.offset : end] for k, v in groups.items()}
+                self._groups[name] = groups
+        return self._groups
 
     def project(self, row: Row, version: str) -> dict[str, Any]:
         """One output record: ``attributes`` then the selected fields in order."""
@@ -454,6 +485,19 @@ class BoundQuery:
                 out[rel] = parent
             if parent is not None:
                 parent[col.spec.name] = col.getter(row)
+        if self.children:
+            groups = self._child_groups()
+            for name, child, _ in self.children:
+                kids = groups[name].get(row["Id"])
+                out[name] = (
+                    {
+                        "totalSize": len(kids),
+                        "done": True,
+                        "records": [child.project(k, version) for k in kids],
+                    }
+                    if kids
+                    else None
+                )
         return out
 
     def _parent(self, row: Row, col: _Column, version: str) -> dict[str, Any] | None:
@@ -508,7 +552,23 @@ def bind(query: Query | str, store: OrgRecords) -> BoundQuery:
     for ref, desc, nulls_first in query.order:
         col = _resolve(query, schema, store, ref)
         sort_keys.append((col.getter, desc, nulls_first, col.spec.type in _TEXT_TYPES))
-    return BoundQuery(query, schema, columns, predicate, sort_keys, store)
+    bound = BoundQuery(query, schema, columns, predicate, sort_keys, store)
+    for sub in query.subqueries:
+        relation = schema.children.get(sub.sobject.lower())
+        if relation is None:
+            raise _error(
+                query.text,
+                sub.sobject_pos,
+                "INVALID_TYPE",
+                f"Didn't understand relationship '{sub.sobject}' in FROM part of query call. "
+                "If you are attempting to use a custom relationship, be sure to append the "
+                "'__r' after the custom relationship name. Please reference your WSDL or the "
+                "describe call for the appropriate names.",
+            )
+        name, child_name, link = relation
+        child = bind(dataclasses.replace(sub, sobject=child_name), store)
+        bound.children.append((name, child, link))
+    return bound
 
 
 def _plain(spec: FieldSpec) -> Getter:
