@@ -30,6 +30,7 @@ pytestmark = pytest.mark.node
 
 NODE_DIR = Path(__file__).resolve().parents[1] / "node"
 SCRIPT = NODE_DIR / "jsforce_session.mjs"
+TOUR = NODE_DIR / "jsforce_api_tour.mjs"
 # Generous: node start-up plus a handful of local HTTP calls take well under two seconds.
 STEP_TIMEOUT = 30.0
 SOQL = "SELECT Id, Name FROM Contact"
@@ -92,10 +93,10 @@ class NodeSession:
             await self.proc.wait()
 
 
-async def _start_node(node: str, config: dict[str, Any]) -> NodeSession:
+async def _start_node(node: str, config: dict[str, Any], script: Path = SCRIPT) -> NodeSession:
     proc = await asyncio.create_subprocess_exec(
         node,
-        str(SCRIPT),
+        str(script),
         cwd=str(NODE_DIR),
         env={**os.environ, "TK_JSFORCE_CONFIG": json.dumps(config)},
         stdin=asyncio.subprocess.PIPE,
@@ -298,3 +299,75 @@ async def test_jsforce_resumes_a_stored_session_that_expired_meanwhile(
 
     assert [r["status"] for r in _grants(emu, "refresh_token")] == [200]
     assert len(_grants(emu, "authorization_code")) == 1
+
+
+async def test_jsforce_api_tour(node: str, emulator: Emulator) -> None:
+    """identity, limits, describes, the SOQL builder, queryAll paging, sObject Collections,
+    composite, Bulk 2.0 ingest and error codes, each the way jsforce itself calls them."""
+    emu = emulator
+    org = emu.orgs[0]
+    user = org.users[0]
+    records = org.records
+    energy = sorted(
+        (r for r in records.rows("Account") if r["Industry"] == "Energy"), key=lambda r: r["Name"]
+    )[:5]
+    assert energy, "the seed must hold Energy accounts"
+
+    session = await _start_node(node, await _jsforce_config(emu), TOUR)
+    try:
+        steps = (await session.read())["steps"]
+    finally:
+        await session.close()
+    failed = {name: step for name, step in steps.items() if not step["ok"]}
+    assert set(failed) == {"badField", "badSyntax", "missingRecord"}, failed
+    value = {name: step.get("value") for name, step in steps.items()}
+
+    assert value["identity"] == {
+        "user_id": user.user_id,
+        "organization_id": org.org_id,
+        "username": user.username,
+    }
+    assert value["limits"]["Max"] == org.daily_api_limit
+    assert 0 < value["limits"]["Remaining"] < org.daily_api_limit
+    assert {"Account", "Contact"} <= set(value["describeGlobal"])
+    assert value["describe"]["name"] == "Contact"
+    assert {"Id", "LastName", "AccountId", "Email"} <= set(value["describe"]["fields"])
+    assert value["find"] == [
+        {"Id": r["Id"], "Name": r["Name"], "Industry": "Energy"} for r in energy
+    ]
+    assert value["count"] == records.count("Contact")
+    assert value["scanAll"] == {
+        "totalSize": records.count("Contact"),
+        "records": records.count("Contact"),
+    }
+
+    created = value["createMany"]
+    assert [(r["success"], r["errors"]) for r in created] == [(True, []), (True, [])]
+    assert [(r["id"], r["success"]) for r in value["updateMany"]] == [
+        (r["id"], True) for r in created
+    ]
+    assert value["readBack"] == ["toured"]
+    assert [(r["id"], r["success"]) for r in value["destroyMany"]] == [
+        (r["id"], True) for r in created
+    ]
+    assert all(records.get("Account", r["id"]) is None for r in created)
+
+    assert value["composite"] == [
+        {"ref": "acct", "status": 201, "name": None},
+        {"ref": "read", "status": 200, "name": "composite tour"},
+    ]
+
+    bulk = value["bulk2"]
+    assert bulk["failed"] == 0
+    assert [(r["created"], r["name"]) for r in bulk["successful"]] == [
+        ("true", "bulk tour 1"),
+        ("true", "bulk tour 2"),
+    ]
+    for row in bulk["successful"]:
+        stored = records.get("Account", row["id"])
+        assert stored is not None
+        assert stored["Name"] == row["name"]
+
+    assert failed["badField"]["errorCode"] == "INVALID_FIELD"
+    assert failed["badSyntax"]["errorCode"] == "MALFORMED_QUERY"
+    assert failed["missingRecord"]["errorCode"] == "NOT_FOUND"
