@@ -274,3 +274,18 @@ async def test_obtain_dispatches_by_auth_mode_and_needs_a_refresh_token(
 async def test_invalid_url_is_a_local_configuration_error(client: TokenEndpointClient) -> None:
     with pytest.raises(IntegrationConfigError):
         await client.identity("http://[::1/id/x/y", Secret("t"))
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["http://acme.my.salesforce.com/id/00D/005", "http://10.0.0.8/id/x/y", "ftp://x/id/a/b"],
+)
+async def test_credentials_never_go_over_plain_http_to_remote_hosts(
+    client: TokenEndpointClient, url: str
+) -> None:
+    with pytest.raises(IntegrationConfigError) as info:
+        await client.identity(url, Secret(CANARY_ACCESS))
+    assert info.value.error == "invalid_configuration"
+    if url.startswith("http:"):
+        with pytest.raises(IntegrationConfigError):
+            await client.refresh(app_for(url.rsplit("/id/", 1)[0]), Secret(CANARY_REFRESH))

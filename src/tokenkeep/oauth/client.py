@@ -24,6 +24,7 @@ from urllib.parse import urlencode
 import aiohttp
 
 from tokenkeep.clock import Clock
+from tokenkeep.config import is_loopback_url
 from tokenkeep.oauth.errors import IntegrationConfigError, OAuthError, UpstreamTransportError
 from tokenkeep.oauth.jwt_bearer import mint_assertion
 from tokenkeep.oauth.models import Identity, Introspection, OAuthApp, TokenResponse
@@ -102,6 +103,17 @@ def _local_address(resp: aiohttp.ClientResponse) -> str | None:
     if isinstance(sockname, tuple) and sockname:
         return str(sockname[0])
     return None
+
+
+def _may_carry_credentials(url: str) -> bool:
+    """https anywhere; plain http only to loopback (the emulator, local tests)."""
+    scheme = url.split(":", 1)[0].lower()
+    if scheme == "https":
+        return True
+    try:
+        return scheme == "http" and is_loopback_url(url)
+    except ValueError:  # unparseable: aiohttp would refuse it too
+        return False
 
 
 class TokenEndpointClient:
@@ -321,6 +333,13 @@ class TokenEndpointClient:
         grant: str | None = None,
     ) -> _Answer:
         """One request; returns a 2xx answer or raises OAuthError / UpstreamTransportError."""
+        if not _may_carry_credentials(url):
+            # Defence in depth (the API validates configured URLs): an ``id`` URL comes from a
+            # provider answer, and a token must never cross the network in clear.
+            raise IntegrationConfigError(
+                "invalid_configuration",
+                f"{endpoint}: refusing to send credentials over plain http to a non-loopback host",
+            )
         started = self._clock.monotonic()
         kwargs: dict[str, Any] = {"data": data, "headers": dict(headers or {})}
         kwargs["headers"].setdefault("Accept", "application/json")
