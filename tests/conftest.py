@@ -36,6 +36,12 @@ def _pg_admin() -> psycopg.Connection:
 
 
 @pytest.fixture
+def pg_admin_dsn() -> str:
+    """libpq DSN of the PostgreSQL maintenance database the fixtures administer."""
+    return PG_ADMIN_DSN
+
+
+@pytest.fixture
 def pg_url() -> Iterator[str]:
     """A fresh, empty PostgreSQL database (``postgresql+psycopg://...``), dropped after."""
     name = "tk_test_" + secrets.token_hex(6)

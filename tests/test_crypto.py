@@ -15,6 +15,7 @@ from tokenkeep.crypto import (
     ciphertext_key_id,
     load_or_create_keyring,
     new_key_bytes,
+    write_keys_file,
 )
 from tokenkeep.errors import EncryptionKeyError
 
@@ -141,3 +142,17 @@ def test_environment_keys_win_over_the_file(tmp_path: Path) -> None:
     settings = load_settings(data_dir=tmp_path / "data", encryption_keys=env_ring.export().reveal())
     assert load_or_create_keyring(settings).key_ids == ("envkey",)
     assert not (tmp_path / "data" / KEYS_FILE_NAME).exists()
+
+
+def test_running_process_picks_up_a_rotation_from_the_keys_file(tmp_path: Path) -> None:
+    settings = load_settings(data_dir=tmp_path / "data", encryption_keys=None)
+    server = load_or_create_keyring(settings)
+    cli = load_or_create_keyring(settings)
+    old_primary = cli.primary_key_id
+    cli.promote("k2", new_key_bytes())
+    write_keys_file(tmp_path / "data" / KEYS_FILE_NAME, cli)
+    value = cli.encrypt("tok", row_id="r", field="f")
+    # The server never saw k2: it re-reads the file, reads the value and adopts k2 as primary.
+    assert server.decrypt(value, row_id="r", field="f") == "tok"
+    assert server.key_ids == ("k2", old_primary)
+    assert ciphertext_key_id(server.encrypt("x", row_id="r", field="f")) == "k2"

@@ -87,13 +87,17 @@ class Keyring:
     ``repr`` shows key ids only, never key bytes.
     """
 
-    __slots__ = ("_aead", "_lock", "_order", "_raw", "source")
+    __slots__ = ("_aead", "_lock", "_order", "_raw", "keys_file", "source")
 
     def __init__(
         self, keys: Iterable[tuple[str, bytes]], *, source: str = "TOKENKEEP_ENCRYPTION_KEYS"
     ) -> None:
         #: Where the keys came from (the variable or the keys file), for error messages.
         self.source = source
+        #: The keys file this keyring was loaded from, if any: re-read when a value names a
+        #: key id we do not hold, so ``tokenkeep keys rotate`` run in another process is
+        #: picked up by a running gateway without a restart.
+        self.keys_file: Path | None = None
         order: list[str] = []
         raw: dict[str, bytes] = {}
         for kid, material in keys:
@@ -178,6 +182,28 @@ class Keyring:
             self._aead = aead
             self._order = (key_id, *(k for k in self._order if k != key_id))
 
+    def reload(self) -> None:
+        """Adopt the keys file's current keys and primary (no-op without a keys file).
+
+        Keys already held stay readable even if the file dropped them: a running process
+        never loses the ability to read what it could read before.
+        """
+        if self.keys_file is None or not self.keys_file.exists():
+            return
+        fresh = Keyring.parse(
+            self.keys_file.read_text(encoding="ascii").strip(), source=str(self.keys_file)
+        )
+        with self._lock:
+            raw = dict(self._raw)
+            aead = dict(self._aead)
+            for kid in fresh._order:
+                if kid not in raw:
+                    raw[kid] = fresh._raw[kid]
+                    aead[kid] = fresh._aead[kid]
+            self._raw = raw
+            self._aead = aead
+            self._order = (*fresh._order, *(k for k in self._order if k not in fresh._order))
+
     # -- use ----------------------------------------------------------------------------
     def encrypt(self, plaintext: str, *, row_id: str, field: str) -> str:
         """Encrypt with the primary key, bound to ``(row_id, field)``."""
@@ -196,6 +222,9 @@ class Keyring:
         """
         kid = ciphertext_key_id(value)
         aead = self._aead.get(kid)
+        if aead is None and self.keys_file is not None:
+            self.reload()
+            aead = self._aead.get(kid)
         if aead is None:
             raise EncryptionKeyError(
                 f"stored data was encrypted with key {kid!r}, which is missing from "
@@ -259,7 +288,9 @@ def load_or_create_keyring(settings: Settings) -> Keyring:
         return Keyring.parse(settings.encryption_keys.get_secret_value())
     path = settings.data_dir / KEYS_FILE_NAME
     if path.exists():
-        return Keyring.parse(path.read_text(encoding="ascii").strip(), source=str(path))
-    keyring = Keyring([(new_key_id(), new_key_bytes())], source=str(path))
-    write_keys_file(path, keyring)
+        keyring = Keyring.parse(path.read_text(encoding="ascii").strip(), source=str(path))
+    else:
+        keyring = Keyring([(new_key_id(), new_key_bytes())], source=str(path))
+        write_keys_file(path, keyring)
+    keyring.keys_file = path
     return keyring

@@ -9,6 +9,7 @@ import textwrap
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+import psycopg
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
@@ -154,3 +155,28 @@ async def test_sqlite_writers_in_two_processes_never_see_database_locked(
     assert len(rows) == 2 * n
     # Serialized: every transaction saw a distinct count of earlier rows.
     assert sorted(detail["seen"] for _, detail in rows) == list(range(2 * n))
+
+
+async def test_postgres_pool_recovers_after_connections_are_killed(
+    pg_url: str, pg_admin_dsn: str, clock: ManualClock
+) -> None:
+    """A server restart drops every pooled connection; the next request must just work."""
+    db = Database(pg_url, clock=clock, pool_size=3)
+    try:
+        await db.upgrade()
+        await asyncio.gather(*(db.ping() for _ in range(3)))  # fill the pool
+        name = pg_url.rsplit("/", 1)[1]
+        with psycopg.connect(pg_admin_dsn, autocommit=True) as admin:
+            killed = admin.execute(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE datname = %s AND pid <> pg_backend_pid()",
+                (name,),
+            ).fetchone()
+        assert killed is not None
+        assert killed[0] >= 1
+        for _ in range(3):
+            async with db.read() as session:
+                assert await session.scalar(select(1)) == 1
+        assert await db.schema_is_current()
+    finally:
+        await db.close()
