@@ -9,6 +9,7 @@ reach the output.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import sys
@@ -48,9 +49,12 @@ _SECRET_VALUE = re.compile(
 )
 
 
+_PLAIN = frozenset({int, float, bool})
+
+
 def _redact_value(value: Any, depth: int = 0) -> Any:
-    if depth > 6:
-        return value
+    if depth > 6 or value is None or type(value) in _PLAIN:
+        return value  # fast path: the ABC checks below cost more than the whole rest
     if isinstance(value, Secret):
         return REDACTED
     if isinstance(value, str):
@@ -66,8 +70,14 @@ def _redact_value(value: Any, depth: int = 0) -> Any:
     return value
 
 
+@functools.lru_cache(maxsize=4096)
+def _is_secret_name(name: str) -> bool:
+    # Field names repeat on every log line (the proxy logs one per call): check each once.
+    return name not in _SAFE_NAMES and _SECRET_NAME.search(name) is not None
+
+
 def _redact_item(name: str, value: Any, depth: int) -> Any:
-    if name not in _SAFE_NAMES and _SECRET_NAME.search(name) and value not in (None, "", False):
+    if _is_secret_name(name) and value not in (None, "", False):
         if isinstance(value, bool | int | float):
             return value
         return REDACTED
