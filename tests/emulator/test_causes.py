@@ -58,7 +58,11 @@ class Grant:
 
 @pytest.fixture
 async def emu() -> AsyncIterator[Emulator]:
-    """Two orgs with seeded data (org 0 is the one the scenarios connect to)."""
+    """Two orgs with seeded data (org 0 is the one the scenarios connect to).
+
+    Overrides this directory's conftest ``emu`` to pin the seed, so the scenarios do not
+    depend on how the shared fixture is configured.
+    """
     async with Emulator.running(orgs=2, seed=5) as running:
         yield running
 
