@@ -371,3 +371,29 @@ async def test_jsforce_api_tour(node: str, emulator: Emulator) -> None:
     assert failed["badField"]["errorCode"] == "INVALID_FIELD"
     assert failed["badSyntax"]["errorCode"] == "MALFORMED_QUERY"
     assert failed["missingRecord"]["errorCode"] == "NOT_FOUND"
+
+
+async def test_jsforce_does_not_refresh_a_session_refused_by_api_client_control(
+    node: str, emulator: Emulator
+) -> None:
+    """jsforce skips its refresh for "This session is not valid for use with the REST API"
+    (the API Client Control 401): the emulator's message must match jsforce's exactly, or
+    jsforce would refresh in a loop."""
+    emu = emulator
+    org = emu.orgs[0]
+    emu.admin.patch_org(org.org_id, {"api_client_control": True, "allowed_client_ids": []})
+
+    session = await _start_node(node, await _jsforce_config(emu))
+    try:
+        assert (await session.read())["authorized"] is True
+        refused = await session.read()
+    finally:
+        await session.close()
+
+    assert refused["ok"] is False
+    assert refused["errorCode"] == "INVALID_SESSION_ID"
+    assert refused["error"] == "This session is not valid for use with the REST API"
+    assert refused["refreshEvents"] == 0
+    assert _grants(emu, "refresh_token") == []
+    data_calls = emu.admin.requests(path="/services/data")
+    assert [(r["status"], r["errorCode"]) for r in data_calls] == [(401, "INVALID_SESSION_ID")]
