@@ -159,3 +159,17 @@ async def test_rotation_never_overwrites_a_concurrent_refresh(store: Store) -> N
         assert conn.credentials.refresh_token.reveal() == f"refresh-{i}"
         assert conn.version == 2
         assert conn.key_id == "k2"
+
+
+async def test_instances_starting_together_on_a_fresh_database(
+    store_settings: Settings, clock: ManualClock
+) -> None:
+    stores = await asyncio.gather(*(open_store(store_settings, clock=clock) for _ in range(3)))
+    try:
+        await _seed(stores[0], 1)
+        conn = await stores[2].connections.get("c000", with_credentials=True)
+        assert conn.credentials is not None
+        assert conn.credentials.access_token.reveal() == "access-0"
+    finally:
+        for s in stores:
+            await s.close()

@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy import exc as sa_exc
 from sqlalchemy import func, select, update
 
 from tokenkeep.crypto import Keyring
@@ -105,15 +106,32 @@ async def verify_keyring(db: Database, keyring: Keyring) -> None:
 
 async def _record_canary(db: Database, keyring: Keyring) -> None:
     kid = keyring.primary_key_id
-    async with db.write() as session:
-        if await session.get(KeyringCheckRow, kid) is None:
-            session.add(
-                KeyringCheckRow(
-                    key_id=kid,
-                    canary_enc=keyring.encrypt(_CANARY, row_id=kid, field=_CANARY_FIELD),
-                    created_at=db.clock.now(),
+    try:
+        async with db.write() as session:
+            existing = await session.get(KeyringCheckRow, kid)
+            if existing is None:
+                session.add(
+                    KeyringCheckRow(
+                        key_id=kid,
+                        canary_enc=keyring.encrypt(_CANARY, row_id=kid, field=_CANARY_FIELD),
+                        created_at=db.clock.now(),
+                    )
                 )
-            )
+                return
+    except sa_exc.IntegrityError:
+        # Another instance starting at the same moment recorded it first (PostgreSQL,
+        # read committed): fall through and check that its canary is ours.
+        pass
+    async with db.read() as session:
+        existing = await session.get(KeyringCheckRow, kid)
+    if existing is not None:
+        try:
+            keyring.decrypt(existing.canary_enc, row_id=kid, field=_CANARY_FIELD)
+        except EncryptionKeyError:
+            raise EncryptionKeyError(
+                f"encryption key {kid!r} in {keyring.source} is not the key this database "
+                "was written with (its canary does not decrypt)"
+            ) from None
 
 
 @dataclass(frozen=True, slots=True)
