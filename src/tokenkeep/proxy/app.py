@@ -164,6 +164,7 @@ class ProxyApp:
         self._http = http
         self._owns_http = http is None
         self._log = logger or get_logger("tokenkeep.proxy")
+        self._call_log: Any = None  # bound once: a lazy structlog proxy re-binds per call
         self._auth_cache_seconds = auth_cache_seconds
         self._auth_cache: dict[bytes, float] = {}
         self._pool_limit = pool_limit
@@ -249,7 +250,9 @@ class ProxyApp:
             self._log.error("proxy.internal_error", request_id=call.request_id, error=repr(exc))
             await self._send_error(send, call, TokenkeepError("Internal proxy error."))
         finally:
-            self._log.info(
+            if self._call_log is None:
+                self._call_log = self._log.bind()
+            self._call_log.info(
                 "proxy.call",
                 request_id=call.request_id,
                 connection_id=call.connection_id,

@@ -19,6 +19,7 @@ sent as a URL.
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from dataclasses import dataclass
@@ -188,6 +189,15 @@ def build_upstream_url(instance_url: str, target: ProxyTarget) -> str:
     ``instance_url`` comes from the stored token response; it must be a plain
     ``http(s)://host[:port]`` origin (a path prefix is kept, userinfo/query/fragment refused).
     """
+    url = _checked_origin(instance_url) + target.path
+    if target.query:
+        url += "?" + target.query.decode("ascii")
+    return url
+
+
+@functools.lru_cache(maxsize=4096)
+def _checked_origin(instance_url: str) -> str:
+    # A handful of instance URLs serve every call: parse each once, not per request.
     parts = urlsplit(instance_url)
     if (
         parts.scheme not in {"http", "https"}
@@ -197,7 +207,4 @@ def build_upstream_url(instance_url: str, target: ProxyTarget) -> str:
         or parts.fragment
     ):
         raise InvalidPathError("The connection's instance_url is not a valid origin.")
-    url = instance_url.rstrip("/") + target.path
-    if target.query:
-        url += "?" + target.query.decode("ascii")
-    return url
+    return instance_url.rstrip("/")
