@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import pytest
 import requests
-from simple_salesforce import Salesforce
+from simple_salesforce import Salesforce, SFType
 from simple_salesforce.exceptions import SalesforceExpiredSession, SalesforceResourceNotFound
 
 from tokenkeep.emulator import Emulator
@@ -105,28 +105,31 @@ async def test_simple_salesforce_over_tls(tls_emulator: Emulator) -> None:
         lazy = list(sf.query_all_iter("SELECT Id FROM Contact"))
         assert len(lazy) == contacts
 
+    # `sf.Account` is what users write; its attribute magic is typed as a union, hence cast.
+    account_type = cast(SFType, sf.Account)
+
     def crud() -> None:
-        created = sf.Account.create({"Name": "simple-salesforce Ltd", "Industry": "Energy"})
+        created = account_type.create({"Name": "simple-salesforce Ltd", "Industry": "Energy"})
         assert created["success"] is True
         assert created["errors"] == []
         account_id = created["id"]
         assert account_id.startswith("001")
         assert len(account_id) == 18
 
-        fetched = sf.Account.get(account_id)
+        fetched = account_type.get(account_id)
         assert fetched["Name"] == "simple-salesforce Ltd"
         assert fetched["Id"] == account_id
 
-        assert sf.Account.update(account_id, {"Name": "simple-salesforce plc"}) == 204
-        assert sf.Account.get(account_id)["Name"] == "simple-salesforce plc"
+        assert account_type.update(account_id, {"Name": "simple-salesforce plc"}) == 204
+        assert account_type.get(account_id)["Name"] == "simple-salesforce plc"
         found = sf.query(f"SELECT Id, Name FROM Account WHERE Id = '{account_id}'")
         assert [r["Name"] for r in found["records"]] == ["simple-salesforce plc"]
 
-        assert sf.Account.delete(account_id) == 204
+        assert account_type.delete(account_id) == 204
         with pytest.raises(SalesforceResourceNotFound) as gone:
-            sf.Account.get(account_id)
+            account_type.get(account_id)
         assert gone.value.status == 404
-        assert gone.value.content[0]["errorCode"] == "NOT_FOUND"
+        assert cast(list[dict[str, str]], gone.value.content)[0]["errorCode"] == "NOT_FOUND"
         # queryAll (include_deleted) still sees the deleted row; query does not.
         assert sf.query(f"SELECT Id FROM Account WHERE Id = '{account_id}'")["totalSize"] == 0
         deleted = sf.query_all(
@@ -135,14 +138,14 @@ async def test_simple_salesforce_over_tls(tls_emulator: Emulator) -> None:
         assert [r["IsDeleted"] for r in deleted["records"]] == [True]
 
     def describes() -> None:
-        account = sf.Account.describe()
+        account = account_type.describe()
         assert account["name"] == "Account"
         names = {f["name"] for f in account["fields"]}
         assert {"Id", "Name", "Industry", "OwnerId"} <= names
         everything = sf.describe()
         assert everything is not None
         assert {"Account", "Contact"} <= {o["name"] for o in everything["sobjects"]}
-        assert sf.Contact.metadata()["objectDescribe"]["name"] == "Contact"
+        assert cast(SFType, sf.Contact).metadata()["objectDescribe"]["name"] == "Contact"
         limits = sf.limits()
         assert limits["DailyApiRequests"]["Max"] == 15000
         # Remaining counts this very call too.
