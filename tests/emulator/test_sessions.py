@@ -299,3 +299,20 @@ async def test_api_client_control_distinguishes_apps(
         await limits(http, org.instance_url, tokens[unlisted.client_id]),
         "This session is not valid for use with the REST API",
     )
+
+
+async def test_admin_approved_only_apps_refuse_other_users(
+    emu: Emulator, http: httpx.AsyncClient
+) -> None:
+    app = emu.apps[0]
+    approved, other = emu.orgs[0].users  # only the admin user is pre-authorized
+    grant = (await code_grant(http, emu, other)).json()
+    emu.admin.patch_app(app.client_id, {"admin_approved_only": True})
+    r = await refresh(http, emu, grant["refresh_token"])
+    assert r.status_code == 400
+    assert r.json() == {
+        "error": "invalid_app_access",
+        "error_description": "user is not admin approved to access this app",
+    }
+    assert (await code_grant(http, emu, other)).json()["error"] == "invalid_app_access"
+    assert (await code_grant(http, emu, approved)).status_code == 200

@@ -195,6 +195,7 @@ class Admin:
         app = self._app(client_id)
         known = {
             "rotate_refresh_tokens",
+            "admin_approved_only",
             "refresh_token_policy",
             "max_approvals",
             "pre_authorized_usernames",
@@ -205,8 +206,9 @@ class Admin:
         if unknown:
             raise _bad(f"unknown app settings: {', '.join(sorted(unknown))}")
         new: dict[str, Any] = {}
-        if "rotate_refresh_tokens" in changes:
-            new["rotate_refresh_tokens"] = _bool(changes, "rotate_refresh_tokens")
+        for key in ("rotate_refresh_tokens", "admin_approved_only"):
+            if key in changes:
+                new[key] = _bool(changes, key)
         if "refresh_token_policy" in changes:
             policy = changes["refresh_token_policy"]
             if not isinstance(policy, str):
@@ -326,6 +328,8 @@ class Admin:
         unknown = set(body) - allowed
         if unknown:
             raise _bad(f"unknown fault fields: {', '.join(sorted(unknown))}")
+        if body.get("org_id") is not None:
+            body = {**body, "org_id": self._org(str(body["org_id"])).org_id}
         try:
             return self.faults.add(**body).public()
         except (FaultError, TypeError) as exc:
@@ -384,6 +388,7 @@ class Admin:
             app.rotate_refresh_tokens = saved["rotate_refresh_tokens"]
             app.refresh_token_policy = saved["refresh_token_policy"]
             app.max_approvals = saved["max_approvals"]
+            app.admin_approved_only = saved["admin_approved_only"]
             app.pre_authorized = set(saved["pre_authorized_usernames"])
             app.run_as = dict(saved["run_as"])
             app.redirect_uris = list(saved["redirect_uris"])

@@ -98,6 +98,7 @@ def _grant(
         call.org_id = code.user.org_id
         if code.code_challenge is None and not proved:
             raise OAuthError("invalid_client", "invalid client credentials")
+        app.check_access(code.user)
         at, refresh = state.issue(app, code.user, code.scope, address, refresh=True)
         return state.token_response(app, at, refresh)
     if grant == "refresh_token":
@@ -128,6 +129,7 @@ def _grant(
     call.org_id = user.org_id
     if not user.active:
         raise _inactive(state, user)
+    app.check_access(user)
     at, _ = state.issue(app, user, "api", address, refresh=False)
     return state.token_response(app, at, None)
 

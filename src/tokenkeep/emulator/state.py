@@ -161,7 +161,15 @@ class App:
     rotate_refresh_tokens: bool = False
     refresh_token_policy: str = "valid_until_revoked"
     max_approvals: int = 5
+    # "Admin approved users are pre-authorized": only `pre_authorized` users may use the app
+    # (token grants answer invalid_app_access).
+    admin_approved_only: bool = False
     _public_key: Any = field(default=None, repr=False, compare=False)
+
+    def check_access(self, user: User) -> None:
+        """Raise invalid_app_access when only admin-approved users may use this app."""
+        if self.admin_approved_only and user.username not in self.pre_authorized:
+            raise OAuthError("invalid_app_access", "user is not admin approved to access this app")
 
     def certificate_key(self) -> Any:
         """The public key of the registered certificate (JWT-bearer assertions)."""
@@ -175,6 +183,7 @@ class App:
             "rotate_refresh_tokens": self.rotate_refresh_tokens,
             "refresh_token_policy": self.refresh_token_policy,
             "max_approvals": self.max_approvals,
+            "admin_approved_only": self.admin_approved_only,
             "pre_authorized_usernames": sorted(self.pre_authorized),
             "run_as": dict(self.run_as),
         }
@@ -370,6 +379,7 @@ class EmulatorState:
         ):
             self.revoke_family(family)
             raise OAuthError("invalid_grant", EXPIRED)
+        app.check_access(family.user)
         family.last_used = now
         new_refresh = None
         if app.rotate_refresh_tokens:
