@@ -397,3 +397,36 @@ async def test_jsforce_does_not_refresh_a_session_refused_by_api_client_control(
     assert _grants(emu, "refresh_token") == []
     data_calls = emu.admin.requests(path="/services/data")
     assert [(r["status"], r["errorCode"]) for r in data_calls] == [(401, "INVALID_SESSION_ID")]
+
+
+async def test_jsforce_password_login_logs_in_again_after_expiry(
+    node: str, emulator: Emulator
+) -> None:
+    """``conn.login(username, password)`` with a client secret is the OAuth2 password grant;
+    on expiry jsforce logs in again (no refresh token exists) and carries on."""
+    emu = emulator
+    org = emu.orgs[0]
+    user = org.users[1]
+    config = await _jsforce_config(emu)
+    del config["code"]
+    config.update(username=user.username, password=user.password)
+    contacts = _contact_count(emu)
+
+    session = await _start_node(node, config)
+    try:
+        authorized = await session.read()
+        assert authorized["authorized"] is True
+        assert authorized["hasRefreshToken"] is False
+        assert authorized["userId"] == user.user_id
+        _assert_round_ok(await session.read(), contacts)
+
+        _past_session_timeout(emu)
+        again = await session.next_round()
+        _assert_round_ok(again, contacts)
+        assert again["refreshEvents"] == 1
+        assert again["tokenChanged"] is True
+    finally:
+        await session.close()
+
+    assert [r["status"] for r in _grants(emu, "password")] == [200, 200]
+    assert _grants(emu, "refresh_token") == []

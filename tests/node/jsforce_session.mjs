@@ -5,8 +5,11 @@
 //   {"loginUrl", "clientId", "clientSecret", "redirectUri", "code", "version",
 //    "soql", "batchSize"}
 // With "code" the script exchanges the authorization code through jsforce's own
-// Connection.authorize(). Without it, it takes "accessToken", "refreshToken" and
-// "instanceUrl" and lets jsforce refresh with the oauth2 config, like a stored session.
+// Connection.authorize(). With "username" and "password" it logs in with
+// Connection.login(), which jsforce does through the OAuth2 password grant when the
+// oauth2 config has a client secret (and repeats on expiry). Otherwise it takes
+// "accessToken", "refreshToken" and "instanceUrl" and lets jsforce refresh with the
+// oauth2 config, like a stored session.
 //
 // Protocol: every "round" runs a paginated query (autoFetch and manual queryMore) and a
 // create/retrieve/update/delete cycle, then prints ONE JSON line on stdout. After a round
@@ -32,7 +35,7 @@ const oauth2 = new jsforce.OAuth2({
 const conn = new jsforce.Connection({
   oauth2,
   version: cfg.version ?? '60.0',
-  ...(cfg.code
+  ...(cfg.code || cfg.username
     ? {}
     : {
         accessToken: cfg.accessToken,
@@ -122,6 +125,16 @@ async function main() {
   if (cfg.code) {
     // jsforce's own authorization-code exchange (POST /services/oauth2/token).
     const userInfo = await conn.authorize(cfg.code);
+    emit({
+      authorized: true,
+      userId: userInfo.id,
+      organizationId: userInfo.organizationId,
+      instanceUrl: conn.instanceUrl,
+      hasRefreshToken: Boolean(conn.refreshToken),
+    });
+  }
+  if (cfg.username) {
+    const userInfo = await conn.login(cfg.username, cfg.password);
     emit({
       authorized: true,
       userId: userInfo.id,
