@@ -18,13 +18,18 @@ Transitions emit ``org.maintenance_started`` / ``org.maintenance_ended`` through
 outbox). A failing callback is logged, never breaks the call.
 
 Multi-process design (a later step): the state is in-process today, so with
-``--workers N`` each process pauses on its own first maintenance error (N events at most,
-deduplicated by the outbox on ``(org_id, paused_at)``). To share it, the ``org_state`` table
-holds ``(org_id, write_paused_until, probe_owner, probe_deadline, version)``:
-:meth:`WritePause.snapshot` / :meth:`WritePause.restore` are the serialisation points; a
-worker takes the probe with a compare-and-swap on ``version`` (only one process wins the
-half-open slot), and :meth:`admit` reads a local copy refreshed every few seconds, so the hot
-path still does no database read per call.
+``--workers N`` each process pauses on its own first maintenance error (at most N
+``org.maintenance_started`` events; the outbox can deduplicate on ``(org_id,
+pause_started_at)``). To share it, use the ``org_state`` row that already exists
+(``writes_paused_until``, ``pause_started_at``): ``writes_paused_until`` is the next probe
+time on the wall clock (convert from this module's monotonic times at the boundary). A
+process takes the half-open slot with a compare-and-swap that moves it forward —
+``UPDATE org_state SET writes_paused_until = :now + :probe WHERE org_id = :org AND
+writes_paused_until = :seen`` — so exactly one process wins each probe; a successful probe
+sets both columns to NULL. :meth:`WritePause.admit` keeps reading a local copy (refreshed
+every few seconds, and on every local transition), so the hot path still does no database
+read per call; :meth:`WritePause.snapshot` / :meth:`WritePause.restore` are the
+serialisation points.
 """
 
 from __future__ import annotations
