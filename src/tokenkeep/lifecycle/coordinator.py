@@ -127,7 +127,7 @@ class RefreshCoordinator:
         settings: Settings,
         clock: Clock | None = None,
         owner: str | None = None,
-        poll_interval: float = 0.02,
+        poll_interval: float = 0.01,
         heartbeat_interval: float | None = None,
         rng: random.Random | None = None,
     ) -> None:
@@ -468,12 +468,15 @@ class RefreshCoordinator:
             _log.info(
                 "introspection failed; keeping the estimate", connection_id=conn.id, error=str(exc)
             )
+        estimate = estimate_lifetime(None, integration.session_timeout_seconds, learned)
         lifetime = estimate_lifetime(introspected, integration.session_timeout_seconds, learned)
+        if lifetime >= estimate:
+            # Introspection confirms what the commit stored: no second write.
+            return utc_from_timestamp(response.received_at + estimate)
         expires, refresh_at = self._schedule(response.received_at, lifetime)
-        if introspected is not None:
-            await update_expiry(
-                self.store, conn.id, version, expires_at=expires, next_refresh_at=refresh_at
-            )
+        await update_expiry(
+            self.store, conn.id, version, expires_at=expires, next_refresh_at=refresh_at
+        )
         return expires
 
     async def _on_failure(
