@@ -180,3 +180,12 @@ async def test_postgres_pool_recovers_after_connections_are_killed(
         assert await db.schema_is_current()
     finally:
         await db.close()
+
+
+def test_unusable_sqlite_path_is_a_clear_unavailable_error(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a file where a directory should be")
+    with pytest.raises(DatabaseUnavailableError, match="is unavailable"):
+        Database(f"sqlite+aiosqlite:///{blocker / 'sub' / 'tokenkeep.db'}", clock=clock)

@@ -122,14 +122,22 @@ class Database:
     def _prepare_sqlite_path(self) -> None:
         database = self._url.database
         if database and database != ":memory:" and not database.startswith("file:"):
-            Path(database).parent.mkdir(parents=True, exist_ok=True)
+            try:
+                Path(database).parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise self.unavailable(exc) from None
             # Switch the file to WAL once, here, from a connection that holds no lock.
             # Doing it in every pool connection's "connect" hook races on a fresh file:
             # a connection converting the journal while another holds a write lock can
             # wait out the whole busy timeout and fail with "database is locked".
             # (journal_mode=WAL is persistent: later connections inherit it.)
-            with closing(sqlite3.connect(database, timeout=SQLITE_BUSY_TIMEOUT_MS / 1000)) as conn:
-                conn.execute("PRAGMA journal_mode = WAL")
+            try:
+                with closing(
+                    sqlite3.connect(database, timeout=SQLITE_BUSY_TIMEOUT_MS / 1000)
+                ) as conn:
+                    conn.execute("PRAGMA journal_mode = WAL")
+            except (sqlite3.Error, OSError) as exc:
+                raise self.unavailable(exc) from None
 
     # -- sessions -------------------------------------------------------------------------
     @asynccontextmanager
