@@ -6,7 +6,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import select, text, update
 
 from tokenkeep.clock import ManualClock
 from tokenkeep.config import Settings
@@ -71,15 +71,33 @@ async def test_import_restart_still_readable(
 
 
 async def test_tokens_never_stored_in_clear(store_settings: Settings, clock: ManualClock) -> None:
-    if not store_settings.is_sqlite:
-        pytest.skip("the database file is only inspectable on SQLite")
     store = await open_store(store_settings, clock=clock)
     await _integration(store)
     await store.connections.create(_input())
-    await store.close()
-    db_file = Path(store_settings.db_url.split(":///", 1)[1])
-    blob = b"".join(p.read_bytes() for p in db_file.parent.glob(db_file.name + "*"))
-    assert b"acme.my.salesforce.com" in blob  # the file is the right one
+    await store.connections.update_credentials("c1", 1, access_token=CANARY_ACCESS + "-2")
+    await store.operations.log("refresh", outcome="ok", connection_id="c1")
+    if store_settings.is_sqlite:
+        await store.close()
+        db_file = Path(store_settings.db_url.split(":///", 1)[1])
+        blob = b"".join(p.read_bytes() for p in db_file.parent.glob(db_file.name + "*"))
+    else:
+        # Every row of every table, rendered as text by the server itself.
+        async with store.db.read() as session:
+            tables = (
+                await session.execute(
+                    text("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+                )
+            ).scalars()
+            parts = [
+                str(row)
+                for table in list(tables)
+                for row in (
+                    await session.execute(text(f'SELECT t::text FROM "{table}" t'))
+                ).scalars()
+            ]
+        await store.close()
+        blob = "\n".join(parts).encode()
+    assert b"acme.my.salesforce.com" in blob  # we are looking at the right data
     for secret in (CANARY_ACCESS, CANARY_REFRESH, "client-secret-value"):
         assert secret.encode() not in blob
 
