@@ -24,7 +24,7 @@ from aiohttp import web
 from tokenkeep.clock import Clock, SystemClock
 from tokenkeep.config import Settings, load_settings
 from tokenkeep.emulator import Emulator
-from tokenkeep.errors import NeedsReauthError, NotFoundError
+from tokenkeep.errors import ActionRequiredError, NeedsReauthError, NotFoundError
 from tokenkeep.proxy.app import ProxyApp
 from tokenkeep.proxy.source import ProxyToken
 from tokenkeep.secret import Secret
@@ -81,6 +81,7 @@ class _Conn:
     token: ProxyToken
     refresh_token: str | None
     needs_reauth: bool = False
+    action_required: bool = False
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
@@ -151,6 +152,10 @@ class EmulatorTokens:
             raise NotFoundError(f"No connection {connection_id!r}.")
         if conn.needs_reauth:
             raise NeedsReauthError("The connection must be re-authorized.")
+        if conn.action_required:
+            raise ActionRequiredError(
+                "An org admin must change a setting.", details={"cause": "ip_locked"}
+            )
         return conn.token
 
     async def refresh_after_rejection(

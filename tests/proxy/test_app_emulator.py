@@ -242,3 +242,27 @@ async def test_an_instance_move_mid_traffic_follows_the_refreshed_instance_url(
     assert hosts == [old_instance, old_instance, new_instance, new_instance, new_instance]
     assert _refresh_grants(emu) == 1
     assert tokens.conns["acme"].token.instance_url == new_instance
+
+
+async def test_a_streamed_body_is_not_replayed_but_the_token_is_refreshed(
+    emu: Emulator, tokens: EmulatorTokens
+) -> None:
+    emu.admin.advance_clock(7200 + 60)
+    big = json.dumps({"Name": "Big", "Description": "x" * 4096}).encode()
+    account = "/c/acme/services/data/v60.0/sobjects/Account"
+    async with (
+        running_proxy(tokens, retry_buffer_bytes=1024) as (url, _),
+        aiohttp.ClientSession() as http,
+    ):
+        async with http.post(
+            url + account, headers={**AUTH, "Content-Type": "application/json"}, data=big
+        ) as resp:
+            # Salesforce's own 401 reaches the client: the body was streamed, not replayable.
+            assert resp.status == 401
+            assert resp.headers["Tokenkeep-Cause"] == "expired"
+        async with http.post(
+            url + account, headers={**AUTH, "Content-Type": "application/json"}, data=big
+        ) as resp:
+            assert resp.status == 201  # the client's own retry finds a fresh token
+    assert _refresh_grants(emu) == 1
+    assert [c["status"] for c in _data_calls(emu)] == [401, 201]

@@ -363,3 +363,23 @@ async def test_one_log_line_per_call_and_never_a_token(echo: EchoUpstream) -> No
     assert UPSTREAM_TOKEN not in output
     assert API_KEY not in output
     assert "Secret__c" not in output
+
+
+async def test_connections_known_as_broken_answer_at_once(echo: EchoUpstream) -> None:
+    tokens = EmulatorTokens()
+    tokens.add_static("gone", echo.url, UPSTREAM_TOKEN, org_id=ORG)
+    tokens.add_static("locked", echo.url, UPSTREAM_TOKEN, org_id=ORG)
+    tokens.conns["gone"].needs_reauth = True
+    tokens.conns["locked"].action_required = True
+    async with running_proxy(tokens) as (url, _), aiohttp.ClientSession() as http:
+        for conn, status, code in (
+            ("gone", 409, "needs_reauth"),
+            ("locked", 424, "action_required"),
+        ):
+            async with http.get(
+                url + f"/c/{conn}/services/data/v60.0/limits",
+                headers={"Authorization": f"Bearer {API_KEY}"},
+            ) as resp:
+                assert resp.status == status
+                assert (await resp.json())["error"]["code"] == code
+    assert echo.seen == []
