@@ -444,3 +444,20 @@ async def test_data_api_through_the_running_emulator() -> None:
         read = await http.get(f"{base}/sobjects/Lead/{lead_id}", headers=auth)
         assert read.status_code == 200
         assert read.json()["Status"] == "Open - Not Contacted"
+
+
+async def test_the_calling_user_is_a_user_record_and_authors_writes(
+    client: httpx.AsyncClient,
+) -> None:
+    q = "SELECT Id, Username, IsActive FROM User WHERE Username = 'ann@acme.test'"
+    users = (await client.get(f"{V}/query", params={"q": q})).json()["records"]
+    assert [(u["Id"], u["IsActive"]) for u in users] == [("0055g0000000001AAA", True)]
+    created = (await client.post(f"{V}/sobjects/Account", json={"Name": "Mine"})).json()
+    q = f"SELECT OwnerId, CreatedById, Owner.Username FROM Account WHERE Id = '{created['id']}'"
+    (row,) = (await client.get(f"{V}/query", params={"q": q})).json()["records"]
+    assert row["OwnerId"] == row["CreatedById"] == "0055g0000000001AAA"
+    assert row["Owner"]["Username"] == "ann@acme.test"
+    seeded = (
+        await client.get(f"{V}/query", params={"q": "SELECT Owner.Name FROM Contact LIMIT 1"})
+    ).json()
+    assert seeded["records"][0]["Owner"]["Name"] == "Emulator Owner"

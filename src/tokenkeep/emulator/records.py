@@ -146,7 +146,10 @@ class OrgRecords:
     def __init__(self, org_id: str, seed: int | None, clock: Clock) -> None:
         self.org_id = org_id
         self.clock = clock
-        self.owner_id = make_id("005", 1)
+        # The user seed data belongs to; writes are stamped with the calling user instead
+        # (see act_as), as on Salesforce.
+        self.owner_id = make_id("005", 10**15)  # far from any id the core hands out
+        self.acting_user = self.owner_id
         self._live: dict[str, dict[str, Record]] = {name: {} for name in SCHEMAS}
         self._deleted: dict[str, dict[str, Record]] = {name: {} for name in SCHEMAS}
         self._counters: dict[str, int] = {}
@@ -154,8 +157,39 @@ class OrgRecords:
         # Query cursors and bulk jobs live with the org (see rest.py / bulk.py).
         self.cursors: dict[str, Any] = {}
         self.ingest_jobs: dict[str, Any] = {}
+        self._add_user(self.owner_id, "emulator.owner@example.com", "Emulator Owner")
         if seed is not None:
             self._seed(seed)
+
+    def act_as(self, user_id: str, username: str) -> None:
+        """Make ``user_id`` the author of the next writes; it appears as a User record.
+
+        The emulator core owns users; the data API registers each caller on its first
+        call, so ``SELECT Id FROM User WHERE Username = ...`` and ``Owner.Name`` work.
+        """
+        self.acting_user = user_id
+        if user_id not in self._live["User"]:
+            self._add_user(user_id, username, username.partition("@")[0])
+
+    def _add_user(self, user_id: str, username: str, name: str) -> None:
+        stamp = format_datetime(self.clock.time())
+        first, _, last = name.rpartition(" ")
+        self._live["User"][user_id] = {
+            "Id": user_id,
+            "CreatedDate": stamp,
+            "CreatedById": self.owner_id,
+            "LastModifiedDate": stamp,
+            "LastModifiedById": self.owner_id,
+            "SystemModstamp": stamp,
+            "Username": username,
+            "LastName": last,
+            "FirstName": first or None,
+            "Name": name,
+            "Email": username,
+            "Alias": last[:8].lower(),
+            "IsActive": True,
+            "UserType": "Standard",
+        }
 
     # -- ids and schema ------------------------------------------------------------------
 
@@ -226,18 +260,17 @@ class OrgRecords:
         now = format_datetime(self.clock.time())
         rid = self.new_id(schema.key_prefix)
         record: Record = {f.name: f.default for f in schema.fields}
-        record.update(
-            {
-                "Id": rid,
-                "IsDeleted": False,
-                "OwnerId": self.owner_id,
-                "CreatedDate": now,
-                "CreatedById": self.owner_id,
-                "LastModifiedDate": now,
-                "LastModifiedById": self.owner_id,
-                "SystemModstamp": now,
-            }
-        )
+        system = {
+            "Id": rid,
+            "IsDeleted": False,
+            "OwnerId": self.acting_user,
+            "CreatedDate": now,
+            "CreatedById": self.acting_user,
+            "LastModifiedDate": now,
+            "LastModifiedById": self.acting_user,
+            "SystemModstamp": now,
+        }
+        record.update({k: v for k, v in system.items() if k in record})
         if "HasOptedOutOfEmail" in record:
             record["HasOptedOutOfEmail"] = False
         record.update(clean)
@@ -271,6 +304,7 @@ class OrgRecords:
         record.update(clean)
         now = format_datetime(self.clock.time())
         record["LastModifiedDate"] = now
+        record["LastModifiedById"] = self.acting_user
         record["SystemModstamp"] = now
         _derive(schema, record)
         return record
@@ -476,7 +510,7 @@ def _coerce(spec: FieldSpec, value: Any) -> Any:
 
 def _derive(schema: SObjectSchema, record: Record) -> None:
     """Keep calculated fields (Contact/Lead.Name, Opportunity.IsClosed) current."""
-    if schema.name in ("Contact", "Lead"):
+    if schema.name in ("Contact", "Lead", "User"):
         first = record.get("FirstName")
         record["Name"] = f"{first} {record['LastName']}" if first else record.get("LastName")
     elif schema.name == "Opportunity":

@@ -102,6 +102,7 @@ async def handle(request: Request, ctx: RestContext | None) -> Response:
     if ctx is None:
         return versions_response()
     method = request.method
+    ctx.records.act_as(ctx.user_id, ctx.username)
     if not _served(ctx.api_version):
         return json_response(404, error_body("NOT_FOUND", "The requested resource does not exist"))
     path = ctx.rest_path.rstrip("/")

@@ -342,7 +342,29 @@ def _build_schemas() -> dict[str, SObjectSchema]:
             _s("Description", "Description", 32000, type="textarea"),
         ],
     )
-    schemas = {s.name: s for s in (account, contact, opportunity, lead, case)}
+    ro: dict[str, Any] = {"createable": False, "updateable": False}
+    user = SObjectSchema(
+        "User",
+        "User",
+        "Users",
+        "005",
+        [
+            f
+            for f in _system_fields()
+            if f.name not in ("OwnerId", "IsDeleted")  # a User has neither
+        ]
+        + [
+            _s("Username", "Username", 80, nillable=False, required=True),
+            _s("LastName", "Last Name", 80, nillable=False, required=True),
+            _s("FirstName", "First Name", 40),
+            _s("Name", "Full Name", 121, **calc),
+            _s("Email", "Email", 128, type="email", nillable=False, required=True),
+            _s("Alias", "Alias", 8),
+            _s("IsActive", "Active", 0, type="boolean", nillable=False, default=True),
+            _s("UserType", "User Type", type="picklist", picklist=("Standard",), **ro),
+        ],
+    )
+    schemas = {s.name: s for s in (account, contact, opportunity, lead, case, user)}
     for child in schemas.values():
         for spec in child.fields:
             if spec.child_relationship and spec.reference_to[0] in schemas:
