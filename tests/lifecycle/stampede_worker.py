@@ -1,0 +1,63 @@
+"""A worker OS process for the multi-process lifecycle tests (not a test module).
+
+Usage: ``python stampede_worker.py '<json>'`` with ``db_url``, ``keys`` (the exported
+keyring), ``connection_id``, ``calls`` and ``owner``. It builds its own store, token client
+and coordinator, prints ``ready``, waits for a line on stdin, then runs ``calls`` concurrent
+``fresh_token`` calls and prints one JSON line: the fingerprints of the tokens its callers
+got (never the tokens), how many calls succeeded, and how many refreshes it made.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+
+from tokenkeep.clock import SystemClock
+from tokenkeep.config import load_settings
+from tokenkeep.crypto import Keyring
+from tokenkeep.lifecycle.coordinator import RefreshCoordinator
+from tokenkeep.oauth.client import TokenEndpointClient, create_session
+from tokenkeep.store import Database, Store
+
+
+async def main(args: dict[str, object]) -> None:
+    clock = SystemClock()
+    db = Database(str(args["db_url"]), clock=clock)
+    store = Store(db=db, keyring=Keyring.parse(str(args["keys"])), clock=clock)
+    settings = load_settings(database_url=str(args["db_url"]), allow_insecure_loopback=True)
+    session = create_session(timeout_seconds=30)
+    client = TokenEndpointClient(session, clock=clock)
+    coordinator = RefreshCoordinator(
+        store, client, settings=settings, clock=clock, owner=str(args["owner"])
+    )
+    try:
+        await db.ping()
+        print("ready", flush=True)
+        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+        calls = int(str(args["calls"]))
+        results = await asyncio.gather(
+            *(coordinator.fresh_token(str(args["connection_id"])) for _ in range(calls)),
+            return_exceptions=True,
+        )
+        tokens = [r for r in results if not isinstance(r, BaseException)]
+        errors = sorted({type(r).__name__ for r in results if isinstance(r, BaseException)})
+        print(
+            json.dumps(
+                {
+                    "fingerprints": sorted({t.access_token.fingerprint for t in tokens}),
+                    "versions": sorted({t.version for t in tokens}),
+                    "ok": len(tokens),
+                    "errors": errors,
+                    "refreshes": coordinator.refreshes,
+                }
+            ),
+            flush=True,
+        )
+    finally:
+        await session.close()
+        await db.close()
+
+
+if __name__ == "__main__":
+    asyncio.run(main(json.loads(sys.argv[1])))
