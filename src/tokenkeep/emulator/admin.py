@@ -7,11 +7,9 @@ Every method validates its input and raises :class:`AdminError` (HTTP 400/404/40
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import unquote
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -21,7 +19,8 @@ from tokenkeep.emulator.faults import FaultError, Faults
 from tokenkeep.emulator.http import json_response
 from tokenkeep.emulator.state import DEFAULT_SCOPE, EmulatorState, Org, User, parse_policy
 
-__all__ = ["Admin", "AdminError"]
+__all__ = ["Admin", "AdminError", "bad_request"]
+
 
 _ORG_BOOLS = (
     "lock_sessions_to_ip",
@@ -43,8 +42,12 @@ class AdminError(Exception):
         self.message = message
 
 
-def _bad(message: str) -> AdminError:
+def bad_request(message: str) -> AdminError:
+    """A 400 ``bad_request`` admin error."""
     return AdminError(400, "bad_request", message)
+
+
+_bad = bad_request
 
 
 def _bool(changes: dict[str, Any], key: str) -> bool:
@@ -396,69 +399,10 @@ class Admin:
 
     # -- HTTP ------------------------------------------------------------------------------
     async def handle(self, request: Request) -> Response:
-        """Route ``/_emulator/...``."""
+        """Route ``/_emulator/...`` (see admin_routes.py)."""
+        from tokenkeep.emulator.admin_routes import route
+
         try:
-            return json_response(await self._route(request))
+            return json_response(await route(self, request))
         except AdminError as err:
             return json_response({"error": {"code": err.code, "message": err.message}}, err.status)
-
-    async def _route(self, request: Request) -> Any:
-        method = request.method
-        parts = [unquote(p) for p in request.url.path.split("/")[2:] if p]
-        body: dict[str, Any] = {}
-        if method in ("POST", "PATCH"):
-            raw = await request.body()
-            if raw:
-                try:
-                    body = json.loads(raw)
-                except ValueError as exc:
-                    raise _bad("the body must be JSON") from exc
-                if not isinstance(body, dict):
-                    raise _bad("the body must be a JSON object")
-        route = (method, *parts)
-        match route:
-            case ("GET", "state"):
-                return self.get_state()
-            case ("PATCH", "orgs", org_id):
-                return self.patch_org(org_id, body)
-            case ("PATCH", "apps", client_id):
-                return self.patch_app(client_id, body)
-            case ("POST", "users", username, "password"):
-                return self.set_password(username, body.get("password"))  # type: ignore[arg-type]
-            case ("POST", "users", username, "deactivate"):
-                return self.deactivate(username)
-            case ("POST", "users", username, "activate"):
-                return self.activate(username)
-            case ("POST", "apps", client_id, "revoke"):
-                who = body.get("username")
-                if who is not None and not isinstance(who, str):
-                    raise _bad("username must be a string")
-                return self.revoke_app(client_id, who)
-            case ("POST", "authorize"):
-                return self.authorize(body)
-            case ("POST", "clock", "advance"):
-                return self.advance_clock(body.get("seconds"))  # type: ignore[arg-type]
-            case ("GET", "faults"):
-                return {"faults": self.faults.public()}
-            case ("POST", "faults"):
-                return self.add_fault(body)
-            case ("DELETE", "faults"):
-                return self.clear_faults()
-            case ("GET", "requests"):
-                q = request.query_params
-                since = q.get("since")
-                try:
-                    since_value = float(since) if since else None
-                except ValueError as exc:
-                    raise _bad("since must be epoch seconds") from exc
-                return {
-                    "requests": self.requests(
-                        grant_type=q.get("grant_type") or None,
-                        org_id=q.get("org_id") or None,
-                        path=q.get("path") or None,
-                        since=since_value,
-                    )
-                }
-            case ("POST", "reset"):
-                return self.reset()
-        raise AdminError(404, "not_found", f"no admin route {method} {request.url.path}")
