@@ -204,3 +204,17 @@ async def test_reset_forgets_tokens_and_restores_settings(
     assert (await refresh(http, emu, grant["refresh_token"])).status_code == 400
     token = (await password_grant(http, emu, org.users[1]))["access_token"]
     assert (await limits(http, original_url, token)).status_code == 200
+
+
+async def test_dropped_token_calls_are_logged_with_their_grant_type(
+    emu: Emulator, http: httpx.AsyncClient
+) -> None:
+    emu.admin.add_fault({"target": "token", "kind": "drop", "count": 1})
+    with pytest.raises(httpx.TransportError):
+        await password_grant(http, emu, emu.orgs[0].users[0])
+    await password_grant(http, emu, emu.orgs[0].users[0])
+    logged = emu.admin.requests(grant_type="password")
+    assert [(e["status"], e["errorCode"]) for e in logged] == [
+        (0, "CONNECTION_DROPPED"),
+        (200, None),
+    ]

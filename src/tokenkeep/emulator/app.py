@@ -90,10 +90,11 @@ class EmulatorApp:
                 if fault is not None:
                     if fault.kind == "latency":
                         await asyncio.sleep(fault.latency_seconds)
-                    elif fault.kind == "drop":
-                        raise ConnectionDrop
                     else:
+                        # Logged with its grant type, so tests can count failed grants too.
                         call.grant_type = await _grant_type(request)
+                        if fault.kind == "drop":
+                            raise ConnectionDrop
                         return PlainTextResponse(
                             "Service Unavailable (injected)", status_code=fault.status
                         )
