@@ -18,8 +18,10 @@ import json
 import os
 import shutil
 from collections.abc import AsyncIterator
+from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urljoin, urlsplit
 
 import httpx
 import pytest
@@ -113,29 +115,32 @@ async def emulator() -> AsyncIterator[Emulator]:
         yield emu
 
 
-async def _jsforce_config(emu: Emulator) -> dict[str, Any]:
-    """jsforce's OAuth2 config plus a fresh authorization code for org 0's first user."""
+def _oauth_config(emu: Emulator) -> dict[str, Any]:
+    """jsforce's OAuth2 config for the emulator's connected app (no credentials yet)."""
     app = emu.apps[0]
-    org = emu.orgs[0]
-    user = org.users[0]
-    redirect_uri = app.redirect_uris[0]
-    code = emu.admin.authorize(
-        {
-            "client_id": app.client_id,
-            "username": user.username,
-            "redirect_uri": redirect_uri,
-            "scope": "api refresh_token",
-        }
-    )["code"]
     return {
         "loginUrl": emu.login_url,
         "clientId": app.client_id,
         "clientSecret": app.client_secret,
-        "redirectUri": redirect_uri,
-        "code": code,
+        "redirectUri": app.redirect_uris[0],
         "version": "60.0",
         "soql": SOQL,
     }
+
+
+async def _jsforce_config(emu: Emulator) -> dict[str, Any]:
+    """The OAuth2 config plus a fresh authorization code for org 0's first user (approved
+    headlessly through the admin API)."""
+    config = _oauth_config(emu)
+    config["code"] = emu.admin.authorize(
+        {
+            "client_id": config["clientId"],
+            "username": emu.orgs[0].users[0].username,
+            "redirect_uri": config["redirectUri"],
+            "scope": "api refresh_token",
+        }
+    )["code"]
+    return config
 
 
 def _grants(emu: Emulator, grant_type: str) -> list[dict[str, Any]]:
@@ -407,8 +412,7 @@ async def test_jsforce_password_login_logs_in_again_after_expiry(
     emu = emulator
     org = emu.orgs[0]
     user = org.users[1]
-    config = await _jsforce_config(emu)
-    del config["code"]
+    config = _oauth_config(emu)
     config.update(username=user.username, password=user.password)
     contacts = _contact_count(emu)
 
@@ -430,3 +434,110 @@ async def test_jsforce_password_login_logs_in_again_after_expiry(
 
     assert [r["status"] for r in _grants(emu, "password")] == [200, 200]
     assert _grants(emu, "refresh_token") == []
+
+
+class _FormParser(HTMLParser):
+    """The first ``<form>`` of a page: its action and its hidden inputs (what a browser
+    would submit along with the fields the user fills in)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.action: str | None = None
+        self.fields: dict[str, str] = {}
+        self._done = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        values = {k: v or "" for k, v in attrs}
+        if tag == "form" and self.action is None:
+            self.action = values.get("action", "")
+        elif (
+            tag == "input"
+            and self.action is not None
+            and not self._done
+            and values.get("type") == "hidden"
+            and values.get("name")
+        ):
+            self.fields[values["name"]] = values.get("value", "")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "form":
+            self._done = True
+
+
+async def _submit(http: httpx.AsyncClient, page: httpx.Response, **fields: str) -> httpx.Response:
+    """Submit the page's form with ``fields`` filled in, like a browser."""
+    assert page.status_code == 200, page.text
+    assert page.headers["content-type"].startswith("text/html")
+    form = _FormParser()
+    form.feed(page.text)
+    assert form.action is not None, page.text
+    return await http.post(urljoin(str(page.url), form.action), data={**form.fields, **fields})
+
+
+def _code_from(redirect: httpx.Response, redirect_uri: str, state: str) -> str:
+    assert redirect.status_code == 302, redirect.text
+    location = redirect.headers["location"]
+    assert location.startswith(redirect_uri + "?")
+    query = parse_qs(urlsplit(location).query)
+    assert query["state"] == [state]
+    return query["code"][0]
+
+
+async def test_jsforce_browser_flow_with_pkce(node: str, emulator: Emulator) -> None:
+    """jsforce builds the authorize URL (PKCE S256 via ``useVerifier``); the test plays the
+    browser through the emulator's HTML login and approval pages; jsforce redeems the code
+    with its code_verifier. A code redeemed without the verifier is refused."""
+    emu = emulator
+    user = emu.orgs[0].users[0]
+    config = _oauth_config(emu)
+    config.update(browserFlow=True, state="st-42")
+    contacts = _contact_count(emu)
+
+    session = await _start_node(node, config)
+    try:
+        authorize_url = (await session.read())["authorizeUrl"]
+        assert authorize_url.startswith(emu.login_url + "/services/oauth2/authorize?")
+        assert "code_challenge=" in authorize_url
+        async with httpx.AsyncClient(timeout=10) as browser:
+            login_page = await browser.get(authorize_url)
+            approve_page = await _submit(
+                browser, login_page, username=user.username, password=user.password
+            )
+            assert "Allow" in approve_page.text
+            first_code = _code_from(
+                await _submit(browser, approve_page, decision="allow"),
+                config["redirectUri"],
+                "st-42",
+            )
+            # Redeeming a PKCE code without its verifier fails (the code is then spent).
+            refused = await browser.post(
+                f"{emu.login_url}/services/oauth2/token",
+                data={
+                    "grant_type": "authorization_code",
+                    "code": first_code,
+                    "client_id": config["clientId"],
+                    "client_secret": config["clientSecret"],
+                    "redirect_uri": config["redirectUri"],
+                },
+            )
+            assert refused.status_code == 400
+            assert refused.json() == {
+                "error": "invalid_grant",
+                "error_description": "invalid code verifier",
+            }
+            # Logged in and already approved: the same URL redirects with a code at once.
+            code = _code_from(await browser.get(authorize_url), config["redirectUri"], "st-42")
+
+        assert session.proc.stdin is not None
+        session.proc.stdin.write(code.encode() + b"\n")
+        await session.proc.stdin.drain()
+        authorized = await session.read()
+        assert authorized["authorized"] is True
+        assert authorized["hasRefreshToken"] is True
+        assert authorized["userId"] == user.user_id
+        _assert_round_ok(await session.read(), contacts)
+    finally:
+        await session.close()
+
+    codes = _grants(emu, "authorization_code")
+    assert [(r["status"], r["errorCode"]) for r in codes] == [(400, "invalid_grant"), (200, None)]

@@ -9,7 +9,9 @@
 // Connection.login(), which jsforce does through the OAuth2 password grant when the
 // oauth2 config has a client secret (and repeats on expiry). Otherwise it takes
 // "accessToken", "refreshToken" and "instanceUrl" and lets jsforce refresh with the
-// oauth2 config, like a stored session.
+// oauth2 config, like a stored session. With "browserFlow" jsforce builds the authorize
+// URL itself (PKCE on: useVerifier), prints {"authorizeUrl"}, and reads the code the test
+// got by walking the emulator's HTML login and approval pages from one stdin line.
 //
 // Protocol: every "round" runs a paginated query (autoFetch and manual queryMore) and a
 // create/retrieve/update/delete cycle, then prints ONE JSON line on stdout. After a round
@@ -31,11 +33,12 @@ const oauth2 = new jsforce.OAuth2({
   clientId: cfg.clientId,
   clientSecret: cfg.clientSecret,
   redirectUri: cfg.redirectUri,
+  useVerifier: Boolean(cfg.browserFlow),
 });
 const conn = new jsforce.Connection({
   oauth2,
   version: cfg.version ?? '60.0',
-  ...(cfg.code || cfg.username
+  ...(cfg.code || cfg.username || cfg.browserFlow
     ? {}
     : {
         accessToken: cfg.accessToken,
@@ -122,9 +125,18 @@ async function runRound(n) {
 }
 
 async function main() {
-  if (cfg.code) {
-    // jsforce's own authorization-code exchange (POST /services/oauth2/token).
-    const userInfo = await conn.authorize(cfg.code);
+  const rl = readline.createInterface({ input: process.stdin });
+  const lines = rl[Symbol.asyncIterator]();
+  let code = cfg.code;
+  if (cfg.browserFlow) {
+    emit({ authorizeUrl: oauth2.getAuthorizationUrl({ scope: 'api refresh_token', state: cfg.state }) });
+    const line = await lines.next();
+    code = line.done ? '' : line.value.trim();
+  }
+  if (code) {
+    // jsforce's own authorization-code exchange (POST /services/oauth2/token), with the
+    // PKCE code_verifier when useVerifier is on.
+    const userInfo = await conn.authorize(code);
     emit({
       authorized: true,
       userId: userInfo.id,
@@ -143,8 +155,6 @@ async function main() {
       hasRefreshToken: Boolean(conn.refreshToken),
     });
   }
-  const rl = readline.createInterface({ input: process.stdin });
-  const lines = rl[Symbol.asyncIterator]();
   for (let n = 1; n <= 20; n += 1) {
     await runRound(n);
     const next = await lines.next();
