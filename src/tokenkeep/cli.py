@@ -14,6 +14,7 @@ import asyncio
 import json
 import os
 import shutil
+import signal
 import sys
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
@@ -263,6 +264,15 @@ def demo(
         shutil.rmtree(data_dir, ignore_errors=True)
 
 
+def _ignore_signal(_signum: int, _frame: object) -> None:
+    """Replaces the default SIGTERM action while uvicorn serves.
+
+    uvicorn shuts down gracefully on SIGTERM and then re-raises it to the handler that was
+    installed before it; with the default action the process would die before the demo's
+    temporary data dir is removed.
+    """
+
+
 async def _demo(settings: Settings, *, wait: bool) -> None:
     import httpx
 
@@ -273,10 +283,16 @@ async def _demo(settings: Settings, *, wait: bool) -> None:
     api_key = await gateway.start()
     try:
         server = ServerHandle(build_asgi_app(gateway), host=settings.host, port=settings.port)
+        signal.signal(signal.SIGTERM, _ignore_signal)
         url = await server.start()
         try:
-            async with httpx.AsyncClient(base_url=url, timeout=10) as client:
-                ready = await client.get("/readyz")
+            try:
+                async with httpx.AsyncClient(base_url=url, timeout=10) as client:
+                    ready = await client.get("/readyz")
+            except httpx.TransportError as exc:
+                if server.exiting:  # Ctrl-C during start-up: just stop
+                    return
+                raise TokenkeepError(f"the demo gateway does not answer at {url}: {exc}") from None
             if ready.status_code != 200:
                 raise TokenkeepError(f"the demo gateway is not ready: {ready.text}")
             key = api_key.reveal() if api_key else "<api key>"

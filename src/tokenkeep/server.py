@@ -183,6 +183,11 @@ class ServerHandle:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"http://{host}:{port}"
 
+    @property
+    def exiting(self) -> bool:
+        """True once a signal or :meth:`stop` asked the server to exit."""
+        return bool(self._server.should_exit)
+
     async def wait(self) -> None:
         """Until the server exits (SIGINT/SIGTERM, or :meth:`stop`)."""
         if self._task is not None:
