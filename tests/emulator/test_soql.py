@@ -131,6 +131,12 @@ def test_field_names_are_case_insensitive_and_output_canonical(store: OrgRecords
         ("SELECT Id FROM Account WHERE Name 'x'", "MALFORMED_QUERY", "unexpected token"),
         ("SELECT Id, Name, COUNT() FROM Account", "MALFORMED_QUERY", "Field must be grouped"),
         ("SELECT Id, id FROM Account", "MALFORMED_QUERY", "duplicate field selected: id"),
+        (
+            "SELECT Id FROM Account WHERE CreatedDate > 2026-13-45T00:00:00Z",
+            "MALFORMED_QUERY",
+            "invalid date/time",
+        ),
+        ("SELECT Id FROM Account OFFSET 2001", "NUMBER_OUTSIDE_VALID_RANGE", "offset allowed"),
         ("SELECT Id FROM Foo", "INVALID_TYPE", "sObject type 'Foo' is not supported."),
         ("SELECT Foo FROM Account", "INVALID_FIELD", "No such column 'Foo' on entity 'Account'."),
         ("SELECT Id FROM Account ORDER BY Bar", "INVALID_FIELD", "No such column 'Bar'"),

@@ -150,6 +150,7 @@ _DATE_RANGES = frozenset(
     | {"THIS_YEAR", "LAST_YEAR", "NEXT_YEAR"}
 )
 _DATE_RANGES_N = frozenset({"LAST_N_DAYS", "NEXT_N_DAYS"})
+MAX_OFFSET = 2000  # Salesforce refuses larger OFFSETs
 _CLAUSE_WORDS = frozenset({"FROM", "WHERE", "ORDER", "LIMIT", "OFFSET", "GROUP", "HAVING"})
 
 
@@ -211,7 +212,15 @@ class _Parser:
         if self.keyword("LIMIT"):
             query.limit = self.integer()
         if self.keyword("OFFSET"):
+            at = self.tok
             query.offset = self.integer()
+            if query.offset > MAX_OFFSET:
+                raise syntax_error(
+                    self.q,
+                    at.pos,
+                    "NUMBER_OUTSIDE_VALID_RANGE",
+                    f"Maximum SOQL offset allowed is {MAX_OFFSET}",
+                )
         if not nested and self.tok.kind != "eof":
             raise self.unexpected()
         return query
@@ -334,10 +343,16 @@ class _Parser:
         if tok.kind == "number":
             text = tok.text
             return Literal("number", float(text) if "." in text else int(text), tok.pos)
+        if tok.kind in ("date", "datetime"):
+            try:
+                stamp = datetime.fromisoformat(tok.text).astimezone(UTC)
+            except ValueError:
+                raise syntax_error(
+                    self.q, tok.pos, "MALFORMED_QUERY", f"invalid date/time: {tok.text}"
+                ) from None
         if tok.kind == "date":
             return Literal("date", tok.text, tok.pos)
         if tok.kind == "datetime":
-            stamp = datetime.fromisoformat(tok.text).astimezone(UTC)
             text = stamp.isoformat(timespec="milliseconds")[:-6] + "+0000"
             return Literal("datetime", text, tok.pos)
         if tok.upper in ("TRUE", "FALSE"):
