@@ -316,3 +316,29 @@ async def test_admin_approved_only_apps_refuse_other_users(
     }
     assert (await code_grant(http, emu, other)).json()["error"] == "invalid_app_access"
     assert (await code_grant(http, emu, approved)).status_code == 200
+
+
+async def test_login_ip_ranges_refuse_logins_and_refreshes_from_elsewhere(
+    emu: Emulator,
+) -> None:
+    org = emu.orgs[0]
+    async with client_from("127.0.0.2") as inside, client_from("127.0.0.3") as outside:
+        grant = (await code_grant(inside, emu, org.users[0])).json()
+        emu.admin.patch_org(org.org_id, {"login_ip_ranges": ["127.0.0.2/32"]})
+        assert (await refresh(inside, emu, grant["refresh_token"])).status_code == 200
+        r = await refresh(outside, emu, grant["refresh_token"])
+        assert r.status_code == 400
+        assert r.json() == {
+            "error": "invalid_grant",
+            "error_description": "IP restricted or invalid login hours",
+        }
+
+
+async def test_connected_app_session_timeout_overrides_the_orgs(
+    emu: Emulator, http: httpx.AsyncClient
+) -> None:
+    org = emu.orgs[0]
+    emu.admin.patch_app(emu.apps[0].client_id, {"session_timeout_seconds": 900})
+    token = (await password_grant(http, emu, org.users[0]))["access_token"]
+    emu.admin.advance_clock(901)
+    invalid_session(await limits(http, org.instance_url, token))

@@ -7,6 +7,7 @@ Every method validates its input and raises :class:`AdminError` (HTTP 400/404/40
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -148,6 +149,7 @@ class Admin:
             "daily_api_limit",
             "api_usage",
             "inactive_user_error",
+            "login_ip_ranges",
             "instance_url",
         }
         unknown = set(changes) - known
@@ -171,6 +173,16 @@ class Admin:
             if changes["inactive_user_error"] not in _INACTIVE_ERRORS:
                 raise _bad(f"inactive_user_error must be one of {', '.join(_INACTIVE_ERRORS)}")
             new["inactive_user_error"] = changes["inactive_user_error"]
+        if "login_ip_ranges" in changes:
+            ranges = changes["login_ip_ranges"]
+            if not isinstance(ranges, list) or not all(isinstance(r, str) for r in ranges):
+                raise _bad("login_ip_ranges must be a list of CIDRs")
+            try:
+                for net in ranges:
+                    ipaddress.ip_network(net, strict=False)
+            except ValueError as exc:
+                raise _bad(f"login_ip_ranges: {exc}") from exc
+            new["login_ip_ranges"] = list(ranges)
         if "allowed_client_ids" in changes:
             ids = changes["allowed_client_ids"]
             if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
@@ -201,6 +213,7 @@ class Admin:
             "admin_approved_only",
             "refresh_token_policy",
             "max_approvals",
+            "session_timeout_seconds",
             "pre_authorized_usernames",
             "run_as",
             "redirect_uris",
@@ -223,6 +236,13 @@ class Admin:
             new["refresh_token_policy"] = policy
         if "max_approvals" in changes:
             new["max_approvals"] = _int(changes, "max_approvals", 1, 1000)
+        if "session_timeout_seconds" in changes:
+            if changes["session_timeout_seconds"] is None:
+                new["session_timeout_seconds"] = None
+            else:
+                new["session_timeout_seconds"] = _int(
+                    changes, "session_timeout_seconds", 1, _MAX_TIMEOUT
+                )
         for key, attr in (
             ("pre_authorized_usernames", "pre_authorized"),
             ("redirect_uris", "redirect_uris"),
@@ -392,6 +412,7 @@ class Admin:
             app.refresh_token_policy = saved["refresh_token_policy"]
             app.max_approvals = saved["max_approvals"]
             app.admin_approved_only = saved["admin_approved_only"]
+            app.session_timeout_seconds = saved["session_timeout_seconds"]
             app.pre_authorized = set(saved["pre_authorized_usernames"])
             app.run_as = dict(saved["run_as"])
             app.redirect_uris = list(saved["redirect_uris"])

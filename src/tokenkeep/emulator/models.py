@@ -106,6 +106,8 @@ class Org:
     # What a deactivated user gets from a NEW login (password, JWT): SALESFORCE.md marks the
     # text UNCERTAIN. Refreshing a revoked token always answers invalid_grant.
     inactive_user_error: str = "inactive_user"
+    # Login IP ranges (CIDRs) of the user's profile; empty means anywhere.
+    login_ip_ranges: list[str] = field(default_factory=list)
     records: Any = None
 
     @property
@@ -129,6 +131,7 @@ class Org:
             "daily_api_limit": self.daily_api_limit,
             "api_usage": self.api_usage,
             "inactive_user_error": self.inactive_user_error,
+            "login_ip_ranges": list(self.login_ip_ranges),
         }
 
     def public(self) -> dict[str, Any]:
@@ -160,6 +163,8 @@ class App:
     # "Admin approved users are pre-authorized": only `pre_authorized` users may use the app
     # (token grants answer invalid_app_access).
     admin_approved_only: bool = False
+    # The connected app's own session timeout (overrides the org's when set).
+    session_timeout_seconds: int | None = None
     _public_key: Any = field(default=None, repr=False, compare=False)
 
     def check_access(self, user: User) -> None:
@@ -180,6 +185,7 @@ class App:
             "refresh_token_policy": self.refresh_token_policy,
             "max_approvals": self.max_approvals,
             "admin_approved_only": self.admin_approved_only,
+            "session_timeout_seconds": self.session_timeout_seconds,
             "pre_authorized_usernames": sorted(self.pre_authorized),
             "run_as": dict(self.run_as),
         }

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import ipaddress
 import secrets
 from collections import deque
 from typing import Any
@@ -96,6 +97,7 @@ class EmulatorState:
         self, app: App, user: User, scope: str, address: str, *, refresh: bool
     ) -> tuple[AccessToken, str | None]:
         """A new grant (family) with one access token and, when asked, a refresh token."""
+        self.check_login_ip(user, address)
         now = self.clock.time()
         family = Family(app.client_id, user, scope, now, now, address)
         refresh_token = None
@@ -171,6 +173,7 @@ class EmulatorState:
             self.revoke_family(family)
             raise OAuthError("invalid_grant", EXPIRED)
         app.check_access(family.user)
+        self.check_login_ip(family.user, address)
         family.last_used = now
         new_refresh = None
         if app.rotate_refresh_tokens:
@@ -187,14 +190,14 @@ class EmulatorState:
         at = self.access.get(token)
         if at is None or at.revoked:
             return None
-        timeout = self.orgs_by_id[at.family.user.org_id].session_timeout_seconds
+        timeout = self.timeout_of(at)
         if self.clock.time() - at.last_active > timeout:
             return None
         return at
 
     def touch(self, at: AccessToken) -> None:
         """Record a use of the session."""
-        timeout = self.orgs_by_id[at.family.user.org_id].session_timeout_seconds
+        timeout = self.timeout_of(at)
         now = self.clock.time()
         # Salesforce only refreshes "last active" once half the timeout has passed, so a
         # session used continuously early on still dies timeout/2..timeout after first use.
@@ -208,8 +211,29 @@ class EmulatorState:
             self.touch(at)
         return at
 
+    def timeout_of(self, at: AccessToken) -> int:
+        """The session timeout: the app's override, else the org's."""
+        app = self.apps_by_id.get(at.family.client_id)
+        if app is not None and app.session_timeout_seconds is not None:
+            return app.session_timeout_seconds
+        return self.orgs_by_id[at.family.user.org_id].session_timeout_seconds
+
     def expires_at(self, at: AccessToken) -> float:
-        return at.last_active + self.orgs_by_id[at.user.org_id].session_timeout_seconds
+        return at.last_active + self.timeout_of(at)
+
+    def check_login_ip(self, user: User, address: str) -> None:
+        """Refuse a login from outside the org's allowed login IP ranges, if it has any."""
+        org = self.orgs_by_id[user.org_id]
+        if not org.login_ip_ranges:
+            return
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            ip = None
+        if ip is None or not any(
+            ip in ipaddress.ip_network(net, strict=False) for net in org.login_ip_ranges
+        ):
+            raise OAuthError("invalid_grant", "IP restricted or invalid login hours")
 
     # -- revocation ------------------------------------------------------------------------
     def revoke_family(self, family: Family) -> None:
