@@ -461,3 +461,20 @@ async def test_the_calling_user_is_a_user_record_and_authors_writes(
         await client.get(f"{V}/query", params={"q": "SELECT Owner.Name FROM Contact LIMIT 1"})
     ).json()
     assert seeded["records"][0]["Owner"]["Name"] == "Emulator Owner"
+
+
+async def test_replication_updated_and_deleted(client: httpx.AsyncClient, org: Org) -> None:
+    # The harness's clock stands at 2026-01-01T00:00:00Z; seed data is from 2025.
+    created = (await client.post(f"{V}/sobjects/Account", json={"Name": "Fresh"})).json()["id"]
+    gone = next(iter(org.records.rows("Account")))["Id"]
+    assert (await client.delete(f"{V}/sobjects/Account/{gone}")).status_code == 204
+    window = {"start": "2025-12-31T00:00:00+00:00", "end": "2026-01-02T00:00:00Z"}
+    updated = (await client.get(f"{V}/sobjects/Account/updated/", params=window)).json()
+    assert updated == {"ids": [created], "latestDateCovered": "2026-01-02T00:00:00.000+0000"}
+    deleted = (await client.get(f"{V}/sobjects/Account/deleted/", params=window)).json()
+    assert deleted["deletedRecords"] == [
+        {"id": gone, "deletedDate": "2026-01-01T00:00:00.000+0000"}
+    ]
+    bad = await client.get(f"{V}/sobjects/Account/updated/", params={"start": "soon"})
+    assert bad.status_code == 400
+    assert only_error(bad)["errorCode"] == "INVALID_REPLICATION_DATE"

@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -22,7 +23,13 @@ from starlette.responses import Response
 
 from tokenkeep.emulator import bulk
 from tokenkeep.emulator.context import RestContext
-from tokenkeep.emulator.records import OrgRecords, RecordError, id15_to_18, not_found
+from tokenkeep.emulator.records import (
+    OrgRecords,
+    RecordError,
+    format_datetime,
+    id15_to_18,
+    not_found,
+)
 from tokenkeep.emulator.soql import BoundQuery, SoqlError, bind
 
 __all__ = [
@@ -281,6 +288,10 @@ def _sobjects(
             for r in store.recent(name)
         ]
         return 200, {"objectDescribe": schema.summary(version), "recentItems": recent}, None
+    if len(parts) == 2 and parts[1] in ("updated", "deleted"):
+        if method != "GET":
+            return method_not_allowed(method, "GET,HEAD")
+        return 200, _replication(store, name, parts[1], params), None
     if len(parts) == 2 and parts[1] == "describe":
         if method != "GET":
             return method_not_allowed(method, "GET,HEAD")
@@ -300,6 +311,34 @@ def _sobjects(
             return 204, None, None
         return method_not_allowed(method, "GET,PATCH,DELETE,HEAD")
     raise not_found()
+
+
+def _replication(
+    store: OrgRecords, name: str, kind: str, params: Mapping[str, str]
+) -> dict[str, Any]:
+    """``/sobjects/{type}/updated|deleted?start=&end=`` (ISO 8601 with an offset)."""
+    bounds = []
+    for key in ("start", "end"):
+        raw = params.get(key)
+        try:
+            stamp = datetime.fromisoformat(raw or "")
+        except ValueError:
+            raise RecordError(
+                400, "INVALID_REPLICATION_DATE", f"{key} must be an ISO 8601 date-time"
+            ) from None
+        if stamp.tzinfo is None:
+            stamp = stamp.replace(tzinfo=UTC)
+        bounds.append(format_datetime(stamp.timestamp()))
+    start, end = bounds
+    if kind == "updated":
+        ids = [r["Id"] for r in store.rows(name) if start <= r.get("SystemModstamp", "") <= end]
+        return {"ids": ids, "latestDateCovered": end}
+    deleted = [
+        {"id": r["Id"], "deletedDate": r["SystemModstamp"]}
+        for r in store.rows(name, include_deleted=True)
+        if r.get("IsDeleted") and start <= r["SystemModstamp"] <= end
+    ]
+    return {"deletedRecords": deleted, "earliestDateAvailable": start, "latestDateCovered": end}
 
 
 @functools.lru_cache(maxsize=256)
