@@ -12,7 +12,10 @@ so the emulator keeps serving in this test's event loop.
 from __future__ import annotations
 
 import asyncio
+import json
+import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any, cast
 
 import httpx
@@ -183,3 +186,94 @@ async def test_simple_salesforce_raises_its_expired_session_error(tls_emulator: 
     log = emu.admin.requests(path="/services/data")
     assert [(r["status"], r["errorCode"]) for r in log[-1:]] == [(401, "INVALID_SESSION_ID")]
     sf.session.close()
+
+
+@pytest.mark.multiprocess
+async def test_simple_salesforce_against_the_cli_emulator(tmp_path: Path) -> None:
+    """What a user does: ``tokenkeep emulator --tls --json`` in a shell, then
+    simple-salesforce trusting the printed CA file, driven through the admin HTTP API."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        "from tokenkeep.cli import main; main()",
+        "emulator",
+        "--port",
+        "0",
+        "--orgs",
+        "1",
+        "--tls",
+        "--json",
+        "--seed",
+        "4",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        cwd=str(tmp_path),
+    )
+    try:
+        assert proc.stdout is not None
+        line = await asyncio.wait_for(proc.stdout.readline(), 60)
+        assert line, "the emulator exited before printing its JSON document"
+        doc = json.loads(line)
+        ca_file = doc["ca_file"]
+        app = doc["apps"][0]
+        org = doc["orgs"][0]
+        user = org["users"][0]
+        assert doc["login_url"].startswith("https://")
+
+        async with httpx.AsyncClient(verify=ca_file, timeout=10) as http:
+            approved = await http.post(
+                f"{doc['admin_url']}/authorize",
+                json={
+                    "client_id": app["client_id"],
+                    "username": user["username"],
+                    "redirect_uri": app["redirect_uris"][0],
+                },
+            )
+            assert approved.status_code == 200, approved.text
+            token = await http.post(
+                f"{doc['login_url']}/services/oauth2/token",
+                data={
+                    "grant_type": "authorization_code",
+                    "code": approved.json()["code"],
+                    "client_id": app["client_id"],
+                    "client_secret": app["client_secret"],
+                    "redirect_uri": app["redirect_uris"][0],
+                },
+            )
+            assert token.status_code == 200, token.text
+            session = requests.Session()
+            session.verify = ca_file
+            session.trust_env = False
+            sf = Salesforce(
+                instance_url=token.json()["instance_url"],
+                session_id=token.json()["access_token"],
+                session=session,
+            )
+            everything = await asyncio.to_thread(sf.query_all, "SELECT Id FROM Contact")
+            assert everything["totalSize"] > 2000
+            assert len(everything["records"]) == everything["totalSize"]
+
+            advanced = await http.post(
+                f"{doc['admin_url']}/clock/advance", json={"seconds": 7200 + 1}
+            )
+            assert advanced.status_code == 200
+
+            def expired() -> None:
+                with pytest.raises(SalesforceExpiredSession):
+                    sf.query("SELECT Id FROM Account")
+
+            await asyncio.to_thread(expired)
+            session.close()
+            log = await http.get(f"{doc['admin_url']}/requests", params={"path": "/services/data"})
+            statuses = [r["status"] for r in log.json()["requests"]]
+            assert statuses[-1] == 401
+            assert set(statuses[:-1]) == {200}
+    finally:
+        if proc.returncode is None:
+            proc.terminate()
+        try:
+            await asyncio.wait_for(proc.wait(), 20)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+    assert proc.returncode == 0
