@@ -41,12 +41,7 @@ from tokenkeep.errors import (
     ValidationError,
 )
 from tokenkeep.observability.logging import get_logger
-from tokenkeep.proxy.headers import (
-    client_credential,
-    header_value,
-    response_headers,
-    upstream_request_headers,
-)
+from tokenkeep.proxy.headers import ScannedRequest, response_headers, scan_request, with_credentials
 from tokenkeep.proxy.paths import ProxyTarget, build_upstream_url, split_target
 from tokenkeep.proxy.retry import (
     PEEK_BYTES,
@@ -119,7 +114,7 @@ class _Request:
 
     method: str
     target: ProxyTarget
-    headers: Any
+    headers: list[tuple[str, str]]  # the client's, cleaned (no credentials)
     body: _Body
     session_header: bool
     org_key: str  # the write-pause and limit key: org id, or instance_url if unknown
@@ -285,16 +280,11 @@ class ProxyApp:
     # -- the flow ----------------------------------------------------------------------
 
     async def _proxy(self, scope: Scope, receive: Receive, send: Send, call: _Call) -> None:
-        headers = scope["headers"]
+        scanned = scan_request(scope["headers"])
         raw_path = scope.get("raw_path") or scope["path"].encode("utf-8")
-        conn_header = header_value(headers, b"connection-id")
-        target = split_target(
-            raw_path,
-            scope.get("query_string", b""),
-            conn_header.decode("latin-1") if conn_header is not None else None,
-        )
+        target = split_target(raw_path, scope.get("query_string", b""), scanned.connection_id)
         call.connection_id, call.path = target.connection_id, target.path
-        credential, used_session_header = client_credential(headers)
+        credential = scanned.credential
         if credential is None or not await self._authenticated(credential.key):
             raise UnauthorizedError("A valid tokenkeep API key is required (Bearer).")
         token = await self._tokens.token_for(target.connection_id)
@@ -309,9 +299,11 @@ class ProxyApp:
             )
         outcome = Outcome.ABANDONED
         try:
-            body = await self._read_body(method, headers, receive)
+            body = await self._read_body(method, scanned, receive)
             outcome = Outcome.INCONCLUSIVE
-            request = _Request(call.method, target, headers, body, used_session_header, org_key)
+            request = _Request(
+                method, target, scanned.forward, body, scanned.used_session_header, org_key
+            )
             finding = await self._exchange(send, call, request, token)
             if finding.kind is Kind.MAINTENANCE:
                 outcome = Outcome.MAINTENANCE
@@ -342,8 +334,8 @@ class ProxyApp:
         self._auth_cache[digest] = now + self._auth_cache_seconds
         return True
 
-    async def _read_body(self, method: str, headers: Any, receive: Receive) -> _Body:
-        raw_length = header_value(headers, b"content-length")
+    async def _read_body(self, method: str, scanned: ScannedRequest, receive: Receive) -> _Body:
+        raw_length = scanned.content_length
         declared: int | None = None
         if raw_length is not None:
             try:
@@ -352,7 +344,7 @@ class ProxyApp:
                 raise ValidationError("Content-Length is not a number.") from None
             if declared < 0:
                 raise ValidationError("Content-Length is negative.")
-        elif header_value(headers, b"transfer-encoding") is None:
+        elif not scanned.has_transfer_encoding:
             # No length and not chunked: HTTP/1.1 says there is no body.
             return _Body(None if method in _NO_BODY_METHODS else b"", None, None)
         limit = self._settings.retry_buffer_bytes
@@ -444,7 +436,7 @@ class ProxyApp:
         """One upstream request; returns the response and, when policy needs it, its head."""
         method, body = request.method, request.body
         url = yarl.URL(build_upstream_url(token.instance_url, request.target), encoded=True)
-        upstream_headers = upstream_request_headers(
+        upstream_headers = with_credentials(
             request.headers,
             token.access_token.reveal(),
             session_header=request.session_header,

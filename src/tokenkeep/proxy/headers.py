@@ -13,14 +13,18 @@ those), plus ``Tokenkeep-Request-Id``.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
 __all__ = [
     "HOP_BY_HOP",
     "ClientCredential",
+    "ScannedRequest",
     "client_credential",
     "header_value",
     "response_headers",
+    "scan_request",
     "upstream_request_headers",
+    "with_credentials",
 ]
 
 Headers = Sequence[tuple[bytes, bytes]]
@@ -52,6 +56,7 @@ _REQUEST_DROP = frozenset(
         b"expect",
     }
 )
+_ALWAYS_DROP = _REQUEST_DROP | HOP_BY_HOP
 _OUR_PREFIX = b"tokenkeep-"
 _AUTH_SCHEMES = (b"bearer ", b"oauth ")
 
@@ -77,30 +82,73 @@ def header_value(headers: Headers, name: bytes) -> bytes | None:
     return None
 
 
-def client_credential(headers: Headers) -> tuple[ClientCredential | None, bool]:
-    """The tokenkeep API key the client sent, and whether it sent ``X-SFDC-Session`` at all.
+@dataclass(slots=True)
+class ScannedRequest:
+    """Everything the proxy needs from the client's headers, gathered in one pass."""
 
-    ``Authorization: Bearer <key>`` (or Salesforce's older ``OAuth <key>``) wins; Bulk API
-    1.0 clients send ``X-SFDC-Session: <key>`` instead.
+    forward: list[tuple[str, str]]  # cleaned, ready to send (credentials not yet added)
+    credential: ClientCredential | None
+    used_session_header: bool  # the client sent X-SFDC-Session (Bulk API 1.0)
+    connection_id: str | None
+    content_length: bytes | None
+    has_transfer_encoding: bool
+
+
+def scan_request(headers: Headers) -> ScannedRequest:
+    """One pass over the client's headers (this runs on every proxied call).
+
+    ``Authorization: Bearer <key>`` (or Salesforce's older ``OAuth <key>``) wins over
+    ``X-SFDC-Session: <key>`` (Bulk API 1.0 clients send only that one).
     """
+    forward: list[tuple[str, str]] = []
     bearer: str | None = None
     session: str | None = None
+    connection_id: str | None = None
+    content_length: bytes | None = None
+    has_te = False
+    listed: set[bytes] = set()
     for key, value in headers:
-        name = key.lower()
-        if name == b"authorization" and bearer is None:
-            lowered = value[:7].lower()
-            for scheme in _AUTH_SCHEMES:
-                if lowered.startswith(scheme):
-                    bearer = value[len(scheme) :].strip().decode("latin-1")
-                    break
-        elif name == b"x-sfdc-session" and session is None:
-            session = value.strip().decode("latin-1")
-    used_session_header = session is not None
+        name = key.lower()  # ASGI servers send lower-case names; a cheap guarantee
+        if name not in _ALWAYS_DROP and not name.startswith(_OUR_PREFIX):
+            forward.append((key.decode("latin-1"), value.decode("latin-1")))
+            continue
+        if name == b"authorization":
+            if bearer is None:
+                lowered = value[:7].lower()
+                for scheme in _AUTH_SCHEMES:
+                    if lowered.startswith(scheme):
+                        bearer = value[len(scheme) :].strip().decode("latin-1")
+                        break
+        elif name == b"x-sfdc-session":
+            if session is None:
+                session = value.strip().decode("latin-1")
+        elif name == b"connection-id":
+            if connection_id is None:
+                connection_id = value.decode("latin-1")
+        elif name == b"content-length":
+            content_length = value
+        elif name == b"transfer-encoding":
+            has_te = True
+        elif name == b"connection":
+            listed.update(t.strip().lower() for t in value.split(b",") if t.strip())
+    if listed:
+        # Headers named in Connection are hop-by-hop too (RFC 9110 §7.6.1).
+        forward = [(k, v) for k, v in forward if k.lower().encode("latin-1") not in listed]
     if bearer:
-        return ClientCredential(bearer, False), used_session_header
-    if session:
-        return ClientCredential(session, True), used_session_header
-    return None, used_session_header
+        credential: ClientCredential | None = ClientCredential(bearer, False)
+    elif session:
+        credential = ClientCredential(session, True)
+    else:
+        credential = None
+    return ScannedRequest(
+        forward, credential, session is not None, connection_id, content_length, has_te
+    )
+
+
+def client_credential(headers: Headers) -> tuple[ClientCredential | None, bool]:
+    """The tokenkeep API key the client sent, and whether it sent ``X-SFDC-Session`` at all."""
+    scanned = scan_request(headers)
+    return scanned.credential, scanned.used_session_header
 
 
 def _connection_listed(headers: Headers) -> frozenset[bytes]:
@@ -111,33 +159,33 @@ def _connection_listed(headers: Headers) -> frozenset[bytes]:
     return frozenset(named)
 
 
-def upstream_request_headers(
-    headers: Headers, token: str, *, session_header: bool, content_length: int | None
+def with_credentials(
+    forward: list[tuple[str, str]], token: str, *, session_header: bool, content_length: int | None
 ) -> list[tuple[str, str]]:
-    """The headers to send upstream: the client's, cleaned, plus the real credentials.
+    """The cleaned client headers plus the real credentials (and a known body length).
 
     ``session_header`` adds ``X-SFDC-Session: <token>`` (Bulk API 1.0 reads only that one);
     ``content_length`` is set when the body's length is known (a streamed upload keeps a
     fixed length instead of turning into chunked encoding).
     """
-    listed = _connection_listed(headers)
-    out: list[tuple[str, str]] = []
-    for key, value in headers:
-        name = key.lower()
-        if (
-            name in _REQUEST_DROP
-            or name in HOP_BY_HOP
-            or name in listed
-            or name.startswith(_OUR_PREFIX)
-        ):
-            continue
-        out.append((key.decode("latin-1"), value.decode("latin-1")))
-    out.append(("Authorization", "Bearer " + token))
+    out = [*forward, ("Authorization", "Bearer " + token)]
     if session_header:
         out.append(("X-SFDC-Session", token))
     if content_length is not None:
         out.append(("Content-Length", str(content_length)))
     return out
+
+
+def upstream_request_headers(
+    headers: Headers, token: str, *, session_header: bool, content_length: int | None
+) -> list[tuple[str, str]]:
+    """The headers to send upstream: the client's, cleaned, plus the real credentials."""
+    return with_credentials(
+        scan_request(headers).forward,
+        token,
+        session_header=session_header,
+        content_length=content_length,
+    )
 
 
 def response_headers(

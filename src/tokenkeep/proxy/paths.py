@@ -178,7 +178,7 @@ def validate_query(query: bytes) -> bytes:
     Percent-encoded newlines (``%0A``) are legitimate in a query (multi-line SOQL) and pass:
     they cannot split the request line.
     """
-    if _QUERY_BAD.search(query) or any(b >= 0x80 for b in query):
+    if not query.isascii() or _QUERY_BAD.search(query):
         raise InvalidPathError("The query string contains a forbidden byte.")
     return query
 
