@@ -244,3 +244,21 @@ def test_subquery_limit_applies_per_parent() -> None:
     assert all(p["Contacts"]["totalSize"] == 3 for p in projected)
     ids = {c["Id"] for p in projected for c in p["Contacts"]["records"]}
     assert len(ids) == 90
+
+
+def test_multi_level_parent_fields(store: OrgRecords) -> None:
+    bound = bind(
+        "SELECT LastName, Account.Name, Account.Owner.Name FROM Contact "
+        "WHERE Account.Owner.Name = 'emulator owner'",
+        store,
+    )
+    (row,) = bound.rows()
+    projected = bound.project(row, "60.0")
+    assert projected["Account"]["Name"] == "Acme"
+    assert projected["Account"]["Owner"]["Name"] == "Emulator Owner"
+    assert projected["Account"]["Owner"]["attributes"]["type"] == "User"
+    deep = "Parent." * 5
+    bind(f"SELECT {deep}Name FROM Account", store)  # five levels: allowed
+    with pytest.raises(SoqlError) as info:
+        bind(f"SELECT Parent.{deep}Name FROM Account", store)
+    assert info.value.error_code == "INVALID_FIELD"

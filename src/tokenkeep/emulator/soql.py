@@ -58,15 +58,22 @@ Row = dict[str, Any]
 Getter = Callable[[Row], Any]
 
 
+# One step up a parent relationship: (relationship name, reference field, parent schema).
+Hop = tuple[str, str, SObjectSchema]
+
+
 @dataclass(slots=True)
 class _Column:
-    """A selected field: its output name, and for a parent field the relationship."""
+    """A selected field: its output name, and for a parent field the hops up to it."""
 
     name: str
     spec: FieldSpec
     getter: Getter
-    relationship: str | None = None  # "Account" for Account.Name
-    parent_schema: SObjectSchema | None = None
+    hops: tuple[Hop, ...] = ()  # Account.Owner.Name: (Account, AccountId), (Owner, OwnerId)
+
+    @property
+    def label(self) -> str:
+        return ".".join([*(h[0] for h in self.hops), self.name])
 
 
 @dataclass(slots=True)
@@ -137,16 +144,10 @@ class BoundQuery:
             }
         }
         for col in self.columns:
-            if col.relationship is None:
+            if not col.hops:
                 out[col.name] = row.get(col.spec.name)
                 continue
-            rel = col.relationship
-            parent = out.get(rel, _MISSING)
-            if parent is _MISSING:
-                parent = self._parent(row, col, version)
-                out[rel] = parent
-            if parent is not None:
-                parent[col.spec.name] = col.getter(row)
+            self._place(out, row, col, version)
         if self.children:
             groups = self._child_groups()
             for name, child, _ in self.children:
@@ -162,22 +163,37 @@ class BoundQuery:
                 )
         return out
 
-    def _parent(self, row: Row, col: _Column, version: str) -> dict[str, Any] | None:
-        target = col.parent_schema
-        ref = next(f for f in self.schema.fields if f.relationship_name == col.relationship)
-        parent_id = row.get(ref.name)
-        if target is None or parent_id is None or self.store.get(target.name, parent_id) is None:
-            return None
-        pname = target.name
-        return {
-            "attributes": {
-                "type": pname,
-                "url": f"/services/data/v{version}/sobjects/{pname}/{parent_id}",
-            }
+    def _place(self, out: dict[str, Any], row: Row, col: _Column, version: str) -> None:
+        """Put a parent field into nested ``{"attributes", ...}`` dicts (or a null parent).
+
+        Fields of the same parent share its nested dict, as in Salesforce's answers.
+        """
+        node = out
+        current = row
+        for rel, link, target in col.hops:
+            parent_id = current.get(link)
+            parent = self.store.get(target.name, parent_id) if parent_id else None
+            nested = node.get(rel, _MISSING)
+            if nested is _MISSING:
+                nested = None if parent is None else _attributes(target.name, parent, version)
+                node[rel] = nested
+            if nested is None or parent is None:
+                return
+            node, current = nested, parent
+        node[col.spec.name] = current.get(col.spec.name)
+
+
+def _attributes(name: str, record: Row, version: str) -> dict[str, Any]:
+    return {
+        "attributes": {
+            "type": name,
+            "url": f"/services/data/v{version}/sobjects/{name}/{record['Id']}",
         }
+    }
 
 
 _MISSING: Any = object()
+MAX_HOPS = 5  # Salesforce allows five levels of parent relationships
 
 
 def bind(query: Query | str, store: OrgRecords) -> BoundQuery:
@@ -200,7 +216,7 @@ def bind(query: Query | str, store: OrgRecords) -> BoundQuery:
     seen: set[str] = set()
     for ref in query.fields:
         col = _resolve(query, schema, store, ref)
-        label = f"{col.relationship}.{col.name}" if col.relationship else col.name
+        label = col.label
         if label.lower() in seen:
             raise syntax_error(
                 query.text, ref.pos, "MALFORMED_QUERY", f"duplicate field selected: {ref.path}"
@@ -245,33 +261,46 @@ def _resolve(query: Query, schema: SObjectSchema, store: OrgRecords, ref: FieldR
         if spec is None:
             raise _no_column(query, ref, parts[0], schema.name)
         return _Column(spec.name, spec, _plain(spec))
-    if len(parts) == 2:
+    hops: list[Hop] = []
+    current = schema
+    for rel_name in parts[:-1]:
         rel = next(
             (
                 f
-                for f in schema.fields
-                if f.relationship_name and f.relationship_name.lower() == parts[0].lower()
+                for f in current.fields
+                if f.relationship_name and f.relationship_name.lower() == rel_name.lower()
             ),
             None,
         )
         target = store.schema(rel.reference_to[0]) if rel and rel.reference_to else None
-        if rel is not None and target is not None:
-            spec = target.field(parts[1])
-            if spec is None:
-                raise _no_column(query, ref, parts[1], target.name)
-            link, target_name, pname = rel.name, target.name, spec.name
+        if rel is None or target is None or rel.relationship_name is None:
+            raise _bad_relationship(query, ref, rel_name)
+        hops.append((rel.relationship_name, rel.name, target))
+        current = target
+    if len(hops) > MAX_HOPS:
+        raise _bad_relationship(query, ref, parts[MAX_HOPS])
+    spec = current.field(parts[-1])
+    if spec is None:
+        raise _no_column(query, ref, parts[-1], current.name)
+    path = tuple(hops)
+    pname = spec.name
 
-            def getter(r: Row) -> Any:
-                pid = r.get(link)
-                parent = store.get(target_name, pid) if pid else None
-                return parent.get(pname) if parent else None
+    def getter(r: Row) -> Any:
+        record: Row | None = r
+        for _, link, target in path:
+            pid = record.get(link) if record else None
+            record = store.get(target.name, pid) if pid else None
+        return record.get(pname) if record else None
 
-            return _Column(spec.name, spec, getter, rel.relationship_name, target)
-    raise syntax_error(
+    return _Column(spec.name, spec, getter, path)
+
+
+def _bad_relationship(query: Query, ref: FieldRef, name: str) -> SoqlError:
+    return syntax_error(
         query.text,
         ref.pos,
         "INVALID_FIELD",
-        f"Didn't understand relationship '{parts[0]}' in field path. If you are attempting "
+        f"Didn't understand relationship '{name}' in field path. If you are attempting "
         "to use a custom relationship, be sure to append the '__r' after the custom "
         "relationship name. Please reference your WSDL or the describe call for the "
         "appropriate names.",
