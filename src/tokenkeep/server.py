@@ -121,6 +121,8 @@ def _uvicorn_options(host: str, port: int) -> dict[str, object]:
         "access_log": False,  # the control API logs its own request lines, without queries
         "lifespan": "on",
         "server_header": False,
+        # Proxied responses carry Salesforce's own Date header; uvicorn must not add one.
+        "date_header": False,
     }
 
 
