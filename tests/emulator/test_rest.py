@@ -153,6 +153,9 @@ async def test_crud_round_trip(client: httpx.AsyncClient) -> None:
     assert got["attributes"] == {"type": "Account", "url": f"{V}/sobjects/Account/{rid}"}
     assert got["Name"] == "Tokenkeep Ltd"
     assert got["Id"] == rid
+    head = await client.head(f"{V}/sobjects/Account/{rid}")
+    assert head.status_code == 200
+    assert head.content == b""
     some = (await client.get(f"{V}/sobjects/Account/{rid[:15]}", params={"fields": "name"})).json()
     assert set(some) == {"attributes", "Name"}
     patched = await client.patch(f"{V}/sobjects/Account/{rid}", json={"Industry": "Energy"})

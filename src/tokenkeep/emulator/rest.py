@@ -131,7 +131,7 @@ async def handle(request: Request, ctx: RestContext | None) -> Response:
                 )
     status, payload, headers = dispatch(
         ctx,
-        method,
+        "GET" if method == "HEAD" else method,
         path,
         params=request.query_params,
         body=body,
@@ -140,6 +140,9 @@ async def handle(request: Request, ctx: RestContext | None) -> Response:
     response = json_response(status, payload)
     if headers:
         response.headers.update(headers)
+    if method == "HEAD":  # the GET's status and headers, no body
+        response.body = b""
+        response.headers["content-length"] = "0"
     return response
 
 
