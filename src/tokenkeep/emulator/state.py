@@ -10,6 +10,7 @@ here).
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import hmac
 import ipaddress
@@ -54,6 +55,7 @@ class EmulatorState:
 
     CODE_LIFETIME = 900.0
     LOG_SIZE = 100_000
+    PRUNE_THRESHOLD = 50_000
 
     def __init__(self, clock: Clock, orgs: list[Org], apps: list[App], login_url: str) -> None:
         self.clock = clock
@@ -71,6 +73,7 @@ class EmulatorState:
         self.browser_sessions: dict[str, User] = {}
         self.consented: set[tuple[str, str]] = set()
         self.log: deque[dict[str, Any]] = deque(maxlen=self.LOG_SIZE)
+        self._prune_at = self.PRUNE_THRESHOLD
 
     # -- lookups ---------------------------------------------------------------------------
     def org_of(self, user: User) -> Org:
@@ -117,7 +120,27 @@ class EmulatorState:
         at = AccessToken(token, family, now, now, address)
         self.access[token] = at
         family.access_tokens.append(token)
+        if len(self.access) >= self._prune_at:
+            self._prune()
         return at
+
+    def _prune(self) -> None:
+        """Forget dead sessions so long load runs do not grow memory without bound.
+
+        A forgotten token answers exactly like a revoked or expired one (INVALID_SESSION_ID,
+        ``{"active": false}``), so nothing observable changes.
+        """
+        now = self.clock.time()
+        dead = [
+            t
+            for t, at in self.access.items()
+            if at.revoked or now - at.last_active > self.timeout_of(at)
+        ]
+        for token in dead:
+            at = self.access.pop(token)
+            with contextlib.suppress(ValueError):
+                at.family.access_tokens.remove(token)
+        self._prune_at = max(self.PRUNE_THRESHOLD, 2 * len(self.access))
 
     def _cap_approvals(self, app: App, family: Family) -> None:
         key = (app.client_id, family.user.user_id)
