@@ -273,6 +273,8 @@ async def test_query_batch_size_header_and_bad_locator(client: httpx.AsyncClient
     assert page["nextRecordsUrl"].endswith("-200")
     second = (await client.get(page["nextRecordsUrl"])).json()
     assert second["nextRecordsUrl"].endswith("-400")
+    # One locator serves every page of the query.
+    assert second["nextRecordsUrl"].split("-")[0] == page["nextRecordsUrl"].split("-")[0]
     third = (await client.get(second["nextRecordsUrl"])).json()
     assert len(third["records"]) == 50
     assert third["done"] is True

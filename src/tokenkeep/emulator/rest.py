@@ -422,19 +422,25 @@ def _query(ctx: RestContext, q: str | None, include_deleted: bool, options: str 
 
 
 def _page(
-    ctx: RestContext, bound: BoundQuery, rows: list[dict[str, Any]], start: int, size: int
+    ctx: RestContext,
+    bound: BoundQuery,
+    rows: list[dict[str, Any]],
+    start: int,
+    size: int,
+    locator: str | None = None,
 ) -> dict[str, Any]:
     version = ctx.api_version
     end = start + size
     batch = [bound.project(r, version) for r in rows[start:end]]
     page: dict[str, Any] = {"totalSize": len(rows), "done": end >= len(rows)}
     if end < len(rows):
-        store: OrgRecords = ctx.records
-        locator = store.new_id("01g")
-        cursors = store.cursors
-        cursors[locator] = (bound, rows, size)
-        if len(cursors) > MAX_CURSORS:
-            del cursors[next(iter(cursors))]
+        if locator is None:  # one locator for all pages of a query, as on Salesforce
+            store: OrgRecords = ctx.records
+            locator = store.new_id("01g")
+            cursors = store.cursors
+            cursors[locator] = (bound, rows, size)
+            if len(cursors) > MAX_CURSORS:
+                del cursors[next(iter(cursors))]
         page["nextRecordsUrl"] = f"/services/data/v{version}/query/{locator}-{end}"
     page["records"] = batch
     return page
@@ -449,7 +455,7 @@ def _query_more(ctx: RestContext, token: str) -> Result:
     if cursor is None or not offset.isdigit():
         return 400, error_body("INVALID_QUERY_LOCATOR", "invalid query locator"), None
     bound, rows, size = cursor
-    return 200, _page(ctx, bound, rows, int(offset), size), None
+    return 200, _page(ctx, bound, rows, int(offset), size, locator), None
 
 
 def split_url(url: str, version: str) -> tuple[str, str, dict[str, str]] | None:
