@@ -427,6 +427,7 @@ def _page(
     rows: list[dict[str, Any]],
     start: int,
     size: int,
+    *,
     locator: str | None = None,
 ) -> dict[str, Any]:
     version = ctx.api_version
@@ -455,7 +456,7 @@ def _query_more(ctx: RestContext, token: str) -> Result:
     if cursor is None or not offset.isdigit():
         return 400, error_body("INVALID_QUERY_LOCATOR", "invalid query locator"), None
     bound, rows, size = cursor
-    return 200, _page(ctx, bound, rows, int(offset), size, locator), None
+    return 200, _page(ctx, bound, rows, int(offset), size, locator=locator), None
 
 
 def split_url(url: str, version: str) -> tuple[str, str, dict[str, str]] | None:
