@@ -218,3 +218,20 @@ async def test_dropped_token_calls_are_logged_with_their_grant_type(
         (0, "CONNECTION_DROPPED"),
         (200, None),
     ]
+
+
+async def test_python_admin_takes_keywords_too(emu: Emulator) -> None:
+    org, app = emu.orgs[0], emu.apps[0]
+    assert (
+        emu.admin.patch_org(org.org_id, session_timeout_seconds=900)["session_timeout_seconds"]
+        == 900
+    )
+    assert emu.admin.patch_app(app.client_id, rotate_refresh_tokens=True)["rotate_refresh_tokens"]
+    fault = emu.admin.add_fault(target="data", kind="error", count=1)
+    assert fault["remaining"] == 1
+    code = emu.admin.authorize(
+        client_id=app.client_id,
+        username=org.users[0].username,
+        redirect_uri="http://localhost/callback",
+    )
+    assert code["code"]

@@ -138,8 +138,12 @@ class Admin:
             },
         }
 
-    def patch_org(self, org_id: str, changes: dict[str, Any]) -> dict[str, Any]:
-        """Change org settings; ``instance_url: "new"`` moves the org to a new port."""
+    def patch_org(
+        self, org_id: str, changes: dict[str, Any] | None = None, /, **settings: Any
+    ) -> dict[str, Any]:
+        """Change org settings (a dict or keywords); ``instance_url="new"`` moves the org
+        to a new port."""
+        changes = {**(changes or {}), **settings}
         org = self._org(org_id)
         known = {
             *_ORG_BOOLS,
@@ -205,8 +209,11 @@ class Admin:
             self.state.invalidate_sessions(org)
         return org.public()
 
-    def patch_app(self, client_id: str, changes: dict[str, Any]) -> dict[str, Any]:
+    def patch_app(
+        self, client_id: str, changes: dict[str, Any] | None = None, /, **settings: Any
+    ) -> dict[str, Any]:
         """Change connected-app settings (rotation, refresh-token policy, approvals cap...)."""
+        changes = {**(changes or {}), **settings}
         app = self._app(client_id)
         known = {
             "rotate_refresh_tokens",
@@ -300,8 +307,9 @@ class Admin:
             self.state.consented.discard((app.client_id, user.user_id))
         return {"client_id": client_id, "revoked_families": count}
 
-    def authorize(self, body: dict[str, Any]) -> dict[str, Any]:
+    def authorize(self, body: dict[str, Any] | None = None, /, **fields: Any) -> dict[str, Any]:
         """Complete an authorization for a user without HTML: ``{code, redirect_url}``."""
+        body = {**(body or {}), **fields}
         for key in ("client_id", "username", "redirect_uri"):
             if not isinstance(body.get(key), str) or not body[key]:
                 raise _bad(f"{key} is required")
@@ -337,8 +345,9 @@ class Admin:
         advance(seconds)
         return {"time": self.state.clock.time()}
 
-    def add_fault(self, body: dict[str, Any]) -> dict[str, Any]:
+    def add_fault(self, body: dict[str, Any] | None = None, /, **fields: Any) -> dict[str, Any]:
         """Inject a fault (see faults.py for the fields)."""
+        body = {**(body or {}), **fields}
         allowed = {
             "target",
             "kind",
