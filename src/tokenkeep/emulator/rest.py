@@ -113,7 +113,7 @@ async def handle(request: Request, ctx: RestContext | None) -> Response:
     if not _served(ctx.api_version):
         return json_response(404, error_body("NOT_FOUND", "The requested resource does not exist"))
     path = ctx.rest_path.rstrip("/")
-    if path.startswith("/jobs/ingest"):
+    if path == "/jobs/ingest" or path.startswith("/jobs/ingest/"):
         if ctx.read_only and method in _WRITE_METHODS:
             return _maintenance(ctx)
         return await bulk.handle(request, ctx, path)
