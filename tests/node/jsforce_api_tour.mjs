@@ -3,7 +3,8 @@
 // URL, header and body itself; the test compares what it got with the emulator's state.
 //
 // Config: one JSON document from argv[2] or TK_JSFORCE_CONFIG:
-//   {"loginUrl", "clientId", "clientSecret", "redirectUri", "code", "version"}
+//   {"loginUrl", "clientId", "clientSecret", "redirectUri", "code", "version", "only"}
+// "only" (a list of step names) runs just those steps.
 // Output: one JSON line {"steps": {name: {"ok": true, "value": ...} | {"ok": false, ...}}}.
 import jsforce from 'jsforce';
 
@@ -23,6 +24,7 @@ const conn = new jsforce.Connection({ oauth2, version: cfg.version ?? '60.0' });
 
 const steps = {};
 async function step(name, fn) {
+  if (cfg.only && !cfg.only.includes(name)) return;
   try {
     steps[name] = { ok: true, value: await fn() };
   } catch (err) {
@@ -59,6 +61,10 @@ async function main() {
   // sObject Collections (API 42+): jsforce sends arrays through /composite/sobjects.
   await step('createMany', () => Account.create([{ Name: 'jsforce tour 1' }, { Name: 'jsforce tour 2' }]));
   const ids = (steps.createMany.value ?? []).map((r) => r.id);
+  // sObject Collections retrieve: POST /composite/sobjects/{type} {"ids", "fields"}.
+  await step('retrieveMany', async () =>
+    (await Account.retrieve(ids, { fields: ['Id', 'Name'] })).map((r) => r.Name),
+  );
   await step('updateMany', () => Account.update(ids.map((Id) => ({ Id, Description: 'toured' }))));
   await step('readBack', async () =>
     (await conn.query(`SELECT Id, Description FROM Account WHERE Name = 'jsforce tour 1'`)).records.map(
