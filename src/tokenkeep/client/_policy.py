@@ -1,0 +1,114 @@
+"""When to refresh and how often to retry: plain generators over values, no transport.
+
+A direct-mode call goes: take the token (the one remembered, or the gateway's current one),
+send, and if Salesforce answers that the session is dead (``401 INVALID_SESSION_ID``, or
+``403 Bad_OAuth_Token`` on identity endpoints), renew the token and send again, **once**.
+Renewing asks the gateway for its current token first: when another caller or process has
+already replaced the rejected one, that newer token is used and nothing is refreshed; only
+when the gateway still holds the rejected token is it asked to refresh (its single-flight
+coordinator makes concurrent refreshes one). The replay is never replayed.
+
+The drivers (``httpx`` sync and async auth flows, the ``requests`` hook) answer the steps
+these generators yield; they never decide anything themselves.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from dataclasses import dataclass
+from typing import Any
+
+from tokenkeep.client._models import Token
+from tokenkeep.proxy.retry import Kind, inspect_response
+
+__all__ = [
+    "Fetch",
+    "Refresh",
+    "Renew",
+    "Send",
+    "Step",
+    "call_flow",
+    "renew_flow",
+    "same_token",
+    "session_rejected",
+    "wants_body",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Fetch:
+    """Answer with the gateway's current token (``GET /connections/{id}/token``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Refresh:
+    """Answer with a refreshed token (``POST /connections/{id}/refresh``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Renew:
+    """Answer with a token newer than ``rejected`` (run :func:`renew_flow`)."""
+
+    rejected: Token
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    """Send the request with ``token``; answer with ``(status, body)``.
+
+    The body is only needed when :func:`wants_body` says so (``b""`` otherwise), so large
+    successful downloads are never read by the auth layer.
+    """
+
+    token: Token
+
+
+Step = Fetch | Refresh | Renew | Send
+
+
+def wants_body(status: int) -> bool:
+    """True when :func:`session_rejected` needs the response body to decide."""
+    return status in (401, 403)
+
+
+def session_rejected(status: int, body: bytes) -> bool:
+    """Salesforce says the session is dead and a refresh may fix it.
+
+    The reading of Salesforce's answers is the proxy's (one place knows the wire facts):
+    ``401`` with ``INVALID_SESSION_ID`` (not the "not valid for the REST API" variant,
+    which a refresh does not fix) and the ``403 Bad_OAuth_Token`` of identity endpoints.
+    """
+    return inspect_response(status, body).kind is Kind.SESSION_INVALID
+
+
+def same_token(a: Token, b: Token) -> bool:
+    """True when both carry the same access token (constant-time comparison)."""
+    return a.access_token == b.access_token
+
+
+def renew_flow(
+    rejected: Token, remembered: Token | None
+) -> Generator[Fetch | Refresh, Token, Token]:
+    """A token newer than ``rejected``, refreshing only if the gateway still holds it."""
+    if remembered is not None and not same_token(remembered, rejected):
+        return remembered  # another call of this process already renewed it
+    current = yield Fetch()
+    if same_token(current, rejected):
+        current = yield Refresh()
+    return current
+
+
+def call_flow(remembered: Token | None) -> Generator[Step, Any, Token]:
+    """One call: send with a token; on a dead session renew and send once more.
+
+    The driver answers :class:`Fetch`, :class:`Refresh` and :class:`Renew` with a
+    :class:`Token`, and :class:`Send` with ``(status, body)``. Returns the token the call
+    ended with (for the driver to remember).
+    """
+    token: Token = remembered if remembered is not None else (yield Fetch())
+    status, body = yield Send(token)
+    if not session_rejected(status, body):
+        return token
+    renewed: Token = yield Renew(token)
+    yield Send(renewed)  # the one replay: whatever it answers is the caller's answer
+    return renewed
