@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import gzip
 import io
 import re
 import tracemalloc
@@ -277,3 +278,28 @@ async def test_simple_salesforce_bulk2_insert_through_the_emulator() -> None:
         assert results[0]["numberRecordsFailed"] == 1
         assert [row["Industry"] for row in failed] == ["Retail"]
         assert org.records.count("Account") == before + 1
+
+
+async def test_gzip_upload_is_inflated_while_streaming(
+    client: httpx.AsyncClient, store: OrgRecords
+) -> None:
+    job = await create_job(client)
+    base = f"{V}/jobs/ingest/{job['id']}"
+    body = gzip.compress(HEADER + csv_block() * 3)
+    upload = await client.put(
+        f"{base}/batches",
+        content=chunked(body, 1000),
+        headers={"Content-Encoding": "gzip", "Content-Type": "text/csv"},
+    )
+    assert upload.status_code == 201
+    await client.patch(base, json={"state": "UploadComplete"})
+    assert (await client.get(base)).json()["numberRecordsProcessed"] == 300
+    assert store.count("Account") == 300
+    job = await create_job(client)
+    broken = await client.put(
+        f"{V}/jobs/ingest/{job['id']}/batches",
+        content=body[:-20],
+        headers={"Content-Encoding": "gzip"},
+    )
+    assert broken.status_code == 400
+    assert broken.json()[0]["errorCode"] == "INVALIDBATCH"

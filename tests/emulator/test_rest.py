@@ -483,3 +483,16 @@ async def test_replication_updated_and_deleted(client: httpx.AsyncClient, org: O
     bad = await client.get(f"{V}/sobjects/Account/updated/", params={"start": "soon"})
     assert bad.status_code == 400
     assert only_error(bad)["errorCode"] == "INVALID_REPLICATION_DATE"
+
+
+async def test_gzip_json_body(client: httpx.AsyncClient) -> None:
+    import gzip
+
+    created = await client.post(
+        f"{V}/sobjects/Account",
+        content=gzip.compress(b'{"Name": "Zipped"}'),
+        headers={"Content-Encoding": "gzip", "Content-Type": "application/json"},
+    )
+    assert created.status_code == 201
+    got = (await client.get(f"{V}/sobjects/Account/{created.json()['id']}")).json()
+    assert got["Name"] == "Zipped"

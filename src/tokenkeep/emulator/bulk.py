@@ -20,6 +20,7 @@ import codecs
 import csv
 import io
 import json
+import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -248,7 +249,14 @@ async def _upload(request: Request, job: IngestJob) -> str | None:
     decoder = codecs.getincrementaldecoder("utf-8-sig")(errors="replace")
     upload = _Upload(job, _DELIMITERS[job.column_delimiter])
     pending = ""
-    async for chunk in request.stream():
+    # Salesforce accepts gzip-compressed uploads; inflate them as they stream in too.
+    gzip = request.headers.get("content-encoding", "").lower() == "gzip"
+    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS) if gzip else None
+    async for raw in request.stream():
+        try:
+            chunk = inflater.decompress(raw) if inflater is not None and raw else raw
+        except zlib.error:
+            return "InvalidBatch : The gzip stream is corrupt"
         if not chunk:
             continue
         pending += decoder.decode(chunk)
@@ -256,6 +264,10 @@ async def _upload(request: Request, job: IngestJob) -> str | None:
         if cut > 0:
             complete, pending = pending[:cut], pending[cut:]
             upload.feed(complete)
+    if inflater is not None:
+        pending += decoder.decode(inflater.flush())
+        if not inflater.eof:
+            return "InvalidBatch : The gzip stream is truncated"
     pending += decoder.decode(b"", final=True)
     if pending.strip():
         upload.feed(pending)

@@ -12,7 +12,9 @@ Salesforce shapes: errors are JSON arrays ``[{"message", "errorCode"[, "fields"]
 from __future__ import annotations
 
 import functools
+import gzip
 import json
+import zlib
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -122,6 +124,13 @@ async def handle(request: Request, ctx: RestContext | None) -> Response:
     body: Any = None
     if method in ("POST", "PATCH", "PUT"):
         raw = await request.body()
+        if raw and request.headers.get("content-encoding", "").lower() == "gzip":
+            try:
+                raw = gzip.decompress(raw)
+            except (OSError, EOFError, zlib.error):
+                return json_response(
+                    400, error_body("JSON_PARSER_ERROR", "The gzip request body is corrupt")
+                )
         if raw.strip():
             try:
                 body = json.loads(raw)
