@@ -6,6 +6,10 @@ jsforce's own ``Connection.authorize``, runs a paginated query (``autoFetch`` an
 moves the emulator clock past the org's session timeout and asks for another round: jsforce
 must see the 401 INVALID_SESSION_ID, refresh with its refresh token by itself, replay the
 request and carry on. The emulator's request log proves how many refresh grants happened.
+The same script also covers a stored (already expired) session, jsforce's OAuth2 password
+login, the browser flow with PKCE through the emulator's HTML pages, jsforce's dropping of
+rotated refresh tokens, and its refusal to refresh an API Client Control 401.
+``tests/node/jsforce_api_tour.mjs`` walks the rest of the API surface jsforce users touch.
 
 The emulator runs in this test's event loop and node runs as an asyncio subprocess, so the
 emulator keeps serving while the test waits for node's output.
