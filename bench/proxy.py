@@ -42,6 +42,7 @@ from typing import Any
 PATH = "/services/data/v60.0/query"
 QUERY = "q=SELECT+Id,Name+FROM+Account"
 API_KEY = "tk_bench_key_0123456789abcdef"
+SINK_PORT = 0  # the upload sink's port, chosen in run()
 
 
 # --------------------------------------------------------------------------- app factories
@@ -90,10 +91,13 @@ def tokenkeep_app() -> Any:
     token = ProxyToken(
         "bench", "00Dbench000001AAA", upstream, Secret("00Dbench!AQ4AQbenchtoken"), 1
     )
+    sink = ProxyToken(
+        "sink", "00Dbench000002AAA", os.environ.get("BENCH_SINK", upstream), token.access_token, 1
+    )
 
     class Tokens:
         async def token_for(self, connection_id: str) -> ProxyToken:
-            return token
+            return sink if connection_id == "sink" else token
 
         async def refresh_after_rejection(
             self, connection_id: str, rejected_version: int
@@ -217,7 +221,8 @@ def _uvicorn(
         "--workers",
         str(workers),
     ]
-    proc = subprocess.Popen(cmd, env={**os.environ, "BENCH_UPSTREAM": upstream})
+    env = {**os.environ, "BENCH_UPSTREAM": upstream, "BENCH_SINK": f"http://127.0.0.1:{SINK_PORT}"}
+    proc = subprocess.Popen(cmd, env=env)
     try:
         _wait_port(port)
         time.sleep(1.0 if workers > 1 else 0.3)
@@ -272,11 +277,80 @@ def _wrk(
     return {"rps": rps, "p50": p50, "p99": p99, "cpu_us": cpu_us}
 
 
+def _upload_rss(url: str, pid: int, size: int) -> dict[str, float]:
+    """Stream ``size`` bytes through the proxy to a counting sink; sample the worker's RSS."""
+    import aiohttp
+    import psutil
+    from aiohttp import web
+
+    received = 0
+
+    async def sink(request: web.Request) -> web.Response:
+        nonlocal received
+        async for chunk in request.content.iter_any():
+            received += len(chunk)
+        return web.Response(status=201, text='{"ok":true}')
+
+    worker = psutil.Process(pid)
+    workers = worker.children(recursive=True) or [worker]
+
+    def rss() -> float:
+        return sum(p.memory_info().rss for p in workers) / 1e6
+
+    async def go() -> dict[str, float]:
+        app = web.Application(client_max_size=0)
+        app.router.add_route("*", "/{tail:.*}", sink)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", SINK_PORT).start()
+        before, peak = rss(), 0.0
+
+        async def body() -> Any:
+            nonlocal peak
+            block = b"Id,Name\n" + b"x" * (1024 * 1024 - 8)
+            for i in range(size // len(block)):
+                if i % 8 == 0:
+                    peak = max(peak, rss())
+                yield block
+
+        started = time.monotonic()
+        async with (
+            aiohttp.ClientSession() as http,
+            http.put(
+                url,
+                data=body(),
+                headers={
+                    "Authorization": f"Bearer {API_KEY}",
+                    "Content-Type": "text/csv",
+                    "Content-Length": str(size // (1024 * 1024) * 1024 * 1024),
+                },
+            ) as resp,
+        ):
+            await resp.read()
+            if resp.status != 201:
+                raise RuntimeError(f"upload answered {resp.status}")
+        seconds = time.monotonic() - started
+        await runner.cleanup()
+        if received != size:
+            raise RuntimeError(f"the sink received {received} of {size} bytes")
+        return {
+            "rss_before_mb": before,
+            "rss_peak_mb": max(peak, rss()),
+            "mb_per_s": size / 1e6 / seconds,
+        }
+
+    import asyncio
+
+    return asyncio.run(go())
+
+
 def run(seconds: int) -> dict[str, dict[str, dict[str, float]]]:
     _ensure_tools()
     results: dict[str, dict[str, dict[str, float]]] = {}
     workdir = Path(tempfile.mkdtemp(prefix="tk-bench-"))
+    global SINK_PORT
     direct_port, nginx_port, minimal_port, tk_port, tk2_port = (_free_port() for _ in range(5))
+    SINK_PORT = _free_port()
     upstream = f"http://127.0.0.1:{direct_port}"
     auth = {"Authorization": f"Bearer {API_KEY}"}
     with _nginx(workdir, direct_port, nginx_port):
@@ -291,6 +365,10 @@ def run(seconds: int) -> dict[str, dict[str, dict[str, float]]]:
         with _uvicorn("tokenkeep_app", tk_port, upstream) as proc:
             url = f"http://127.0.0.1:{tk_port}/c/bench{PATH}?{QUERY}"
             results["tokenkeep"] = {f"c{c}": _wrk(url, c, seconds, auth, proc.pid) for c in (1, 32)}
+            upload = (
+                f"http://127.0.0.1:{tk_port}/c/sink/services/data/v60.0/jobs/ingest/750/batches"
+            )
+            results["upload"] = {"100MB": _upload_rss(upload, proc.pid, 100 * 1024 * 1024)}
         with _uvicorn("tokenkeep_app", tk2_port, upstream, workers=2) as proc:
             url = f"http://127.0.0.1:{tk2_port}/c/bench{PATH}?{QUERY}"
             results["tokenkeep-2w"] = {"c32": _wrk(url, 32, seconds, auth, proc.pid)}
@@ -311,6 +389,8 @@ def report(results: dict[str, dict[str, dict[str, float]]]) -> str:
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, runs in results.items():
+        if name == "upload":
+            continue
         c32, c1 = runs["c32"], runs.get("c1")
         added = f"{(c1['p50'] - direct1) * 1000:.0f}" if c1 else "-"
         lines.append(
@@ -331,6 +411,11 @@ def report(results: dict[str, dict[str, dict[str, float]]]) -> str:
         f"- added p50 at c1 <= 1.5x minimal's: {latency_ratio:.2f}x",
         f"- CPU per request <= 1.5x minimal's: {tk['c32']['cpu_us'] / mini['c32']['cpu_us']:.2f}x",
         f"- 2 workers >= 1.6x 1 worker: {two_workers:.2f}x",
+        "",
+        "100 MB upload through tokenkeep (1 worker), worker RSS: "
+        f"{results['upload']['100MB']['rss_before_mb']:.0f} MB before, "
+        f"{results['upload']['100MB']['rss_peak_mb']:.0f} MB peak, "
+        f"{results['upload']['100MB']['mb_per_s']:.0f} MB/s.",
     ]
     return "\n".join(lines)
 
