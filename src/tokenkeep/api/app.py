@@ -8,9 +8,11 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from tokenkeep.__about__ import __version__
-from tokenkeep.api import connections, health, integrations
+from tokenkeep.api.connections import router as connections_router
 from tokenkeep.api.deps import require_api_key
 from tokenkeep.api.errors import install_error_handlers
+from tokenkeep.api.health import router as health_router
+from tokenkeep.api.integrations import router as integrations_router
 from tokenkeep.api.middleware import BodySizeLimit, RequestLog
 from tokenkeep.runtime import Gateway
 
@@ -39,9 +41,9 @@ def create_app(gateway: Gateway) -> FastAPI:
     install_error_handlers(app)
 
     authenticated = [Depends(require_api_key)]
-    app.include_router(health.router)
-    app.include_router(integrations.router, dependencies=authenticated)
-    app.include_router(connections.router, dependencies=authenticated)
+    app.include_router(health_router)
+    app.include_router(integrations_router, dependencies=authenticated)
+    app.include_router(connections_router, dependencies=authenticated)
 
     @app.get("/openapi.json", include_in_schema=False, dependencies=authenticated)
     async def openapi(request: Request) -> JSONResponse:

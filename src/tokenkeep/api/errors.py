@@ -15,8 +15,11 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tokenkeep.errors import TokenkeepError
+from tokenkeep.observability.logging import get_logger
 
 __all__ = ["error_body", "error_response", "install_error_handlers"]
+
+_log = get_logger("tokenkeep.api")
 
 _HTTP_CODES = {
     400: "bad_request",
@@ -79,6 +82,9 @@ def _validation_message(errors: Sequence[Any]) -> str:
 async def _tokenkeep_error(_request: Request, exc: Exception) -> JSONResponse:
     if not isinstance(exc, TokenkeepError):  # registered for this type only
         raise exc
+    if exc.status_code >= 500:
+        # The request line is logged by RequestLog; this says why it failed.
+        _log.warning("request failed", code=exc.code, reason=exc.message)
     headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else None
     return JSONResponse(exc.to_dict(), status_code=exc.status_code, headers=headers)
 

@@ -36,7 +36,13 @@ async def readyz(request: Request) -> JSONResponse | dict[str, Any]:
                 "run 'tokenkeep db upgrade'.",
             )
     except TokenkeepError as exc:
-        return error_response(
-            exc.status_code if exc.status_code >= 500 else 503, exc.code, exc.message
+        # /readyz needs no API key: the reason (which names the database host) goes to the
+        # log, the response only says what is wrong.
+        gateway.log.warning("not ready", code=exc.code, reason=exc.message)
+        message = (
+            "The database is unreachable."
+            if exc.code == "database_unavailable"
+            else "The gateway is not ready."
         )
+        return error_response(503, exc.code, message)
     return {"status": "ready", "database": db.dialect}
