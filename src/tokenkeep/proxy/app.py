@@ -24,7 +24,7 @@ import json
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
 import aiohttp
 import yarl
@@ -36,12 +36,11 @@ from tokenkeep.errors import (
     NeedsReauthError,
     OrgWritePausedError,
     TokenkeepError,
-    TransientUpstreamError,
     UnauthorizedError,
-    ValidationError,
 )
 from tokenkeep.observability.logging import get_logger
-from tokenkeep.proxy.headers import ScannedRequest, response_headers, scan_request, with_credentials
+from tokenkeep.proxy.body import Body, ClientGoneError, read_body
+from tokenkeep.proxy.headers import response_headers, scan_request, with_credentials
 from tokenkeep.proxy.paths import ProxyTarget, build_upstream_url, split_target
 from tokenkeep.proxy.retry import (
     PEEK_BYTES,
@@ -54,7 +53,12 @@ from tokenkeep.proxy.retry import (
     needs_body,
 )
 from tokenkeep.proxy.source import ProxyToken, TokenSource
-from tokenkeep.proxy.upstream import create_upstream_session
+from tokenkeep.proxy.upstream import (
+    UpstreamTimeoutError,
+    UpstreamUnavailableError,
+    create_upstream_session,
+    peek_body,
+)
 from tokenkeep.proxy.write_pause import Admission, EventCallback, Outcome, WritePause
 
 __all__ = ["LimitInfo", "ProxyApp", "UpstreamTimeoutError", "UpstreamUnavailableError"]
@@ -67,26 +71,7 @@ Send = Callable[[Message], Awaitable[None]]
 CAUSE_WORDS = frozenset(
     {"expired", "wrong_instance", "ip_locked", "api_client_control", "revoked", "maintenance"}
 )
-_NO_BODY_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "DELETE"})
 _AUTH_CACHE_MAX = 4096
-
-
-class UpstreamUnavailableError(TransientUpstreamError):
-    """Salesforce could not be reached (connection refused, reset, DNS, TLS)."""
-
-    code: ClassVar[str] = "upstream_unavailable"
-    status_code: ClassVar[int] = 502
-
-
-class UpstreamTimeoutError(TransientUpstreamError):
-    """Salesforce did not answer in time."""
-
-    code: ClassVar[str] = "upstream_timeout"
-    status_code: ClassVar[int] = 504
-
-
-class _ClientGoneError(Exception):
-    """The client disconnected while we were reading its body."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,17 +82,6 @@ class LimitInfo:
     seen_at: float
 
 
-@dataclass(slots=True)
-class _Body:
-    data: bytes | None  # buffered, replayable
-    stream: AsyncIterator[bytes] | None  # streamed once
-    length: int | None  # declared length of a streamed body
-
-    @property
-    def replayable(self) -> bool:
-        return self.stream is None
-
-
 @dataclass(frozen=True, slots=True)
 class _Request:
     """One proxied request, as the upstream attempts need it."""
@@ -115,7 +89,7 @@ class _Request:
     method: str
     target: ProxyTarget
     headers: list[tuple[str, str]]  # the client's, cleaned (no credentials)
-    body: _Body
+    body: Body
     session_header: bool
     org_key: str  # the write-pause and limit key: org id, or instance_url if unknown
 
@@ -239,7 +213,7 @@ class ProxyApp:
             await self._proxy(scope, receive, send, call)
         except TokenkeepError as exc:
             await self._send_error(send, call, exc)
-        except _ClientGoneError:
+        except ClientGoneError:
             call.status = 499  # nginx's word for "client closed the request"
         except Exception as exc:  # a bug: answer 500 with our body, log the type only
             self._log.error("proxy.internal_error", request_id=call.request_id, error=repr(exc))
@@ -299,7 +273,9 @@ class ProxyApp:
             )
         outcome = Outcome.ABANDONED
         try:
-            body = await self._read_body(method, scanned, receive)
+            body = await read_body(
+                method, scanned, receive, buffer_limit=self._settings.retry_buffer_bytes
+            )
             outcome = Outcome.INCONCLUSIVE
             request = _Request(
                 method, target, scanned.forward, body, scanned.used_session_header, org_key
@@ -333,37 +309,6 @@ class ProxyApp:
             self._auth_cache.clear()
         self._auth_cache[digest] = now + self._auth_cache_seconds
         return True
-
-    async def _read_body(self, method: str, scanned: ScannedRequest, receive: Receive) -> _Body:
-        raw_length = scanned.content_length
-        declared: int | None = None
-        if raw_length is not None:
-            try:
-                declared = int(raw_length)
-            except ValueError:
-                raise ValidationError("Content-Length is not a number.") from None
-            if declared < 0:
-                raise ValidationError("Content-Length is negative.")
-        elif not scanned.has_transfer_encoding:
-            # No length and not chunked: HTTP/1.1 says there is no body.
-            return _Body(None if method in _NO_BODY_METHODS else b"", None, None)
-        limit = self._settings.retry_buffer_bytes
-        if declared is not None and declared > limit:
-            return _Body(None, _stream_body(receive, []), declared)
-        chunks: list[bytes] = []
-        total = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                raise _ClientGoneError
-            chunk = message.get("body", b"")
-            if chunk:
-                chunks.append(chunk)
-                total += len(chunk)
-            if not message.get("more_body", False):
-                return _Body(b"".join(chunks), None, None)
-            if total > limit:
-                return _Body(None, _stream_body(receive, chunks), declared)
 
     async def _exchange(
         self, send: Send, call: _Call, request: _Request, token: ProxyToken
@@ -453,7 +398,7 @@ class ProxyApp:
                 data=data,
                 allow_redirects=False,  # a redirect must never carry our token elsewhere
             )
-        except _ClientGoneError:
+        except ClientGoneError:
             raise
         except TimeoutError:
             raise UpstreamTimeoutError("Salesforce did not answer in time.") from None
@@ -464,7 +409,7 @@ class ProxyApp:
         head = b""
         if needs_body(response.status, method):
             try:
-                head = await _peek(response.content, PEEK_BYTES)
+                head = await peek_body(response.content, PEEK_BYTES)
             except (TimeoutError, aiohttp.ClientError):
                 response.release()
                 raise UpstreamUnavailableError("Salesforce's answer was cut short.") from None
@@ -500,32 +445,3 @@ class ProxyApp:
             self._log.warning("proxy.upstream_cut", request_id=call.request_id, error=repr(exc))
             return
         await send({"type": "http.response.body", "body": b"", "more_body": False})
-
-
-async def _peek(content: aiohttp.StreamReader, limit: int) -> bytes:
-    """Up to ``limit`` bytes from the start of a body (all of it if shorter)."""
-    parts: list[bytes] = []
-    size = 0
-    while size < limit:
-        chunk = await content.read(limit - size)
-        if not chunk:
-            break
-        parts.append(chunk)
-        size += len(chunk)
-    return b"".join(parts)
-
-
-async def _stream_body(receive: Receive, prefix: list[bytes]) -> AsyncIterator[bytes]:
-    """The rest of the client's body, as it arrives (never held whole in memory)."""
-    for chunk in prefix:
-        yield chunk
-    prefix.clear()
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise _ClientGoneError
-        chunk = message.get("body", b"")
-        if chunk:
-            yield chunk
-        if not message.get("more_body", False):
-            return

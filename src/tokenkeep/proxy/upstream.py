@@ -9,12 +9,21 @@ Bodies are relayed byte for byte: no automatic decompression, no invented header
 from __future__ import annotations
 
 import ssl
+from typing import ClassVar
 
 import aiohttp
 
 from tokenkeep.config import Settings
+from tokenkeep.errors import TransientUpstreamError
 
-__all__ = ["create_upstream_session", "upstream_ssl_context", "upstream_timeout"]
+__all__ = [
+    "UpstreamTimeoutError",
+    "UpstreamUnavailableError",
+    "create_upstream_session",
+    "peek_body",
+    "upstream_ssl_context",
+    "upstream_timeout",
+]
 
 # aiohttp would otherwise add these when the client did not send them: a gzip body the
 # client never asked for, or a Content-Type the client never chose.
@@ -65,3 +74,30 @@ def create_upstream_session(
         cookie_jar=aiohttp.DummyCookieJar(),  # never keep one org's cookies for another
         raise_for_status=False,
     )
+
+
+class UpstreamUnavailableError(TransientUpstreamError):
+    """Salesforce could not be reached (connection refused, reset, DNS, TLS)."""
+
+    code: ClassVar[str] = "upstream_unavailable"
+    status_code: ClassVar[int] = 502
+
+
+class UpstreamTimeoutError(TransientUpstreamError):
+    """Salesforce did not answer in time."""
+
+    code: ClassVar[str] = "upstream_timeout"
+    status_code: ClassVar[int] = 504
+
+
+async def peek_body(content: aiohttp.StreamReader, limit: int) -> bytes:
+    """Up to ``limit`` bytes from the start of a body (all of it if shorter)."""
+    parts: list[bytes] = []
+    size = 0
+    while size < limit:
+        chunk = await content.read(limit - size)
+        if not chunk:
+            break
+        parts.append(chunk)
+        size += len(chunk)
+    return b"".join(parts)
