@@ -88,8 +88,9 @@ class _Conn:
 class EmulatorTokens:
     """A ``TokenSource`` over the emulator's OAuth endpoints (test fake of the interface)."""
 
-    def __init__(self, emu: Emulator | None = None) -> None:
+    def __init__(self, emu: Emulator | None = None, *, ssl_context: Any = None) -> None:
         self.emu = emu
+        self._ssl = ssl_context
         self.conns: dict[str, _Conn] = {}
         self.refresh_calls: list[tuple[str, int]] = []  # (connection, rejected version)
         self.refreshes = 0
@@ -102,7 +103,8 @@ class EmulatorTokens:
 
     def _session(self) -> aiohttp.ClientSession:
         if self._http is None:
-            self._http = aiohttp.ClientSession()
+            connector = aiohttp.TCPConnector(ssl=self._ssl) if self._ssl else None
+            self._http = aiohttp.ClientSession(connector=connector)
         return self._http
 
     def add_static(

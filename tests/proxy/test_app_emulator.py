@@ -266,3 +266,33 @@ async def test_a_streamed_body_is_not_replayed_but_the_token_is_refreshed(
             assert resp.status == 201  # the client's own retry finds a fresh token
     assert _refresh_grants(emu) == 1
     assert [c["status"] for c in _data_calls(emu)] == [401, 201]
+
+
+async def test_tls_upstream_is_verified_with_the_extra_ca_bundle() -> None:
+    import ssl
+
+    async with Emulator.running(orgs=1, tls=True) as emu:
+        assert emu.ca_file is not None
+        context = ssl.create_default_context(cafile=str(emu.ca_file))
+        source = EmulatorTokens(emu, ssl_context=context)
+        try:
+            await source.connect("secure")
+            assert source.conns["secure"].token.instance_url.startswith("https://")
+            async with (
+                running_proxy(source, ca_bundle=emu.ca_file) as (url, _),
+                aiohttp.ClientSession() as http,
+                http.get(url + "/c/secure" + QUERY, headers=AUTH) as resp,
+            ):
+                assert resp.status == 200
+            # Without the emulator's CA the certificate is refused: no token goes out.
+            before = len(_data_calls(emu))
+            async with (
+                running_proxy(source) as (url, _),
+                aiohttp.ClientSession() as http,
+                http.get(url + "/c/secure" + QUERY, headers=AUTH) as resp,
+            ):
+                assert resp.status == 502
+                assert (await resp.json())["error"]["code"] == "upstream_unavailable"
+            assert len(_data_calls(emu)) == before
+        finally:
+            await source.close()
