@@ -1,0 +1,91 @@
+"""The top-level ASGI app: proxy paths to the proxy, the rest to FastAPI; lifespan → gateway."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import httpx
+import pytest
+from starlette.types import Receive, Scope, Send
+
+from tokenkeep.api import create_app
+from tokenkeep.config import load_settings
+from tokenkeep.errors import ConfigError
+from tokenkeep.runtime import Gateway
+from tokenkeep.server import GatewayApp, ServerHandle, build_asgi_app, check_port_free, free_port
+
+
+@pytest.fixture
+def gateway(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Gateway:
+    for name in list(os.environ):
+        if name.startswith("TOKENKEEP_"):
+            monkeypatch.delenv(name)
+    return Gateway(
+        load_settings(data_dir=tmp_path / "data", secret_key="tk_test-key-0123456789abcdef")
+    )
+
+
+class FakeProxy:
+    """Stands in for the proxy app: answers with the path it saw."""
+
+    def __init__(self) -> None:
+        self.paths: list[str] = []
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        self.paths.append(scope["path"])
+        body = f"proxy saw {scope['path']}".encode()
+        await send({"type": "http.response.start", "status": 299, "headers": []})
+        await send({"type": "http.response.body", "body": body})
+
+
+async def test_proxy_paths_go_to_the_proxy_and_the_rest_to_the_control_api(
+    gateway: Gateway,
+) -> None:
+    proxy = FakeProxy()
+    app = build_asgi_app(gateway, proxy_factory=lambda _gw: proxy)
+    server = ServerHandle(app, host="127.0.0.1", port=0)
+    base_url = await server.start()  # the lifespan starts the gateway
+    try:
+        assert gateway.started
+        async with httpx.AsyncClient(base_url=base_url) as client:
+            proxied = await client.get("/proxy/services/data/v60.0/limits")
+            assert (proxied.status_code, proxied.text) == (
+                299,
+                "proxy saw /proxy/services/data/v60.0/limits",
+            )
+            assert (await client.get("/c/acme/services/data")).status_code == 299
+            assert (await client.get("/readyz")).status_code == 200
+            # Prefixes only match whole segments.
+            assert (await client.get("/proxyish")).status_code == 404
+            assert (await client.get("/connections")).status_code == 401
+        assert proxy.paths == ["/proxy/services/data/v60.0/limits", "/c/acme/services/data"]
+    finally:
+        await server.stop()
+    assert not gateway.started  # the lifespan stopped it
+
+
+async def test_without_a_proxy_the_proxy_paths_are_404(gateway: Gateway) -> None:
+    await gateway.start()
+    try:
+        app = GatewayApp(gateway, create_app(gateway), proxy=None)
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://t"
+        ) as client:
+            response = await client.get("/proxy/services/data")
+        assert response.status_code == 404
+        assert response.json()["error"]["code"] == "not_found"
+    finally:
+        await gateway.stop()
+
+
+def test_a_busy_port_is_one_clear_sentence() -> None:
+    import socket
+
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        with pytest.raises(ConfigError, match=f"cannot listen on 127.0.0.1:{port}"):
+            check_port_free("127.0.0.1", port)
+    check_port_free("127.0.0.1", free_port())
