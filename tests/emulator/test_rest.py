@@ -295,6 +295,16 @@ async def test_query_errors_and_count(client: httpx.AsyncClient) -> None:
     assert "sObject type 'Foo' is not supported." in only_error(type_)["message"]
     count = (await client.get(f"{V}/query", params={"q": "SELECT COUNT() FROM Account"})).json()
     assert count == {"totalSize": 30, "done": True, "records": []}
+    grouped = (
+        await client.get(
+            f"{V}/query",
+            params={"q": "SELECT Industry, COUNT(Id) n FROM Account GROUP BY Industry"},
+        )
+    ).json()
+    assert grouped["done"] is True
+    assert grouped["totalSize"] == len(grouped["records"]) > 1
+    assert sum(r["n"] for r in grouped["records"]) == 30
+    assert grouped["records"][0]["attributes"] == {"type": "AggregateResult"}
 
 
 async def test_query_all_returns_deleted_rows(client: httpx.AsyncClient, org: Org) -> None:

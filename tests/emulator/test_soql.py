@@ -262,3 +262,42 @@ def test_multi_level_parent_fields(store: OrgRecords) -> None:
     with pytest.raises(SoqlError) as info:
         bind(f"SELECT Parent.{deep}Name FROM Account", store)
     assert info.value.error_code == "INVALID_FIELD"
+
+
+def test_group_by_and_aggregate_functions(store: OrgRecords) -> None:
+    bound = bind(
+        "SELECT BillingCity, COUNT(Id) n, SUM(NumberOfEmployees), MAX(Name) FROM Account "
+        "GROUP BY BillingCity ORDER BY COUNT(Id) DESC, BillingCity NULLS LAST",
+        store,
+    )
+    assert bound.is_aggregate
+    rows = [{k: v for k, v in r.items() if k != "attributes"} for r in bound.aggregate_records()]
+    assert rows == [
+        {"BillingCity": "Paris", "n": 2, "expr0": 10, "expr1": "Globex"},
+        {"BillingCity": "Austin", "n": 1, "expr0": 250, "expr1": "Initech"},
+        {"BillingCity": "Oslo", "n": 1, "expr0": 250, "expr1": "acme labs"},
+        {"BillingCity": None, "n": 1, "expr0": 5000, "expr1": "It's 100% Hooli"},
+    ]
+    whole = bind("SELECT COUNT(Id), AVG(NumberOfEmployees) avg FROM Account", store)
+    (one,) = whole.aggregate_records()
+    assert one == {"attributes": {"type": "AggregateResult"}, "expr0": 5, "avg": 1377.5}
+
+
+@pytest.mark.parametrize(
+    ("q", "code", "reason"),
+    [
+        ("SELECT Name, COUNT(Id) FROM Account GROUP BY BillingCity", "MALFORMED_QUERY", "Name"),
+        ("SELECT SUM(Name) FROM Account", "INVALID_FIELD", "aggregate operator SUM"),
+        (
+            "SELECT BillingCity FROM Account GROUP BY BillingCity ORDER BY Name",
+            "MALFORMED_QUERY",
+            "Ordered field must be grouped",
+        ),
+        ("SELECT Id FROM Account GROUP BY", "MALFORMED_QUERY", "unexpected token"),
+    ],
+)
+def test_grouping_errors(store: OrgRecords, q: str, code: str, reason: str) -> None:
+    with pytest.raises(SoqlError) as info:
+        bind(q, store)
+    assert info.value.error_code == code
+    assert reason in info.value.message

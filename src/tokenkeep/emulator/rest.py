@@ -421,12 +421,13 @@ def _query(ctx: RestContext, q: str | None, include_deleted: bool, options: str 
     store: OrgRecords = ctx.records
     bound = bind(q, store)
     query = bound.query
-    rows = bound.rows(include_deleted)
     if query.count_only:
+        rows = bound.rows(include_deleted)
         return 200, {"totalSize": len(rows), "done": True, "records": []}, None
-    if query.count_field is not None:
-        aggregate = {"attributes": {"type": "AggregateResult"}, query.count_alias: len(rows)}
-        return 200, {"totalSize": 1, "done": True, "records": [aggregate]}, None
+    if bound.is_aggregate:
+        records = bound.aggregate_records(include_deleted)
+        return 200, {"totalSize": len(records), "done": True, "records": records}, None
+    rows = bound.rows(include_deleted)
     return 200, _page(ctx, bound, rows, 0, _batch_size(options)), None
 
 

@@ -3,7 +3,7 @@
 Supported::
 
     SELECT field, Parent.Field, (SELECT ... FROM Children ...), ...
-         | COUNT() | COUNT(field) [alias] | FIELDS(ALL|STANDARD)
+         | COUNT() | FIELDS(ALL|STANDARD) | COUNT|COUNT_DISTINCT|SUM|AVG|MIN|MAX(field) [alias]
     FROM Object
     [WHERE cond]   cond: field op literal | field [NOT] IN (literals) | field LIKE 'p%'
                    | NOT cond | cond AND cond | cond OR cond | ( cond )
@@ -11,7 +11,8 @@ Supported::
                    true, false, null, 2026-01-31, 2026-01-31T10:00:00Z
                    date literals: TODAY, YESTERDAY, TOMORROW, LAST_N_DAYS:n, NEXT_N_DAYS:n,
                    THIS|LAST|NEXT_MONTH, THIS|LAST|NEXT_YEAR (UTC, the emulator's clock)
-    [ORDER BY field [ASC|DESC] [NULLS FIRST|LAST], ...]
+    [GROUP BY field, ...]
+    [ORDER BY field|AGG(field) [ASC|DESC] [NULLS FIRST|LAST], ...]
     [LIMIT n] [OFFSET n]
 
 Keywords, object and field names are case-insensitive; text comparisons and LIKE are too,
@@ -89,6 +90,47 @@ class BoundQuery:
     # Subqueries: (relationship name, the child query, the child's field naming the parent).
     children: list[tuple[str, BoundQuery, str]] = field(default_factory=list)
     _groups: dict[str, dict[str, list[Row]]] | None = None
+    # Aggregate queries (GROUP BY and/or SUM(...), COUNT(...)...).
+    group_columns: list[_Column] = field(default_factory=list)
+    aggregates: list[tuple[str, Getter, str]] = field(default_factory=list)  # func, get, name
+    group_order: list[tuple[str, bool, bool]] = field(default_factory=list)  # key, desc, nulls
+
+    @property
+    def is_aggregate(self) -> bool:
+        """True for GROUP BY / aggregate-function queries (answered as AggregateResult)."""
+        return bool(self.query.aggregates or self.query.group_by)
+
+    def aggregate_records(self, include_deleted: bool = False) -> list[dict[str, Any]]:
+        """One ``AggregateResult`` per group (one in all without GROUP BY)."""
+        rows = self._ordered(include_deleted)
+        groups: dict[tuple[Any, ...], list[Row]] = {}
+        if self.group_columns:
+            for row in rows:
+                key = tuple(_fold(c.getter(row), c.spec) for c in self.group_columns)
+                groups.setdefault(key, []).append(row)
+        else:
+            groups[()] = rows
+        out: list[dict[str, Any]] = []
+        for members in groups.values():
+            record: dict[str, Any] = {"attributes": {"type": "AggregateResult"}}
+            for col in self.group_columns:
+                record[col.name] = col.getter(members[0])
+            for func, getter, name in self.aggregates:
+                record[name] = _aggregate(func, [getter(m) for m in members])
+            out.append(record)
+        for key_name, desc, nulls_first in reversed(self.group_order):
+            null_flag = 0 if nulls_first != desc else 2
+
+            def sort_key(r: dict[str, Any], k: str = key_name, nf: int = null_flag) -> Any:
+                v = r.get(k)
+                if v is None:
+                    return (nf, 0)
+                return (1, v.lower() if isinstance(v, str) else v)
+
+            out.sort(key=sort_key, reverse=desc)
+        q = self.query
+        end = None if q.limit is None else q.offset + q.limit
+        return out[q.offset : end]
 
     def rows(self, include_deleted: bool = False) -> list[Row]:
         """Matching stored rows after WHERE, ORDER BY, OFFSET and LIMIT."""
@@ -223,14 +265,15 @@ def bind(query: Query | str, store: OrgRecords) -> BoundQuery:
             )
         seen.add(label.lower())
         columns.append(col)
-    if query.count_field is not None:
-        _resolve(query, schema, store, query.count_field)
     predicate = _compile(query, schema, store, query.where) if query.where else None
     sort_keys = []
-    for ref, desc, nulls_first in query.order:
-        col = _resolve(query, schema, store, ref)
-        sort_keys.append((col.getter, desc, nulls_first, col.spec.type in _TEXT_TYPES))
+    if not (query.aggregates or query.group_by):
+        for ref, desc, nulls_first in query.order:
+            col = _resolve(query, schema, store, ref)
+            sort_keys.append((col.getter, desc, nulls_first, col.spec.type in _TEXT_TYPES))
     bound = BoundQuery(query, schema, columns, predicate, sort_keys, store)
+    if query.aggregates or query.group_by:
+        _bind_aggregates(bound, query, schema, store)
     for sub in query.subqueries:
         relation = schema.children.get(sub.sobject.lower())
         if relation is None:
@@ -247,6 +290,61 @@ def bind(query: Query | str, store: OrgRecords) -> BoundQuery:
         child = bind(dataclasses.replace(sub, sobject=child_name), store)
         bound.children.append((name, child, link))
     return bound
+
+
+_NUMERIC_TYPES = frozenset({"int", "double", "currency", "percent"})
+
+
+def _bind_aggregates(
+    bound: BoundQuery, query: Query, schema: SObjectSchema, store: OrgRecords
+) -> None:
+    bound.group_columns = [_resolve(query, schema, store, ref) for ref in query.group_by]
+    expressions: dict[str, str] = {}  # "sum(amount)" -> output name, for ORDER BY
+    for func, ref, name in query.aggregates:
+        col = _resolve(query, schema, store, ref)
+        if func in ("SUM", "AVG") and col.spec.type not in _NUMERIC_TYPES:
+            raise syntax_error(
+                query.text,
+                ref.pos,
+                "INVALID_FIELD",
+                f"field {ref.path} does not support aggregate operator {func}",
+            )
+        bound.aggregates.append((func, col.getter, name))
+        expressions[f"{func}({ref.path})".lower()] = name
+    grouped = {
+        ref.path.lower(): col.name
+        for ref, col in zip(query.group_by, bound.group_columns, strict=True)
+    }
+    for ref, desc, nulls_first in query.order:
+        key = expressions.get(ref.path.lower()) or grouped.get(ref.path.lower())
+        if key is None:
+            raise syntax_error(
+                query.text,
+                ref.pos,
+                "MALFORMED_QUERY",
+                f"Ordered field must be grouped or aggregated: {ref.path}",
+            )
+        bound.group_order.append((key, desc, nulls_first))
+
+
+def _fold(value: Any, spec: FieldSpec) -> Any:
+    # Salesforce groups text case-insensitively (the first spelling seen is shown).
+    return value.lower() if isinstance(value, str) and spec.type in _TEXT_TYPES else value
+
+
+def _aggregate(func: str, values: list[Any]) -> Any:
+    present = [v for v in values if v is not None]
+    if func == "COUNT":
+        return len(present)
+    if func == "COUNT_DISTINCT":
+        return len({v.lower() if isinstance(v, str) else v for v in present})
+    if not present:
+        return None
+    if func == "SUM":
+        return sum(present)
+    if func == "AVG":
+        return sum(present) / len(present)
+    return min(present) if func == "MIN" else max(present)
 
 
 def _plain(spec: FieldSpec) -> Getter:

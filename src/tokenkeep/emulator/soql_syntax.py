@@ -134,8 +134,9 @@ class Query:
     sobject_pos: int
     fields: list[FieldRef] = field(default_factory=list)
     count_only: bool = False  # SELECT COUNT()
-    count_field: FieldRef | None = None  # SELECT COUNT(Id) [alias]
-    count_alias: str = "expr0"
+    # SUM(Amount) total, COUNT(Id): (function, field, output name: alias or exprN)
+    aggregates: list[tuple[str, FieldRef, str]] = field(default_factory=list)
+    group_by: list[FieldRef] = field(default_factory=list)
     fields_macro: str | None = None  # FIELDS(ALL|STANDARD)
     where: Cond | None = None
     order: list[tuple[FieldRef, bool, bool]] = field(default_factory=list)  # ref, desc, nulls1st
@@ -150,6 +151,7 @@ _DATE_RANGES = frozenset(
     | {"THIS_YEAR", "LAST_YEAR", "NEXT_YEAR"}
 )
 _DATE_RANGES_N = frozenset({"LAST_N_DAYS", "NEXT_N_DAYS"})
+AGGREGATES = frozenset({"COUNT", "COUNT_DISTINCT", "SUM", "AVG", "MIN", "MAX"})
 MAX_OFFSET = 2000  # Salesforce refuses larger OFFSETs
 _CLAUSE_WORDS = frozenset({"FROM", "WHERE", "ORDER", "LIMIT", "OFFSET", "GROUP", "HAVING"})
 
@@ -206,6 +208,13 @@ class _Parser:
         query.sobject, query.sobject_pos = obj.text, obj.pos
         if self.keyword("WHERE"):
             query.where = self.or_expr()
+        if self.keyword("GROUP"):
+            self.expect_keyword("BY")
+            query.group_by = [self.field_ref()]
+            while self.tok.text == ",":
+                self.next()
+                query.group_by.append(self.field_ref())
+        self._check_grouping(query)
         if self.keyword("ORDER"):
             self.expect_keyword("BY")
             query.order = self.order_list()
@@ -234,7 +243,7 @@ class _Parser:
                 self.expect_punct(")")
             elif tok.kind != "ident" or tok.upper in _CLAUSE_WORDS:
                 raise self.unexpected(tok)
-            elif self.tok.text == "(" and tok.upper in ("COUNT", "FIELDS"):
+            elif self.tok.text == "(" and (tok.upper in AGGREGATES or tok.upper == "FIELDS"):
                 self.next()
                 if tok.upper == "COUNT" and self.tok.text == ")":
                     self.next()
@@ -249,16 +258,18 @@ class _Parser:
                             raise self.unexpected(arg)
                         query.fields_macro = arg.upper
                     else:
-                        query.count_field = FieldRef(arg.text, arg.pos)
+                        # Unaliased aggregates are named expr0, expr1, ... in order.
+                        unnamed = sum(1 for a in query.aggregates if a[2].startswith("expr"))
+                        alias = f"expr{unnamed}"
                         if self.tok.kind == "ident" and self.tok.upper not in _CLAUSE_WORDS:
-                            query.count_alias = self.next().text
+                            alias = self.next().text
+                        query.aggregates.append((tok.upper, FieldRef(arg.text, arg.pos), alias))
             else:
                 query.fields.append(FieldRef(tok.text, tok.pos))
             if self.tok.text != ",":
                 break
             self.next()
-        aggregates = query.count_only or query.count_field is not None
-        if aggregates and (query.fields or query.fields_macro):
+        if query.count_only and (query.fields or query.fields_macro or query.aggregates):
             first = query.fields[0] if query.fields else None
             raise syntax_error(
                 self.q,
@@ -267,12 +278,40 @@ class _Parser:
                 "Field must be grouped or aggregated: " + (first.path if first else "FIELDS"),
             )
 
+    def _check_grouping(self, query: Query) -> None:
+        """With aggregates or GROUP BY, every plain selected field must be grouped."""
+        if not (query.aggregates or query.group_by):
+            return
+        grouped = {ref.path.lower() for ref in query.group_by}
+        for ref in query.fields:
+            if ref.path.lower() not in grouped:
+                raise syntax_error(
+                    self.q,
+                    ref.pos,
+                    "MALFORMED_QUERY",
+                    f"Field must be grouped or aggregated: {ref.path}",
+                )
+        if query.fields_macro or query.subqueries:
+            raise syntax_error(self.q, 0, "MALFORMED_QUERY", "Field must be grouped or aggregated")
+
+    def field_ref(self) -> FieldRef:
+        tok = self.next()
+        if tok.kind != "ident" or tok.upper in _CLAUSE_WORDS:
+            raise self.unexpected(tok)
+        return FieldRef(tok.text, tok.pos)
+
     def order_list(self) -> list[tuple[FieldRef, bool, bool]]:
         items = []
         while True:
             tok = self.next()
             if tok.kind != "ident":
                 raise self.unexpected(tok)
+            if tok.upper in AGGREGATES and self.tok.text == "(":
+                # ORDER BY SUM(Amount): kept as the expression text, matched when binding.
+                self.next()
+                arg = self.field_ref()
+                self.expect_punct(")")
+                tok = _Tok("ident", f"{tok.upper}({arg.path})", tok.pos)
             desc = False
             if self.keyword("DESC"):
                 desc = True
