@@ -34,6 +34,7 @@ from tokenkeep.client._policy import (
     wants_body,
 )
 from tokenkeep.clock import Clock, SystemClock
+from tokenkeep.errors import TokenkeepError
 
 __all__ = ["TokenkeepAuth", "TokenkeepRequestsAuth"]
 
@@ -91,9 +92,13 @@ class _SyncSteps:
 
     def answer(self, step: Fetch | Refresh | Renew) -> Token:
         """Answer a step that is not a :class:`Send` (and remember the token)."""
-        if isinstance(step, Renew):
-            return self.renew(step)
-        token = self.token(step)
+        try:
+            token = self.renew(step) if isinstance(step, Renew) else self.token(step)
+        except TokenkeepError:
+            # The gateway refused (needs_reauth, action_required...): the remembered token
+            # is no good either, so the next call asks the gateway first and fails fast.
+            self.memory.token = None
+            raise
         self.memory.token = token
         return token
 
@@ -134,9 +139,11 @@ class _AsyncSteps:
 
     async def answer(self, step: Fetch | Refresh | Renew) -> Token:
         """Answer a step that is not a :class:`Send` (and remember the token)."""
-        if isinstance(step, Renew):
-            return await self.renew(step)
-        token = await self.token(step)
+        try:
+            token = await (self.renew(step) if isinstance(step, Renew) else self.token(step))
+        except TokenkeepError:
+            self.memory.token = None  # as in the sync twin: fail fast next time
+            raise
         self.memory.token = token
         return token
 
