@@ -329,3 +329,24 @@ def test_serve_prints_the_api_key_once_and_refuses_a_wrong_key(tmp_path: Path) -
     assert f"encryption key {kid!r}" in err
     assert "will not start" in err
     assert "is listening" not in out
+
+
+def test_key_rotation_with_keys_in_the_environment(
+    cli_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = "k1:" + base64.urlsafe_b64encode(os.urandom(32)).decode().rstrip("=")
+    monkeypatch.setenv("TOKENKEEP_ENCRYPTION_KEYS", first)
+    run("integrations", "put", "sf", "--client-id", "x", "--client-secret", "s")
+    # Without --yes the user must confirm they saved the new value; "n" changes nothing.
+    code, out, _ = run("keys", "rotate", ok=False, stdin="n\n")
+    assert code == 1
+    assert not (cli_env / KEYS_FILE_NAME).exists()
+    run("integrations", "show", "sf")
+
+    _, out, _ = run("keys", "rotate", "--yes")
+    new_value = next(line for line in out.splitlines() if line.endswith(first))
+    assert new_value.count(":") == 2  # new primary key, then k1
+    assert "re-encrypted 1 row(s)" in out
+    monkeypatch.setenv("TOKENKEEP_ENCRYPTION_KEYS", new_value.split(",", 1)[0])
+    _, out, _ = run("integrations", "show", "sf")
+    assert json.loads(out)["has_client_secret"] is True
