@@ -167,3 +167,21 @@ async def test_one_request_log_line_per_request_without_headers_or_bodies(
     text = captured_logs.getvalue()
     for leaked in ("QUERYVALUE", "BODYVALUE", api.api_key, "Bearer"):
         assert leaked not in text
+
+
+async def test_values_longer_than_their_columns_are_422_not_500(api: Api) -> None:
+    await put_integration(api.client)
+    long_host = "https://" + "a" * 500 + ".my.salesforce.com"
+    cases = [
+        ("POST", "/connections", import_body("c" * 101)),
+        ("POST", "/connections", import_body(instance_url=long_host)),
+        ("POST", "/connections", import_body(identity_url=long_host)),
+        ("PUT", "/integrations/sf", {"client_id": "x" * 501}),
+        ("PUT", "/integrations/sf", {"client_id": "x", "login_url": long_host}),
+        ("PUT", "/integrations/sf", {"client_id": "x", "provider": "p" * 51}),
+        ("PUT", "/integrations/" + "k" * 101, {"client_id": "x"}),
+    ]
+    for method, path, body in cases:
+        response = await api.client.request(method, path, json=body)
+        assert_error(response, 422, "validation_error")
+    assert (await api.client.get("/connections")).json()["data"] == []

@@ -118,7 +118,7 @@ async def list_connections(
     *,
     integration: Annotated[str | None, Query(max_length=100)] = None,
     status_: Annotated[ConnectionStatus | None, Query(alias="status")] = None,
-    org_id: Annotated[str | None, Query(max_length=18)] = None,
+    org_id: Annotated[str | None, Query(max_length=64)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: Annotated[str | None, Query(max_length=500)] = None,
 ) -> ConnectionList:

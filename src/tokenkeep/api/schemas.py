@@ -26,7 +26,9 @@ __all__ = [
 ]
 
 # Connection ids appear in URLs (`/connections/{id}`, `/c/{id}/...`): keep them URL-safe.
-CONNECTION_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._~-]{0,127}$"
+# Every max_length below matches its column in tokenkeep.store.models: PostgreSQL refuses
+# longer values, and that must be a 422 here, not a 500 from the database.
+CONNECTION_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._~-]{0,99}$"
 INTEGRATION_KEY_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 _SF_ID = re.compile(r"^[A-Za-z0-9]{15}(?:[A-Za-z0-9]{3})?$")
 
@@ -45,10 +47,10 @@ def _check_http_url(value: str) -> str:
 class IntegrationIn(_Strict):
     """``PUT /integrations/{key}``: an OAuth app (a Salesforce connected app)."""
 
-    provider: str = Field(default="salesforce", min_length=1, max_length=64)
-    client_id: str = Field(min_length=1, max_length=512)
+    provider: str = Field(default="salesforce", min_length=1, max_length=50)
+    client_id: str = Field(min_length=1, max_length=500)
     client_secret: SecretStr | None = None
-    login_url: str = Field(default="https://login.salesforce.com", max_length=2048)
+    login_url: str = Field(default="https://login.salesforce.com", max_length=500)
     scopes: list[str] = Field(default_factory=list)
     auth_mode: Literal["oauth2", "jwt_bearer", "client_credentials"] = "oauth2"
     private_key: SecretStr | None = None
@@ -84,8 +86,8 @@ class CredentialsIn(_Strict):
 
     access_token: SecretStr = Field(min_length=1)
     refresh_token: SecretStr | None = None
-    instance_url: str = Field(max_length=2048)
-    id: str | None = Field(default=None, max_length=2048)
+    instance_url: str = Field(max_length=500)
+    id: str | None = Field(default=None, max_length=500)
     issued_at: int | str | None = None
 
     _instance_url = field_validator("instance_url")(_check_http_url)
@@ -103,7 +105,7 @@ class ConnectionImport(_Strict):
     """``POST /connections``: import a connection from tokens the app already holds."""
 
     connection_id: str | None = Field(default=None, pattern=CONNECTION_ID_PATTERN)
-    integration: str = Field(min_length=1, max_length=64)
+    integration: str = Field(min_length=1, max_length=100)
     credentials: CredentialsIn
     metadata: dict[str, Any] = Field(default_factory=dict)
 
