@@ -205,7 +205,8 @@ async def running_gateway(
 ) -> AsyncIterator[GatewayUnderTest]:
     """Start the emulator and a gateway (SQLite in ``data_dir``) for the ``async with`` block.
 
-    ``settings`` override :class:`~tokenkeep.config.Settings` fields. The gateway trusts
+    ``settings`` override :class:`~tokenkeep.config.Settings` fields (the proactive
+    scheduler is off unless ``scheduler_enabled=True``). The gateway trusts
     the emulator's loopback ``http://`` URLs (``allow_insecure_loopback``) and, with
     ``tls=True``, its CA. The emulator's connected app is registered as integration
     ``"emulator"`` with the org's session timeout.
@@ -226,6 +227,9 @@ async def running_gateway(
             "allow_insecure_loopback": True,
             "host": "127.0.0.1",
             "port": 8400,  # unused: the server below listens on a free port
+            # Off by default: a proactive refresh at a moment of its own choosing would make
+            # "exactly one refresh grant" assertions racy. Pass scheduler_enabled=True to test it.
+            "scheduler_enabled": False,
             **({"ca_bundle": emu.ca_file} if emu.ca_file is not None else {}),
             **settings,
         }
