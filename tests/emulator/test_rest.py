@@ -406,6 +406,14 @@ async def test_composite_sobjects_collections(client: httpx.AsyncClient, org: Or
         await client.get(f"{V}/composite/sobjects/Account", params={"ids": rid, "fields": "Name"})
     ).json()
     assert fetched[0]["Name"] == "C1"
+    org.read_only = True  # a POST retrieve is a read: allowed in maintenance
+    posted = await client.post(
+        f"{V}/composite/sobjects/Account",
+        json={"ids": [rid, "001000000000000AAA"], "fields": ["Id", "Name"]},
+    )
+    org.read_only = False
+    assert posted.status_code == 200
+    assert [r and r["Name"] for r in posted.json()] == ["C1", None]
     deleted = (await client.delete(f"{V}/composite/sobjects", params={"ids": rid})).json()
     assert deleted == [{"id": rid, "success": True, "errors": []}]
     assert org.records.get("Account", rid) is None

@@ -182,14 +182,23 @@ def _collections(
     ctx: RestContext, method: str, parts: list[str], params: Mapping[str, str], body: Any
 ) -> Result:
     store: OrgRecords = ctx.records
-    if method == "GET":
+    if method == "GET" or (method == "POST" and len(parts) == 1):
+        # Retrieve: GET ?ids=&fields=, or POST {"ids": [...], "fields": [...]} (jsforce uses
+        # the POST form for retrieve() with several ids).
         if len(parts) != 1:
             raise not_found()
         schema = store.schema(parts[0])
         if schema is None:
             raise not_found()
-        ids = [i for i in (params.get("ids") or "").split(",") if i]
-        fields = params.get("fields")
+        if method == "POST":
+            if not isinstance(body, dict) or not isinstance(body.get("ids"), list):
+                return 400, rest.error_body("JSON_PARSER_ERROR", "ids must be a list"), None
+            ids = [str(i) for i in body["ids"]]
+            wanted = body.get("fields")
+            fields = ",".join(map(str, wanted)) if isinstance(wanted, list) else None
+        else:
+            ids = [i for i in (params.get("ids") or "").split(",") if i]
+            fields = params.get("fields")
         out: list[Any] = []
         for rid in ids:
             record = store.get(schema.name, rid)

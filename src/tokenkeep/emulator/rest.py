@@ -157,8 +157,9 @@ async def handle(request: Request, ctx: RestContext | None) -> Response:
 
 def _is_read_post(path: str) -> bool:
     # A composite request is a POST but may hold only reads; its writes are refused one by
-    # one inside (the same answer a separate call would get).
-    return path == "/composite"
+    # one inside (the same answer a separate call would get). POST
+    # /composite/sobjects/{type} is a retrieve.
+    return path == "/composite" or path.startswith("/composite/sobjects/")
 
 
 def _maintenance(ctx: RestContext) -> Response:
