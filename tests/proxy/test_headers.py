@@ -111,3 +111,23 @@ def test_response_keeps_salesforce_headers_and_adds_the_request_id() -> None:
     assert (b"Tokenkeep-Cause", b"forged") not in out
     assert (b"tokenkeep-cause", b"expired") in response_headers(upstream, b"r", cause="expired")
     assert b"tokenkeep-cause" not in [k for k, _ in response_headers(upstream, b"r")]
+
+
+def test_accept_encoding_is_the_clients_or_identity() -> None:
+    asked = upstream_request_headers(
+        [(b"accept-encoding", b"gzip")], "T", session_header=False, content_length=None
+    )
+    assert ("accept-encoding", "gzip") in asked
+    assert [k for k, _ in asked if k.lower() == "accept-encoding"] == ["accept-encoding"]
+    # Nothing asked: the upstream client library must not ask for gzip on our behalf.
+    silent = upstream_request_headers([], "T", session_header=False, content_length=None)
+    assert ("Accept-Encoding", "identity") in silent
+    # Named in Connection: hop-by-hop, dropped, so identity again.
+    hop = upstream_request_headers(
+        [(b"connection", b"accept-encoding"), (b"accept-encoding", b"br")],
+        "T",
+        session_header=False,
+        content_length=None,
+    )
+    assert ("Accept-Encoding", "identity") in hop
+    assert ("accept-encoding", "br") not in hop

@@ -105,12 +105,14 @@ def scan_request(headers: Headers) -> ScannedRequest:
     session: str | None = None
     connection_id: str | None = None
     content_length: bytes | None = None
-    has_te = False
+    has_te = has_ae = False
     listed: set[bytes] = set()
     for key, value in headers:
         name = key.lower()  # ASGI servers send lower-case names; a cheap guarantee
         if name not in _ALWAYS_DROP and not name.startswith(_OUR_PREFIX):
             forward.append((key.decode("latin-1"), value.decode("latin-1")))
+            if name == b"accept-encoding":
+                has_ae = True
             continue
         if name == b"authorization":
             if bearer is None:
@@ -134,6 +136,11 @@ def scan_request(headers: Headers) -> ScannedRequest:
     if listed:
         # Headers named in Connection are hop-by-hop too (RFC 9110 §7.6.1).
         forward = [(k, v) for k, v in forward if k.lower().encode("latin-1") not in listed]
+        has_ae = any(k.lower() == "accept-encoding" for k, _ in forward)
+    if not has_ae:
+        # Without it the HTTP client library would ask for gzip on the client's behalf, and
+        # the client would get a compressed body it never asked for (bodies pass unchanged).
+        forward.append(("Accept-Encoding", "identity"))
     if bearer:
         credential: ClientCredential | None = ClientCredential(bearer, False)
     elif session:
