@@ -10,6 +10,7 @@ INVALID_SESSION_ID, asks the gateway to refresh, and is replayed once: the calle
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 
 import httpx
 import pytest
@@ -127,3 +128,37 @@ async def test_a_revoked_grant_raises_needs_reauth(tokenkeep_gateway: GatewayUnd
         with pytest.raises(NeedsReauthError):
             await sf.get(LIMITS)
         assert len(gw.emulator.admin.requests()) == calls  # refused before reaching Salesforce
+
+
+async def test_a_streamed_body_is_not_replayed_but_the_next_call_works(
+    tokenkeep_gateway: GatewayUnderTest,
+) -> None:
+    """A streamed upload cannot be sent twice: the 401 comes back, the token is renewed
+    (one refresh grant), and the caller's own retry succeeds without another refresh."""
+    gw = tokenkeep_gateway
+    instance_url = await _connected(gw)
+    accounts = "/services/data/v60.0/sobjects/Account"
+
+    async def body(name: str) -> AsyncIterator[bytes]:
+        yield b'{"Name": "'
+        yield name.encode()
+        yield b'"}'
+
+    async with (
+        gw.async_client() as tk,
+        httpx.AsyncClient(base_url=instance_url, auth=TokenkeepAuth(tk, "acme")) as sf,
+    ):
+        headers = {"Content-Type": "application/json"}
+        first = await sf.post(accounts, content=body("streamed 1"), headers=headers)
+        assert first.status_code == 201, first.text
+        before = gw.grants("refresh_token")
+
+        gw.expire_sessions()
+        refused = await sf.post(accounts, content=body("streamed 2"), headers=headers)
+        assert refused.status_code == 401
+        assert refused.json()[0]["errorCode"] == "INVALID_SESSION_ID"
+        assert gw.grants("refresh_token") == before + 1
+
+        retried = await sf.post(accounts, content=body("streamed 2"), headers=headers)
+        assert retried.status_code == 201, retried.text
+        assert gw.grants("refresh_token") == before + 1

@@ -104,3 +104,10 @@ def test_renew_refreshes_only_when_the_gateway_still_holds_the_rejected_token() 
     assert next(flow) == Fetch()
     assert flow.send(Token(Secret("old-token"), "https://na1.example")) == Refresh()
     assert _finish(flow, NEW) == NEW
+
+
+def test_a_streamed_body_is_not_replayed_but_the_token_is_renewed() -> None:
+    flow = call_flow(OLD, replayable=False)
+    assert next(flow) == Send(OLD)
+    assert flow.send((401, DEAD.encode())) == Renew(OLD)
+    assert _finish(flow, NEW) == NEW  # no second Send: the 401 is the answer

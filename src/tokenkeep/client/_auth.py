@@ -62,6 +62,12 @@ def _bearer(token: Token) -> str:
     return f"Bearer {token.access_token.reveal()}"
 
 
+def _httpx_replayable(request: httpx.Request) -> bool:
+    # httpx keeps bytes/str/JSON/form content as a ByteStream (sendable twice); iterators
+    # and generators are consumed by the first send.
+    return isinstance(request.stream, httpx.ByteStream)
+
+
 class _SyncSteps:
     """Answers policy steps with a synchronous :class:`Client` (one renewal at a time)."""
 
@@ -178,7 +184,7 @@ class TokenkeepAuth(httpx.Auth):
         steps = self._sync
         if steps is None:
             raise TypeError("TokenkeepAuth with an AsyncClient needs an httpx.AsyncClient")
-        flow = call_flow(steps.memory.usable())
+        flow = call_flow(steps.memory.usable(), replayable=_httpx_replayable(request))
         try:
             step = next(flow)
             while True:
@@ -197,7 +203,7 @@ class TokenkeepAuth(httpx.Auth):
     ) -> AsyncGenerator[httpx.Request, httpx.Response]:
         """Drive :func:`~tokenkeep.client._policy.call_flow` with awaited calls."""
         steps = self._async
-        flow = call_flow(steps.memory.usable())
+        flow = call_flow(steps.memory.usable(), replayable=_httpx_replayable(request))
         try:
             step = next(flow)
             while True:
@@ -242,7 +248,10 @@ class TokenkeepRequestsAuth(AuthBase):
         return step
 
     def __call__(self, r: requests.PreparedRequest) -> requests.PreparedRequest:
-        flow = call_flow(self._steps.memory.usable())
+        # requests keeps bytes/str bodies on the prepared request; a generator or a file
+        # is consumed by the first send.
+        replayable = r.body is None or isinstance(r.body, bytes | str)
+        flow = call_flow(self._steps.memory.usable(), replayable=replayable)
         send = self._until_send(flow, next(flow))
         r.headers["Authorization"] = _bearer(send.token)
 

@@ -98,17 +98,21 @@ def renew_flow(
     return current
 
 
-def call_flow(remembered: Token | None) -> Generator[Step, Any, Token]:
+def call_flow(remembered: Token | None, *, replayable: bool = True) -> Generator[Step, Any, Token]:
     """One call: send with a token; on a dead session renew and send once more.
 
     The driver answers :class:`Fetch`, :class:`Refresh` and :class:`Renew` with a
     :class:`Token`, and :class:`Send` with ``(status, body)``. Returns the token the call
-    ended with (for the driver to remember).
+    ended with (for the driver to remember). A request whose body was streamed
+    (``replayable=False``) cannot be sent twice: the token is still renewed, so the caller's
+    own retry (or next call) works, but the refusal is the answer.
     """
     token: Token = remembered if remembered is not None else (yield Fetch())
     status, body = yield Send(token)
     if not session_rejected(status, body):
         return token
     renewed: Token = yield Renew(token)
+    if not replayable:
+        return renewed
     yield Send(renewed)  # the one replay: whatever it answers is the caller's answer
     return renewed
