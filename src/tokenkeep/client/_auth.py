@@ -271,6 +271,9 @@ class TokenkeepRequestsAuth(AuthBase):
         except StopIteration as done:
             self._steps.memory.token = done.value
             return response
+        except BaseException:
+            response.close()  # the gateway refused to renew: give the connection back
+            raise
         # The replay: same prepared request (body bytes are replayable), new token.
         response.close()
         replay = response.request.copy()
