@@ -160,3 +160,21 @@ async def test_errors_without_a_dedicated_class_keep_code_and_status() -> None:
     assert isinstance(down.value, TokenkeepAPIError)
     assert down.value.code == "gateway_unreachable"
     assert f"127.0.0.1:{port}" in down.value.message
+
+
+async def test_async_client_pages_through_connections(tokenkeep_gateway: GatewayUnderTest) -> None:
+    """``async for`` over ``iter_connections`` follows the cursor to the end."""
+    gw = tokenkeep_gateway
+    async with gw.async_client() as tk:
+        for n in range(5):
+            await tk.import_connection(
+                "emulator",
+                connection_id=f"a{n}",
+                access_token="tok",
+                instance_url="https://acme.my.salesforce.com",
+            )
+        seen = [c.id async for c in tk.iter_connections(page_size=2)]
+        assert seen == [f"a{n}" for n in range(5)]
+        await tk.delete_connection("a0")
+        assert [c.id async for c in tk.iter_connections(integration="emulator")] == seen[1:]
+        assert (await tk.get_connection("a4")).status == "active"
