@@ -71,6 +71,19 @@ async def test_missing_key_at_start_fails_clearly(
         await again.close()
 
 
+async def test_a_second_host_with_its_own_generated_key_refuses_to_start(
+    store_settings: Settings, clock: ManualClock
+) -> None:
+    # First host: initialises the database (no rows yet, only its key check).
+    first = await open_store(store_settings, clock=clock, keyring=Keyring.generate("kaaaa0001"))
+    await first.close()
+    # Second host: forgot to share TOKENKEEP_ENCRYPTION_KEYS and generated its own key.
+    with pytest.raises(EncryptionKeyError) as info:
+        await open_store(store_settings, clock=clock, keyring=Keyring.generate("kbbbb0002"))
+    assert "initialised with encryption key(s) kaaaa0001" in info.value.message
+    assert "TOKENKEEP_ENCRYPTION_KEYS" in info.value.message
+
+
 async def test_rotation_while_50_readers_read(store: Store) -> None:
     n = 40
     await _seed(store, n)

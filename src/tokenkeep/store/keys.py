@@ -89,6 +89,15 @@ async def verify_keyring(db: Database, keyring: Keyring) -> None:
             f"row(s) were written with it. Add it back (the keyring holds "
             f"{', '.join(keyring.key_ids)}); tokenkeep will not start without it."
         )
+    if canaries and not any(kid in keyring for kid in canaries):
+        # Two hosts that each generated their own key on first start would otherwise both
+        # start, and each write rows the other can never read.
+        raise EncryptionKeyError(
+            f"this database was initialised with encryption key(s) "
+            f"{', '.join(sorted(canaries))}, and none of them is in {keyring.source} "
+            f"(which holds {', '.join(keyring.key_ids)}): give every instance the same "
+            f"TOKENKEEP_ENCRYPTION_KEYS; tokenkeep will not start with a foreign key."
+        )
     for kid, canary in canaries.items():
         if kid not in keyring:
             continue  # a retired key no row uses any more
