@@ -12,6 +12,7 @@ import contextlib
 import json
 import logging
 import secrets
+import shutil
 import signal
 import socket
 import sys
@@ -254,7 +255,8 @@ class Emulator:
             log_level="warning",
             access_log=False,
             server_header=False,
-            timeout_graceful_shutdown=1,
+            # Idle keep-alive clients (requests over TLS) would otherwise hold a stop for 1 s.
+            timeout_graceful_shutdown=0.25,
             ssl_certfile=str(self.tls.cert_file) if self.tls else None,
             ssl_keyfile=str(self.tls.key_file) if self.tls else None,
         )
@@ -283,6 +285,9 @@ class Emulator:
         for task in self._tasks:
             if not task.done():
                 task.cancel()
+        if self.tls is not None:
+            # The generated CA and server key live in a private temp dir: leave nothing behind.
+            shutil.rmtree(self.tls.ca_file.parent, ignore_errors=True)
 
     def _open_host(self, org: Org, target: str) -> str:
         """Bind a new instance host for ``org`` (``"new"`` or a URL with a free port)."""
