@@ -10,10 +10,12 @@ needs from the lifecycle layer, and :class:`ProxyToken`. Modules:
 * ``write_pause``: the per-org write pause during maintenance (pure state machine).
 * ``upstream``: the shared aiohttp session.
 * ``app``: the ASGI transport that moves the bytes.
+* ``wiring``: ``create_proxy_app(gateway)``, the seam ``tokenkeep.server`` mounts.
 """
 
 from tokenkeep.proxy.app import LimitInfo, ProxyApp, UpstreamTimeoutError, UpstreamUnavailableError
 from tokenkeep.proxy.source import ProxyToken, TokenSource
+from tokenkeep.proxy.wiring import create_proxy_app
 
 __all__ = [
     "LimitInfo",
@@ -22,4 +24,5 @@ __all__ = [
     "TokenSource",
     "UpstreamTimeoutError",
     "UpstreamUnavailableError",
+    "create_proxy_app",
 ]

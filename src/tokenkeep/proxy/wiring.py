@@ -1,0 +1,73 @@
+"""Build the proxy for a running gateway (the seam ``tokenkeep.server`` looks for).
+
+``create_proxy_app(gateway)`` wires :class:`~tokenkeep.proxy.app.ProxyApp` to the gateway:
+
+* API keys: ``gateway.store.api_keys.verify`` (the proxy adds its own short positive cache);
+* tokens: ``gateway.token_source`` — any :class:`~tokenkeep.proxy.source.TokenSource`, in
+  practice the lifecycle's ``RefreshCoordinator``. It is looked up on each call (one
+  attribute read), because the coordinator needs the store, which exists only once the
+  gateway has started. Until it is set, proxied calls answer ``503 not_ready``;
+* events: ``org.maintenance_started`` / ``org.maintenance_ended`` go to the webhook outbox;
+* lifecycle: the app is registered as a gateway service, so its upstream session is created
+  on start and closed on stop.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from tokenkeep.proxy.app import ProxyApp
+from tokenkeep.proxy.source import ProxyToken, TokenSource
+
+if TYPE_CHECKING:
+    from tokenkeep.runtime import Gateway
+
+__all__ = ["create_proxy_app"]
+
+
+class _GatewayTokens:
+    """Forwards to ``gateway.token_source`` once the gateway has one."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self._gateway = gateway
+
+    def _source(self) -> TokenSource:
+        source: TokenSource | None = getattr(self._gateway, "token_source", None)
+        if source is None:
+            from tokenkeep.runtime import GatewayNotStartedError
+
+            raise GatewayNotStartedError("The gateway's token service is not running yet.")
+        return source
+
+    async def token_for(self, connection_id: str) -> ProxyToken:
+        return await self._source().token_for(connection_id)
+
+    async def refresh_after_rejection(
+        self, connection_id: str, rejected_version: int
+    ) -> ProxyToken:
+        return await self._source().refresh_after_rejection(connection_id, rejected_version)
+
+    async def report_cause(self, connection_id: str, cause: str, evidence: dict[str, Any]) -> None:
+        await self._source().report_cause(connection_id, cause, evidence)
+
+
+def create_proxy_app(gateway: Gateway, tokens: TokenSource | None = None) -> ProxyApp:
+    """The proxy ASGI app for ``gateway`` (``tokens`` overrides ``gateway.token_source``)."""
+
+    async def authenticate(key: str) -> bool:
+        return await gateway.store.api_keys.verify(key) is not None
+
+    async def on_event(event_type: str, org_id: str, payload: dict[str, Any]) -> None:
+        store = gateway.store
+        async with store.db.write() as session:
+            store.outbox.add_event(session, event_type, payload=payload, org_id=org_id)
+
+    app = ProxyApp(
+        tokens or _GatewayTokens(gateway),
+        authenticate,
+        gateway.settings,
+        gateway.clock,
+        on_event=on_event,
+    )
+    gateway.add_service(app)
+    return app
