@@ -160,12 +160,14 @@ async def demo_environment(
     )
     async with Emulator.running(orgs=orgs, clock=clock) as emu:
         gateway = Gateway(settings, clock=clock)
+        # Built before the start: the proxy registers its services with the gateway.
+        asgi_app = build_asgi_app(gateway)
         # Started here (the server's lifespan start is then a no-op) to get the new API key.
         api_key = await gateway.start()
         try:
             if api_key is None:  # a fresh data dir always gets one; be explicit if not
                 raise TokenkeepError("the demo gateway did not create an API key.")
-            server = ServerHandle(build_asgi_app(gateway), host="127.0.0.1", port=port)
+            server = ServerHandle(asgi_app, host="127.0.0.1", port=port)
             url = await server.start()
             try:
                 yield DemoEnvironment(
@@ -538,7 +540,7 @@ async def run_tour(env: DemoEnvironment, console: Console) -> TourResult:
                 step.ok = True
             except StepFailed as exc:
                 step.lines = [str(exc)]
-            except (TokenkeepError, httpx.HTTPError) as exc:
+            except Exception as exc:  # a demo shows ✗ and goes on, never a traceback
                 step.lines = [f"{type(exc).__name__}: {exc}"]
             result.steps.append(step)
             _print_step(console, step)
