@@ -1,441 +1,413 @@
-"""Proxy benchmark: tokenkeep's proxy against nginx and a minimal Python proxy.
+"""Proxy benchmark: tokenkeep against nginx and a minimal Python proxy, on this machine.
 
-Run:  python bench/proxy.py [--seconds 8] [--write docs/PERFORMANCE.md]
+Run::
 
-Installs ``nginx-light`` and ``wrk`` from Debian when they are missing (needs root), then
-measures, on this machine, one after the other:
+    python bench/proxy.py [--duration 10] [--connections 1,32] [--rounds 1] [--install]
 
-  (a) direct: wrk -> nginx serving a ~1.5 KB Salesforce-like JSON body
-  (b) nginx-proxy: wrk -> nginx keep-alive reverse proxy -> (a)   (the practical ceiling)
-  (c) minimal: wrk -> uvicorn (uvloop, httptools) + a 25-line raw ASGI app + one aiohttp
-      ClientSession -> (a)   (the floor of what a Python proxy costs)
-  (d) tokenkeep: wrk -> uvicorn + tokenkeep's ProxyApp -> (a), 1 worker, then 2 workers
+Installs ``nginx-light`` and ``wrk`` from Debian when missing (``--install``; root), then in
+one run measures with ``wrk -t1 --latency`` at each connection count:
 
-tokenkeep runs its real proxy code path (path validation, API-key check with its cache,
-header hygiene, write-pause admission, retry policy, limit tracking, one JSON log line per
-call to /dev/null) with an in-memory TokenSource: the refresh coordinator's cache hit is
-what the real gateway does on the hot path too.
+  (a) direct        wrk -> nginx serving a ~1.5 KB Salesforce query response for any path
+  (b) nginx-proxy   wrk -> nginx keep-alive reverse proxy -> (a)        (the practical ceiling)
+  (c) minimal       wrk -> uvicorn (uvloop, httptools) + bench/minimal_proxy.py (a raw ASGI
+                    app + one aiohttp ClientSession, no auth, no checks) -> (a)   (the floor)
+  (d) tokenkeep     wrk -> ``tokenkeep serve`` (1 worker, SQLite data dir, scheduler off,
+                    log level WARNING) -> (a), as ``/c/<id>/services/data/v60.0/query?q=...``
+                    with the API key as Bearer; the connection's instance_url is (a)
+  (e) tokenkeep-w2  the same with ``--workers 2``
+  (p) proxyapp      diagnostic: tokenkeep's ProxyApp alone under uvicorn, in-memory tokens
 
-This module is also the uvicorn app factory for (c) and (d): ``minimal_app`` and
-``tokenkeep_app`` (upstream URL from ``BENCH_UPSTREAM``).
+plus the CPU seconds per request of each proxy's processes (psutil, before/after), then
+(unless ``--upload-mb 0``) a 100 MB Bulk API 2.0 CSV upload through tokenkeep to the
+emulator with the gateway's idle and peak RSS (bench/upload.py). The results replace the
+generated sections of docs/PERFORMANCE.md (``--doc``); the hand-written analysis around
+them stays.
+
+Every server runs in its own process; all are torn down at the end, on error and on
+Ctrl-C/SIGTERM. With ``--rounds N`` the setups are measured N times interleaved (all
+servers stay up) and the medians are reported, which evens out other load on the machine.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import datetime as dt
 import json
-import os
-import platform
-import re
+import math
 import shutil
-import socket
-import subprocess
+import statistics
 import sys
 import tempfile
-import time
-from collections.abc import Iterator
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-PATH = "/services/data/v60.0/query"
-QUERY = "q=SELECT+Id,Name+FROM+Account"
-API_KEY = "tk_bench_key_0123456789abcdef"
-SINK_PORT = 0  # the upload sink's port, chosen in run()
+from harness import (
+    QUERY,
+    QUERY_PATH,
+    Interrupted,
+    Processes,
+    ensure_tools,
+    fetch,
+    free_port,
+    load_average,
+    machine,
+    prepare_tokenkeep,
+    query_body,
+    run_wrk,
+    serve_has_workers,
+    signals_unwind,
+    start_nginx,
+    start_tokenkeep,
+    start_upstream,
+    uvicorn_cmd,
+    wait_port,
+)
+
+ALL_SETUPS = ("direct", "nginx-proxy", "minimal", "tokenkeep", "tokenkeep-w2", "proxyapp")
+LABELS = {
+    "direct": "(a) direct to nginx upstream",
+    "nginx-proxy": "(b) nginx keep-alive proxy",
+    "minimal": "(c) minimal Python proxy",
+    "tokenkeep": "(d) tokenkeep serve, 1 worker",
+    "tokenkeep-w2": "(e) tokenkeep serve --workers 2",
+    "proxyapp": "(p) ProxyApp alone, in-memory tokens",
+}
+GOALS = {"rps": 0.7, "latency": 1.5, "cpu": 1.5, "workers": 1.6}
+DOC = Path(__file__).resolve().parent.parent / "docs" / "PERFORMANCE.md"
+MARK_START = "<!-- bench/proxy.py:start (generated; edits inside are overwritten) -->"
+MARK_END = "<!-- bench/proxy.py:end -->"
+ACCESS_TOKEN = "00Dbx0000000001!AQ4AQbench.access.token.for.the.nginx.upstream"
 
 
-# --------------------------------------------------------------------------- app factories
-def minimal_app() -> Any:
-    """(c): the smallest honest Python proxy (no auth, no checks)."""
-    import aiohttp
+@dataclass
+class Target:
+    """One setup under load: where wrk sends requests and whose CPU is counted."""
 
-    upstream = os.environ["BENCH_UPSTREAM"]
-    state: dict[str, aiohttp.ClientSession] = {}
+    name: str
+    url: str
+    headers: dict[str, str] = field(default_factory=dict)
+    cpu_pids: list[int] = field(default_factory=list)
 
-    async def app(scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            return
-        session = state.get("s")
-        if session is None:
-            session = state["s"] = aiohttp.ClientSession(auto_decompress=False)
-        url = (
-            upstream
-            + scope["path"]
-            + ("?" + scope["query_string"].decode() if scope["query_string"] else "")
+
+@dataclass
+class Run:
+    """Everything one benchmark run produced."""
+
+    machine: dict[str, str]
+    date: str
+    duration: float
+    connections: list[int]
+    rounds: int
+    body_bytes: int
+    results: dict[str, dict[int, dict[str, float]]] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    upload: dict[str, float] | None = None
+
+
+# --------------------------------------------------------------------------- servers
+def start_targets(
+    processes: Processes, workdir: Path, setups: Sequence[str], notes: list[str]
+) -> dict[str, Target]:
+    """Start the upstream and every requested proxy; check each answers the body unchanged."""
+    upstream_port = start_upstream(processes, workdir)
+    upstream = f"http://127.0.0.1:{upstream_port}"
+    path = f"{QUERY_PATH}?{QUERY}"
+    targets: dict[str, Target] = {}
+    if "direct" in setups:
+        targets["direct"] = Target("direct", upstream + path)
+    if "nginx-proxy" in setups:
+        port = start_nginx(
+            processes, workdir, "reverse_proxy.conf", "nginx-proxy", upstream_port=upstream_port
         )
-        async with session.get(url) as resp:
-            headers = [
-                (k, v)
-                for k, v in resp.raw_headers
-                if k.lower() not in (b"connection", b"transfer-encoding")
-            ]
-            await send({"type": "http.response.start", "status": resp.status, "headers": headers})
-            async for chunk in resp.content.iter_any():
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            await send({"type": "http.response.body", "body": b""})
-
-    return app
-
-
-def tokenkeep_app() -> Any:
-    """(d): tokenkeep's ProxyApp with an in-memory TokenSource."""
-    from tokenkeep.clock import SystemClock
-    from tokenkeep.config import load_settings
-    from tokenkeep.observability.logging import configure_logging
-    from tokenkeep.proxy import ProxyApp, ProxyToken
-    from tokenkeep.secret import Secret
-
-    configure_logging("json", "INFO", stream=open(os.devnull, "w"))  # noqa: SIM115
-    upstream = os.environ["BENCH_UPSTREAM"]
-    token = ProxyToken(
-        "bench", "00Dbench000001AAA", upstream, Secret("00Dbench!AQ4AQbenchtoken"), 1
-    )
-    sink = ProxyToken(
-        "sink", "00Dbench000002AAA", os.environ.get("BENCH_SINK", upstream), token.access_token, 1
-    )
-
-    class Tokens:
-        async def token_for(self, connection_id: str) -> ProxyToken:
-            return sink if connection_id == "sink" else token
-
-        async def refresh_after_rejection(
-            self, connection_id: str, rejected_version: int
-        ) -> ProxyToken:
-            return token
-
-        async def report_cause(
-            self, connection_id: str, cause: str, evidence: dict[str, Any]
-        ) -> None:
-            return None
-
-    async def authenticate(key: str) -> bool:
-        return key == API_KEY
-
-    settings = load_settings(data_dir=Path(tempfile.gettempdir()) / "tokenkeep-bench")
-    return ProxyApp(Tokens(), authenticate, settings, SystemClock())
-
-
-# --------------------------------------------------------------------------- the harness
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+        proc = processes.started[-1][1]
+        targets["nginx-proxy"] = Target(
+            "nginx-proxy", f"http://127.0.0.1:{port}{path}", cpu_pids=[proc.pid]
+        )
+    if "minimal" in setups:
+        port = free_port()
+        proc = processes.start(
+            "minimal", uvicorn_cmd("minimal_proxy:app", port), {"BENCH_UPSTREAM": upstream}
+        )
+        wait_port(port, proc)
+        targets["minimal"] = Target(
+            "minimal", f"http://127.0.0.1:{port}{path}", cpu_pids=[proc.pid]
+        )
+    wants_tokenkeep = [s for s in ("tokenkeep", "tokenkeep-w2") if s in setups]
+    if wants_tokenkeep:
+        data = prepare_tokenkeep(
+            workdir / "tokenkeep",
+            instance_url=upstream,
+            login_url=upstream,
+            access_token=ACCESS_TOKEN,
+        )
+        auth = {"Authorization": f"Bearer {data.api_key}"}
+        for name in wants_tokenkeep:
+            workers = 2 if name == "tokenkeep-w2" else 1
+            if workers > 1 and not serve_has_workers():
+                notes.append("`tokenkeep serve --workers` does not exist: (e) not measured.")
+                continue
+            port, proc = start_tokenkeep(processes, data, name, workers=workers)
+            url = f"http://127.0.0.1:{port}/c/{data.connection_id}{path}"
+            targets[name] = Target(name, url, auth, [proc.pid])
+    if "proxyapp" in setups:
+        port = free_port()
+        key = "tk_bench_proxyapp_key"
+        proc = processes.start(
+            "proxyapp",
+            uvicorn_cmd("proxyapp_only:create_app", port, factory=True),
+            {"BENCH_UPSTREAM": upstream, "BENCH_API_KEY": key},
+        )
+        wait_port(port, proc)
+        targets["proxyapp"] = Target(
+            "proxyapp",
+            f"http://127.0.0.1:{port}/c/bench{path}",
+            {"Authorization": f"Bearer {key}"},
+            [proc.pid],
+        )
+    expected = query_body()
+    for target in targets.values():
+        # The body must come through byte for byte, else the numbers measure an error page.
+        for _ in range(3):  # with 2 workers, give each a chance to answer once
+            got = fetch(target.url, target.headers)
+            if got != expected:
+                raise RuntimeError(f"{target.name}: unexpected body {got[:200]!r}")
+    return targets
 
 
-def _wait_port(port: int, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
-            return
-        time.sleep(0.05)
-    raise RuntimeError(f"nothing listens on {port}")
-
-
-def _ensure_tools() -> None:
-    missing = [
-        p
-        for p, tool in (("wrk", "wrk"), ("nginx-light", "nginx"))
-        if shutil.which(tool) is None and not Path("/usr/sbin/" + tool).exists()
-    ]
-    if missing:
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        subprocess.run(["apt-get", "install", "-y", "-q", *missing], check=True, env=env)
-
-
-def _body() -> bytes:
-    records = [
-        {
-            "attributes": {
-                "type": "Account",
-                "url": f"/services/data/v60.0/sobjects/Account/001xx00000{i:05d}AAA",
-            },
-            "Id": f"001xx00000{i:05d}AAA",
-            "Name": f"Account number {i}",
+# --------------------------------------------------------------------------- measuring
+def measure(
+    targets: dict[str, Target], connections: Sequence[int], duration: float, rounds: int
+) -> dict[str, dict[int, dict[str, float]]]:
+    """wrk every target at every connection count, ``rounds`` times interleaved; medians."""
+    samples: dict[str, dict[int, list[dict[str, float]]]] = {
+        name: {c: [] for c in connections} for name in targets
+    }
+    for round_no in range(rounds):
+        for name, target in targets.items():
+            for c in connections:
+                result = run_wrk(
+                    target.url, c, duration, headers=target.headers, cpu_pids=target.cpu_pids
+                )
+                samples[name][c].append(result)
+                print(
+                    f"round {round_no + 1}/{rounds} {name:>13} c{c:<3} "
+                    f"{result['rps']:8.0f} rps  p50 {result['p50']:7.3f} ms  "
+                    f"p99 {result['p99']:7.3f} ms  cpu {result['cpu_us']:6.0f} µs/req  "
+                    f"load {result['load']:.1f}",
+                    flush=True,
+                )
+    return {
+        name: {
+            c: {key: statistics.median(r[key] for r in runs) for key in runs[0]}
+            for c, runs in per_c.items()
         }
-        for i in range(9)
-    ]
-    return json.dumps({"totalSize": 9, "done": True, "records": records}).encode()
+        for name, per_c in samples.items()
+    }
 
 
-@contextlib.contextmanager
-def _nginx(workdir: Path, direct_port: int, proxy_port: int) -> Iterator[None]:
-    docroot = workdir / "www" / PATH.lstrip("/")
-    docroot.parent.mkdir(parents=True, exist_ok=True)
-    docroot.write_bytes(_body())
-    conf = workdir / "nginx.conf"
-    conf.write_text(f"""
-daemon off; worker_processes 1; pid {workdir}/nginx.pid; error_log {workdir}/error.log;
-user root;
-events {{ worker_connections 4096; }}
-http {{
-  access_log off; client_body_temp_path {workdir}/cb; proxy_temp_path {workdir}/pt;
-  fastcgi_temp_path {workdir}/ft; uwsgi_temp_path {workdir}/ut; scgi_temp_path {workdir}/st;
-  keepalive_requests 1000000;
-  upstream direct {{ server 127.0.0.1:{direct_port}; keepalive 64; }}
-  server {{ listen 127.0.0.1:{direct_port}; root {workdir}/www;
-           location / {{ default_type application/json;
-                        add_header Sforce-Limit-Info "api-usage=18/15000"; }} }}
-  server {{ listen 127.0.0.1:{proxy_port};
-           location / {{ proxy_pass http://direct; proxy_http_version 1.1;
-                        proxy_set_header Connection ""; }} }}
-}}
-""")
-    proc = subprocess.Popen(
-        ["nginx", "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    try:
-        _wait_port(direct_port)
-        _wait_port(proxy_port)
-        yield
-    finally:
-        proc.terminate()
-        proc.wait(10)
-
-
-@contextlib.contextmanager
-def _uvicorn(
-    factory: str, port: int, upstream: str, workers: int = 1
-) -> Iterator[subprocess.Popen[bytes]]:
-    cmd = [
-        sys.executable,
-        "-m",
-        "uvicorn",
-        "--app-dir",
-        str(Path(__file__).parent),
-        f"proxy:{factory}",
-        "--factory",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--loop",
-        "uvloop",
-        "--http",
-        "httptools",
-        "--no-access-log",
-        "--log-level",
-        "warning",
-        "--no-server-header",
-        "--no-date-header",
-        "--workers",
-        str(workers),
-    ]
-    env = {**os.environ, "BENCH_UPSTREAM": upstream, "BENCH_SINK": f"http://127.0.0.1:{SINK_PORT}"}
-    proc = subprocess.Popen(cmd, env=env)
-    try:
-        _wait_port(port)
-        time.sleep(1.0 if workers > 1 else 0.3)
-        yield proc
-    finally:
-        proc.terminate()
-        proc.wait(15)
-
-
-def _cpu_seconds(pid: int) -> float:
-    import psutil
-
-    proc = psutil.Process(pid)
-    procs = [proc, *proc.children(recursive=True)]
-    total = 0.0
-    for p in procs:
-        with contextlib.suppress(psutil.Error):
-            times = p.cpu_times()
-            total += times.user + times.system
-    return total
-
-
-def _to_ms(text: str) -> float:
-    match = re.fullmatch(r"([\d.]+)(us|ms|s)", text)
-    if not match:
-        return float("nan")
-    value, unit = float(match.group(1)), match.group(2)
-    return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
-
-
-def _wrk(
-    url: str, connections: int, seconds: int, headers: dict[str, str], pid: int | None
-) -> dict[str, float]:
-    def wrk_args(duration: int) -> list[str]:
-        args = ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency"]
-        for key, value in headers.items():
-            args += ["-H", f"{key}: {value}"]
-        return [*args, url]
-
-    subprocess.run(wrk_args(1), capture_output=True, check=True)  # warm-up (pools, caches)
-    cpu_before = _cpu_seconds(pid) if pid else 0.0
-    out = subprocess.run(wrk_args(seconds), capture_output=True, text=True, check=True).stdout
-    cpu_after = _cpu_seconds(pid) if pid else 0.0
-    requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    # Anchored: "93.50%" in the Thread Stats table must not be read as the 50th percentile.
-    p50 = _to_ms(re.search(r"^\s+50%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]
-    p99 = _to_ms(re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]
-    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    if non2xx:
-        raise RuntimeError(f"{url}: {non2xx.group(1)} failed responses")
-    cpu_us = (cpu_after - cpu_before) / requests * 1e6 if pid and requests else float("nan")
-    return {"rps": rps, "p50": p50, "p99": p99, "cpu_us": cpu_us}
-
-
-def _upload_rss(url: str, pid: int, size: int) -> dict[str, float]:
-    """Stream ``size`` bytes through the proxy to a counting sink; sample the worker's RSS."""
-    import aiohttp
-    import psutil
-    from aiohttp import web
-
-    received = 0
-
-    async def sink(request: web.Request) -> web.Response:
-        nonlocal received
-        async for chunk in request.content.iter_any():
-            received += len(chunk)
-        return web.Response(status=201, text='{"ok":true}')
-
-    worker = psutil.Process(pid)
-    workers = worker.children(recursive=True) or [worker]
-
-    def rss() -> float:
-        return sum(p.memory_info().rss for p in workers) / 1e6
-
-    async def go() -> dict[str, float]:
-        app = web.Application(client_max_size=0)
-        app.router.add_route("*", "/{tail:.*}", sink)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", SINK_PORT).start()
-        before, peak = rss(), 0.0
-
-        async def body() -> Any:
-            nonlocal peak
-            block = b"Id,Name\n" + b"x" * (1024 * 1024 - 8)
-            for i in range(size // len(block)):
-                if i % 8 == 0:
-                    peak = max(peak, rss())
-                yield block
-
-        started = time.monotonic()
-        async with (
-            aiohttp.ClientSession() as http,
-            http.put(
-                url,
-                data=body(),
-                headers={
-                    "Authorization": f"Bearer {API_KEY}",
-                    "Content-Type": "text/csv",
-                    "Content-Length": str(size // (1024 * 1024) * 1024 * 1024),
-                },
-            ) as resp,
-        ):
-            await resp.read()
-            if resp.status != 201:
-                raise RuntimeError(f"upload answered {resp.status}")
-        seconds = time.monotonic() - started
-        await runner.cleanup()
-        if received != size:
-            raise RuntimeError(f"the sink received {received} of {size} bytes")
-        return {
-            "rss_before_mb": before,
-            "rss_peak_mb": max(peak, rss()),
-            "mb_per_s": size / 1e6 / seconds,
-        }
-
-    import asyncio
-
-    return asyncio.run(go())
-
-
-def run(seconds: int) -> dict[str, dict[str, dict[str, float]]]:
-    _ensure_tools()
-    results: dict[str, dict[str, dict[str, float]]] = {}
-    workdir = Path(tempfile.mkdtemp(prefix="tk-bench-"))
-    global SINK_PORT
-    direct_port, nginx_port, minimal_port, tk_port, tk2_port = (_free_port() for _ in range(5))
-    SINK_PORT = _free_port()
-    upstream = f"http://127.0.0.1:{direct_port}"
-    auth = {"Authorization": f"Bearer {API_KEY}"}
-    with _nginx(workdir, direct_port, nginx_port):
-        for name, url, headers, pid in (
-            ("direct", f"{upstream}{PATH}?{QUERY}", {}, None),
-            ("nginx-proxy", f"http://127.0.0.1:{nginx_port}{PATH}?{QUERY}", {}, None),
-        ):
-            results[name] = {f"c{c}": _wrk(url, c, seconds, headers, pid) for c in (1, 32)}
-        with _uvicorn("minimal_app", minimal_port, upstream) as proc:
-            url = f"http://127.0.0.1:{minimal_port}{PATH}?{QUERY}"
-            results["minimal"] = {f"c{c}": _wrk(url, c, seconds, {}, proc.pid) for c in (1, 32)}
-        with _uvicorn("tokenkeep_app", tk_port, upstream) as proc:
-            url = f"http://127.0.0.1:{tk_port}/c/bench{PATH}?{QUERY}"
-            results["tokenkeep"] = {f"c{c}": _wrk(url, c, seconds, auth, proc.pid) for c in (1, 32)}
-            upload = (
-                f"http://127.0.0.1:{tk_port}/c/sink/services/data/v60.0/jobs/ingest/750/batches"
+# --------------------------------------------------------------------------- the report
+def goals(run: Run) -> list[tuple[str, float, str, bool]]:
+    """(what, measured ratio, goal text, met) for each of the issue's goals we can compute."""
+    res, low, high = run.results, min(run.connections), max(run.connections)
+    out: list[tuple[str, float, str, bool]] = []
+    tk, mini, direct = res.get("tokenkeep"), res.get("minimal"), res.get("direct")
+    if tk and mini:
+        ratio = tk[high]["rps"] / mini[high]["rps"]
+        out.append((f"rps at c{high}, tokenkeep / minimal", ratio, "≥ 0.7", ratio >= GOALS["rps"]))
+        if direct:
+            added_tk = tk[low]["p50"] - direct[low]["p50"]
+            added_min = mini[low]["p50"] - direct[low]["p50"]
+            ratio = added_tk / added_min if added_min > 0 else float("nan")
+            out.append(
+                (
+                    f"added p50 at c{low} over direct, tokenkeep / minimal",
+                    ratio,
+                    "≤ 1.5",
+                    ratio <= GOALS["latency"],
+                )
             )
-            results["upload"] = {"100MB": _upload_rss(upload, proc.pid, 100 * 1024 * 1024)}
-        with _uvicorn("tokenkeep_app", tk2_port, upstream, workers=2) as proc:
-            url = f"http://127.0.0.1:{tk2_port}/c/bench{PATH}?{QUERY}"
-            results["tokenkeep-2w"] = {"c32": _wrk(url, 32, seconds, auth, proc.pid)}
-    shutil.rmtree(workdir, ignore_errors=True)
-    return results
-
-
-def report(results: dict[str, dict[str, dict[str, float]]]) -> str:
-    direct1 = results["direct"]["c1"]["p50"]
-    ngx, mini = results["nginx-proxy"], results["minimal"]
-    lines = [
-        f"Measured {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC on {platform.node()} "
-        f"({os.cpu_count()} CPUs, {platform.processor() or platform.machine()}, Python "
-        f"{platform.python_version()}); wrk -t1; upstream: nginx serving {len(_body())} B of JSON.",
-        "",
-        "| setup | rps c32 | p50 c32 ms | p99 c32 ms | p50 c1 ms | added p50 c1 µs "
-        "| CPU µs/req | rps / nginx-proxy | rps / minimal |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
-    for name, runs in results.items():
-        if name == "upload":
-            continue
-        c32, c1 = runs["c32"], runs.get("c1")
-        added = f"{(c1['p50'] - direct1) * 1000:.0f}" if c1 else "-"
-        lines.append(
-            f"| {name} | {c32['rps']:.0f} | {c32['p50']:.2f} | {c32['p99']:.2f} | "
-            f"{c1['p50'] if c1 else float('nan'):.3f} | {added} | "
-            f"{c32['cpu_us']:.0f} | {c32['rps'] / ngx['c32']['rps']:.2f} | "
-            f"{c32['rps'] / mini['c32']['rps']:.2f} |"
+        ratio = tk[high]["cpu_us"] / mini[high]["cpu_us"]
+        out.append(
+            (f"CPU per request at c{high}, tokenkeep / minimal", ratio, "≤ 1.5", ratio <= 1.5)
         )
-    tk = results["tokenkeep"]
-    added_tk = tk["c1"]["p50"] - direct1
-    added_min = mini["c1"]["p50"] - direct1
-    latency_ratio = added_tk / added_min if added_min > 0 else float("nan")
-    two_workers = results["tokenkeep-2w"]["c32"]["rps"] / tk["c32"]["rps"]
+    if tk and res.get("tokenkeep-w2"):
+        ratio = res["tokenkeep-w2"][high]["rps"] / tk[high]["rps"]
+        out.append(
+            (f"rps at c{high}, workers 2 / workers 1", ratio, "≥ 1.6", ratio >= GOALS["workers"])
+        )
+    return out
+
+
+def _fmt(value: float, digits: int = 0) -> str:
+    return "-" if math.isnan(value) else f"{value:,.{digits}f}"
+
+
+def render(run: Run) -> str:
+    """The generated Markdown section of docs/PERFORMANCE.md."""
+    res, low, high = run.results, min(run.connections), max(run.connections)
+    m = run.machine
+    lines = [
+        f"Measured {run.date} by `python bench/proxy.py --duration {run.duration:g} "
+        f"--connections {','.join(map(str, run.connections))} --rounds {run.rounds}`.",
+        "",
+        f"Machine: {m['cores']} cores, {m['cpu']}, {m['memory']}, Linux {m['kernel']}; "
+        f"{m['versions']}. wrk `-t1 --latency`; upstream: nginx serving {run.body_bytes} B "
+        "of JSON for any path. wrk, the upstream and the proxy under test share these "
+        f"{m['cores']} cores (as for the issue's reference figures); numbers are medians of "
+        f"{run.rounds} interleaved round(s) of {run.duration:g} s after a 1 s warm-up.",
+        "",
+    ]
+    direct = res.get("direct")
+    ngx, mini = res.get("nginx-proxy"), res.get("minimal")
+    head = (
+        f"| setup | rps c{low} | p50 c{low} ms | p99 c{low} ms | added p50 c{low} µs "
+        f"| rps c{high} | p50 c{high} ms | p99 c{high} ms | CPU µs/req c{high} "
+        f"| rps c{high} / nginx-proxy | rps c{high} / minimal | load |"
+    )
+    lines += [head, "|" + "---|" * (head.count("|") - 1)]
+    for name in ALL_SETUPS:
+        if name not in res:
+            continue
+        lo, hi = res[name][low], res[name][high]
+        added = (lo["p50"] - direct[low]["p50"]) * 1000 if direct else float("nan")
+        lines.append(
+            "| "
+            + " | ".join(
+                [
+                    LABELS[name],
+                    _fmt(lo["rps"]),
+                    _fmt(lo["p50"], 3),
+                    _fmt(lo["p99"], 3),
+                    _fmt(added) if name != "direct" else "0",
+                    _fmt(hi["rps"]),
+                    _fmt(hi["p50"], 2),
+                    _fmt(hi["p99"], 2),
+                    _fmt(hi["cpu_us"]),
+                    _fmt(hi["rps"] / ngx[high]["rps"], 2) if ngx else "-",
+                    _fmt(hi["rps"] / mini[high]["rps"], 2) if mini else "-",
+                    _fmt(max(lo["load"], hi["load"]), 1),
+                ]
+            )
+            + " |"
+        )
     lines += [
         "",
-        "Goals (issue 6):",
-        f"- rps at c32 >= 0.7x minimal: {tk['c32']['rps'] / mini['c32']['rps']:.2f}x",
-        f"- added p50 at c1 <= 1.5x minimal's: {latency_ratio:.2f}x",
-        f"- CPU per request <= 1.5x minimal's: {tk['c32']['cpu_us'] / mini['c32']['cpu_us']:.2f}x",
-        f"- 2 workers >= 1.6x 1 worker: {two_workers:.2f}x",
+        "`added p50` is the setup's p50 minus direct's at the same connection count; `CPU "
+        "µs/req` is user+system CPU of the proxy's processes (all workers) over the measured "
+        "requests; `load` is the 1-minute load average seen during the runs (above ~2 on this "
+        "machine means other work competed for the cores).",
         "",
-        "100 MB upload through tokenkeep (1 worker), worker RSS: "
-        f"{results['upload']['100MB']['rss_before_mb']:.0f} MB before, "
-        f"{results['upload']['100MB']['rss_peak_mb']:.0f} MB peak, "
-        f"{results['upload']['100MB']['mb_per_s']:.0f} MB/s.",
+        "Goals (issue 6):",
+        "",
+        "| goal | measured | target | |",
+        "|---|---|---|---|",
     ]
+    for what, ratio, target, met in goals(run):
+        lines.append(f"| {what} | {_fmt(ratio, 2)}x | {target} | {'met' if met else 'MISSED'} |")
+    for note in run.notes:
+        lines += ["", note]
+    if run.upload:
+        up = run.upload
+        lines += [
+            "",
+            f"Memory: a {up['size_mb']:.0f} MB Bulk API 2.0 CSV upload (`PUT .../jobs/ingest/"
+            "<id>/batches`, streamed by the client) through tokenkeep (1 worker) to the emulator "
+            f"in its own process: gateway RSS {up['rss_idle_mb']:.0f} MB idle before, "
+            f"{up['rss_peak_mb']:.0f} MB peak during the upload "
+            f"(+{up['rss_peak_mb'] - up['rss_idle_mb']:.0f} MB), "
+            f"{up['mb_per_s']:.0f} MB/s end to end; the emulator counted "
+            f"{up['rows']:,.0f} rows of the {up['rows_sent']:,.0f} sent.",
+        ]
     return "\n".join(lines)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--seconds", type=int, default=8)
-    parser.add_argument("--write", type=Path, default=None, help="append the table to this file")
-    parser.add_argument("--json", action="store_true", help="print raw numbers as JSON too")
-    args = parser.parse_args()
-    results = run(args.seconds)
-    table = report(results)
-    print(table)
+def write_doc(path: Path, section: str) -> None:
+    """Replace the generated section of ``path`` (create the file around it if needed)."""
+    block = f"{MARK_START}\n{section}\n{MARK_END}"
+    if path.exists():
+        text = path.read_text()
+        if MARK_START in text and MARK_END in text:
+            before, rest = text.split(MARK_START, 1)
+            after = rest.split(MARK_END, 1)[1]
+            path.write_text(before + block + after)
+            return
+        path.write_text(text.rstrip() + "\n\n## Latest run\n\n" + block + "\n")
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(
+        "# Performance\n\nWhat the proxy costs, measured by `bench/proxy.py` (see bench/README.md)."
+        "\n\n## Latest run\n\n" + block + "\n"
+    )
+
+
+# --------------------------------------------------------------------------- main
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Command-line options."""
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per wrk run")
+    parser.add_argument("--connections", default="1,32", help="comma-separated, e.g. 1,32")
+    parser.add_argument("--rounds", type=int, default=1, help="interleaved repetitions")
+    parser.add_argument("--install", action="store_true", help="apt-get install nginx/wrk")
+    parser.add_argument(
+        "--setups", default=",".join(ALL_SETUPS), help=f"subset of {','.join(ALL_SETUPS)}"
+    )
+    parser.add_argument("--upload-mb", type=int, default=100, help="0 skips the upload")
+    parser.add_argument("--doc", type=Path, default=DOC, help="file to update ('-': none)")
+    parser.add_argument("--json", type=Path, default=None, help="also write raw numbers here")
+    parser.add_argument("--keep", action="store_true", help="keep the work dir (logs)")
+    args = parser.parse_args(argv)
+    args.connections = sorted({int(c) for c in args.connections.split(",") if c.strip()})
+    args.setups = [s.strip() for s in args.setups.split(",") if s.strip()]
+    unknown = set(args.setups) - set(ALL_SETUPS)
+    if unknown or not args.connections or args.rounds < 1 or args.duration < 1:
+        parser.error(f"bad options (unknown setups: {sorted(unknown)})")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the benchmark; print and write the report."""
+    from tokenkeep.clock import SystemClock
+
+    args = parse_args(argv)
+    ensure_tools(install=args.install)
+    workdir = Path(tempfile.mkdtemp(prefix="tk-bench-"))
+    processes = Processes(workdir)
+    run = Run(
+        machine=machine(),
+        date=SystemClock().now().strftime("%Y-%m-%d %H:%M UTC"),
+        duration=args.duration,
+        connections=args.connections,
+        rounds=args.rounds,
+        body_bytes=len(query_body()),
+    )
+    print(f"work dir {workdir}; load average {load_average():.1f}", flush=True)
+    try:
+        with signals_unwind():
+            try:
+                targets = start_targets(processes, workdir, args.setups, run.notes)
+                run.results = measure(targets, args.connections, args.duration, args.rounds)
+            finally:
+                processes.stop_all()
+            if args.upload_mb > 0:
+                from upload import measure_upload
+
+                run.upload = measure_upload(processes, workdir / "upload", args.upload_mb)
+    except (KeyboardInterrupt, Interrupted) as exc:
+        print(f"interrupted ({type(exc).__name__}): everything stopped", file=sys.stderr)
+        return 130
+    finally:
+        processes.stop_all()
+        if not args.keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+    section = render(run)
+    print("\n" + section)
+    if str(args.doc) != "-":
+        write_doc(args.doc, section)
+        print(f"\nwrote {args.doc}")
     if args.json:
-        print(json.dumps(results, indent=2))
-    if args.write:
-        with args.write.open("a") as fh:
-            fh.write("\n## Proxy benchmark (bench/proxy.py)\n\n" + table + "\n")
+        args.json.write_text(json.dumps(run.__dict__, indent=2, default=str))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
