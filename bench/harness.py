@@ -32,6 +32,8 @@ QUERY_PATH = "/services/data/v60.0/query"
 QUERY = "q=SELECT+Id,Name+FROM+Account+LIMIT+9"
 ORG_ID = "00Dbx0000000001AAA"
 USER_ID = "005bx0000000001AAA"
+ACCESS_TOKEN = "00Dbx0000000001!AQ4AQbench.access.token.for.the.nginx.upstream"
+REFRESH_TOKEN = "5Aep861bench.refresh.token"
 
 
 # --------------------------------------------------------------------------- tools
@@ -304,7 +306,16 @@ def start_upstream(processes: Processes, workdir: Path) -> int:
     docroot = workdir / "www"
     docroot.mkdir(exist_ok=True)
     (docroot / "query.json").write_bytes(query_body())
-    return start_nginx(processes, workdir, "upstream.conf", "upstream", docroot=docroot)
+    return start_nginx(
+        processes,
+        workdir,
+        "upstream.conf",
+        "upstream",
+        docroot=docroot,
+        access_token=ACCESS_TOKEN,
+        org_id=ORG_ID,
+        user_id=USER_ID,
+    )
 
 
 # --------------------------------------------------------------------------- uvicorn / tokenkeep

@@ -42,8 +42,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness import (
+    ACCESS_TOKEN,
     QUERY,
     QUERY_PATH,
+    REFRESH_TOKEN,
     Interrupted,
     Processes,
     ensure_tools,
@@ -76,7 +78,6 @@ GOALS = {"rps": 0.7, "latency": 1.5, "cpu": 1.5, "workers": 1.6}
 DOC = Path(__file__).resolve().parent.parent / "docs" / "PERFORMANCE.md"
 MARK_START = "<!-- bench/proxy.py:start (generated; edits inside are overwritten) -->"
 MARK_END = "<!-- bench/proxy.py:end -->"
-ACCESS_TOKEN = "00Dbx0000000001!AQ4AQbench.access.token.for.the.nginx.upstream"
 
 
 @dataclass
@@ -139,6 +140,7 @@ def start_targets(
             instance_url=upstream,
             login_url=upstream,
             access_token=ACCESS_TOKEN,
+            refresh_token=REFRESH_TOKEN,
         )
         auth = {"Authorization": f"Bearer {data.api_key}"}
         for name in wants_tokenkeep:

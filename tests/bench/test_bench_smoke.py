@@ -14,6 +14,7 @@ import importlib.util
 import json
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 from types import ModuleType
 
@@ -50,6 +51,7 @@ needs_wrk = pytest.mark.skipif(
     reason="wrk is not installed (bench/proxy.py --install installs it)",
 )
 
+TOKEN_VALUES = {"access_token": "00Dx!tok", "org_id": "00Dx", "user_id": "005x"}
 WRK_OUTPUT = """Running 1s test @ http://127.0.0.1:1/x
   1 threads and 32 connections
   Thread Stats   Avg      Stdev     Max   +/- Stdev
@@ -84,6 +86,7 @@ def test_templates_render_without_placeholders_left() -> None:
             upstream_port=2,
             docroot="/w/www",
             user="",
+            **TOKEN_VALUES,
         )
         assert "{{" not in text
         assert "listen 127.0.0.1:1 " in text
@@ -171,6 +174,15 @@ def test_upstream_proxies_and_teardown(tmp_path: Path) -> None:
         assert harness.fetch(upstream + "/services/data/v60.0/sobjects/Account/001") == body
         for name in ("nginx-proxy", "minimal"):
             assert harness.fetch(targets[name].url) == body
+        # The upstream is also the login host tokenkeep refreshes against once.
+        request = urllib.request.Request(
+            upstream + "/services/oauth2/token", data=b"grant_type=refresh_token&refresh_token=x"
+        )
+        with urllib.request.urlopen(request, timeout=10) as resp:
+            token = json.loads(resp.read())
+        assert token["access_token"] == harness.ACCESS_TOKEN
+        assert token["instance_url"] == upstream
+        assert token["id"].endswith(f"/id/{harness.ORG_ID}/{harness.USER_ID}")
         # A short wrk run through the minimal proxy: the parser sees real output.
         result = harness.run_wrk(
             targets["minimal"].url, 1, 1, cpu_pids=targets["minimal"].cpu_pids, warmup=0
@@ -203,6 +215,7 @@ def test_nginx_accepts_the_rendered_configs(tmp_path: Path) -> None:
                 upstream_port=harness.free_port(),
                 docroot=tmp_path,
                 user="",
+                **TOKEN_VALUES,
             )
         )
         out = subprocess.run(
