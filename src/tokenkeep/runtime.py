@@ -11,7 +11,7 @@ already stored, and make sure an API key exists (a new one is returned once, for
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from tokenkeep.clock import Clock, SystemClock
 from tokenkeep.config import Settings
@@ -21,6 +21,12 @@ from tokenkeep.observability.logging import get_logger
 from tokenkeep.secret import Secret
 from tokenkeep.store import Store, ensure_bootstrap_api_key, open_store
 from tokenkeep.store.database import Database
+
+if TYPE_CHECKING:
+    import aiohttp
+
+    from tokenkeep.lifecycle.coordinator import RefreshCoordinator
+    from tokenkeep.oauth.client import TokenEndpointClient
 
 __all__ = ["Gateway", "GatewayNotStartedError", "Service"]
 
@@ -52,6 +58,9 @@ class Gateway:
         self._store: Store | None = None
         self._services: list[Service] = []
         self._running: list[Service] = []
+        self._http: aiohttp.ClientSession | None = None
+        self._oauth: TokenEndpointClient | None = None
+        self._coordinator: RefreshCoordinator | None = None
 
     def __repr__(self) -> str:
         state = "started" if self._store is not None else "stopped"
@@ -80,6 +89,25 @@ class Gateway:
         """The encryption keyring of the open store."""
         return self.store.keyring
 
+    @property
+    def oauth(self) -> TokenEndpointClient:
+        """The token-endpoint client (one shared aiohttp session for every provider call)."""
+        if self._oauth is None:
+            raise GatewayNotStartedError("the gateway is not started")
+        return self._oauth
+
+    @property
+    def coordinator(self) -> RefreshCoordinator:
+        """The single-flight refresh coordinator (also the proxy's token source)."""
+        if self._coordinator is None:
+            raise GatewayNotStartedError("the gateway is not started")
+        return self._coordinator
+
+    @property
+    def token_source(self) -> RefreshCoordinator | None:
+        """What the proxy asks for tokens; ``None`` until the gateway has started."""
+        return self._coordinator
+
     def add_service(self, service: Service) -> None:
         """Register a background service (started in order, stopped in reverse)."""
         self._services.append(service)
@@ -99,11 +127,13 @@ class Gateway:
         store = await open_store(self.settings, clock=self.clock)
         try:
             api_key = await ensure_bootstrap_api_key(store, self.settings)
+            self._start_lifecycle(store)
             for service in self._services:
                 await service.start()
                 self._running.append(service)
         except BaseException:
             await self._stop_services()
+            await self._close_http()
             await store.close()
             raise
         self._store = store
@@ -113,10 +143,36 @@ class Gateway:
     async def stop(self) -> None:
         """Stop the background services, then close the store. Safe to call twice."""
         await self._stop_services()
+        await self._close_http()
         store, self._store = self._store, None
         if store is not None:
             await store.close()
             self.log.info("gateway stopped")
+
+    def _start_lifecycle(self, store: Store) -> None:
+        # Imported here: the lifecycle pulls in aiohttp and the OAuth layer, which the
+        # admin CLI commands (that also build a Gateway) never need.
+        from tokenkeep.lifecycle.coordinator import RefreshCoordinator
+        from tokenkeep.oauth.client import TokenEndpointClient, create_session
+
+        settings = self.settings
+        self._http = create_session(
+            egress_address=settings.egress_address,
+            ca_bundle=settings.ca_bundle,
+            timeout_seconds=settings.upstream_timeout_seconds,
+            connect_timeout_seconds=settings.upstream_connect_timeout_seconds,
+        )
+        self._oauth = TokenEndpointClient(self._http, clock=self.clock)
+        self._coordinator = RefreshCoordinator(
+            store, self._oauth, settings=settings, clock=self.clock
+        )
+
+    async def _close_http(self) -> None:
+        http, self._http = self._http, None
+        self._oauth = None
+        self._coordinator = None
+        if http is not None:
+            await http.close()
 
     async def _stop_services(self) -> None:
         while self._running:

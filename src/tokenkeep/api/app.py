@@ -14,6 +14,7 @@ from tokenkeep.api.errors import install_error_handlers
 from tokenkeep.api.health import router as health_router
 from tokenkeep.api.integrations import router as integrations_router
 from tokenkeep.api.middleware import BodySizeLimit, RequestLog
+from tokenkeep.api.tokens import router as tokens_router
 from tokenkeep.runtime import Gateway
 
 __all__ = ["create_app"]
@@ -44,6 +45,7 @@ def create_app(gateway: Gateway) -> FastAPI:
     app.include_router(health_router)
     app.include_router(integrations_router, dependencies=authenticated)
     app.include_router(connections_router, dependencies=authenticated)
+    app.include_router(tokens_router, dependencies=authenticated)
 
     @app.get("/openapi.json", include_in_schema=False, dependencies=authenticated)
     async def openapi(request: Request) -> JSONResponse:

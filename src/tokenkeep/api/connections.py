@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from datetime import datetime
 from typing import Annotated
 
@@ -19,6 +20,7 @@ from tokenkeep.api.urls import check_upstream_url
 from tokenkeep.clock import utc_from_timestamp
 from tokenkeep.config import Settings
 from tokenkeep.errors import TokenkeepError
+from tokenkeep.oauth.expiry import next_refresh_at
 from tokenkeep.secret import Secret
 from tokenkeep.store import Store
 from tokenkeep.store.connections import ConnectionInput
@@ -68,6 +70,27 @@ def _issued_at(value: int | str | None) -> datetime | None:
     return utc_from_timestamp(int(value) / 1000)
 
 
+def _imported_expiry(
+    now: float, issued_at: int | str | None, session_timeout: int, settings: Settings
+) -> tuple[datetime | None, datetime | None]:
+    """When an imported token dies, as far as we can know without asking Salesforce.
+
+    With ``issued_at``, the token is assumed to live the integration's session timeout
+    from then: the provider's timestamp may only *shorten* that life (a provider clock
+    ahead of ours never makes a token outlive ``now + timeout``). Without it the age is
+    unknown, so nothing is assumed and the first use refreshes (and learns the real expiry).
+    """
+    if issued_at is None:
+        return None, None
+    age = max(0.0, now - int(issued_at) / 1000)
+    lifetime = float(session_timeout)
+    expires = now + max(0.0, lifetime - age)
+    refresh_at = next_refresh_at(
+        expires, lifetime, settings.refresh_margin_seconds, 0.1, random.Random()
+    )
+    return utc_from_timestamp(expires), utc_from_timestamp(min(refresh_at, expires))
+
+
 @router.post(
     "",
     response_model=ConnectionOut,
@@ -96,6 +119,10 @@ async def create_imported_connection(
     check_upstream_url(creds.instance_url, "credentials.instance_url", settings)
     org_id, user_id = parse_identity_url(creds.id)
     refresh = creds.refresh_token.get_secret_value() if creds.refresh_token else ""
+    integration = await store.integrations.get(body.integration)  # 404 before anything
+    expires_at, refresh_at = _imported_expiry(
+        store.clock.time(), creds.issued_at, integration.session_timeout_seconds, settings
+    )
     return await store.connections.create(
         ConnectionInput(
             id=body.connection_id,
@@ -107,6 +134,8 @@ async def create_imported_connection(
             access_token=Secret(creds.access_token.get_secret_value()),
             refresh_token=Secret(refresh) if refresh else None,
             issued_at=_issued_at(creds.issued_at),
+            expires_at=expires_at,
+            next_refresh_at=refresh_at,
             metadata=body.metadata,
         )
     )

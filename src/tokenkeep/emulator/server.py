@@ -256,7 +256,7 @@ class Emulator:
             access_log=False,
             server_header=False,
             # Idle keep-alive clients (requests over TLS) would otherwise hold a stop for 1 s.
-            timeout_graceful_shutdown=0.25,
+            timeout_graceful_shutdown=0.25,  # type: ignore[arg-type]  # a float works
             ssl_certfile=str(self.tls.cert_file) if self.tls else None,
             ssl_keyfile=str(self.tls.key_file) if self.tls else None,
         )

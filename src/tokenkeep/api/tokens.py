@@ -1,0 +1,101 @@
+"""Direct mode: ``GET /connections/{id}/token`` and ``POST /connections/{id}/refresh``.
+
+Both go through the gateway's :class:`~tokenkeep.lifecycle.coordinator.RefreshCoordinator`,
+so a caller here never starts a second refresh beside the scheduler, the proxy or another
+gateway process. These are the only routes that answer with an access token, and only to a
+holder of an API key; the answer is marked ``Cache-Control: no-store``.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Body, Path, Query, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from tokenkeep.api.deps import GatewayDep
+from tokenkeep.api.schemas import CONNECTION_ID_PATTERN
+from tokenkeep.lifecycle.tokens import FreshToken
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/connections", tags=["tokens"])
+
+IdPath = Annotated[str, Path(pattern=CONNECTION_ID_PATTERN, description="connection id")]
+
+
+class TokenOut(BaseModel):
+    """A usable access token (direct mode)."""
+
+    connection_id: str
+    org_id: str | None
+    access_token: str
+    instance_url: str
+    expires_at: datetime | None = Field(
+        description="tokenkeep's estimate of the expiry (introspection or session timeout)"
+    )
+    version: int = Field(
+        description="the stored credentials' version: send it back as rejected_version "
+        "when Salesforce refuses this token"
+    )
+
+
+class RefreshIn(BaseModel):
+    """Optional body of ``POST /connections/{id}/refresh``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    rejected_version: int | None = Field(
+        default=None,
+        ge=0,
+        description="the version of a token Salesforce just refused: refresh only if it is "
+        "still the stored one, else answer with the newer token another caller got",
+    )
+
+
+def _token_out(token: FreshToken, response: Response) -> TokenOut:
+    response.headers["Cache-Control"] = "no-store"
+    return TokenOut(
+        connection_id=token.connection_id,
+        org_id=token.org_id or None,
+        access_token=token.access_token.reveal(),
+        instance_url=token.instance_url,
+        expires_at=token.expires_at,
+        version=token.version,
+    )
+
+
+@router.get("/{connection_id}/token", response_model=TokenOut)
+async def get_token(
+    connection_id: IdPath,
+    gateway: GatewayDep,
+    response: Response,
+    min_ttl: Annotated[
+        float, Query(ge=0, le=3600, description="seconds the token must stay valid")
+    ] = 60.0,
+) -> TokenOut:
+    """A token valid for at least ``min_ttl`` seconds, refreshed first only if needed.
+
+    409 ``needs_reauth`` (no upstream call) when the grant is gone, 424 ``action_required``
+    when an org admin must act, 503 while the provider's token endpoint is failing.
+    """
+    token = await gateway.coordinator.fresh_token(connection_id, min_ttl=min_ttl)
+    return _token_out(token, response)
+
+
+@router.post("/{connection_id}/refresh", response_model=TokenOut)
+async def refresh(
+    connection_id: IdPath,
+    gateway: GatewayDep,
+    response: Response,
+    body: Annotated[RefreshIn | None, Body()] = None,
+) -> TokenOut:
+    """Refresh now through the single flight (or after a rejection, only if still needed)."""
+    coordinator = gateway.coordinator
+    if body is not None and body.rejected_version is not None:
+        await coordinator.refresh_after_rejection(connection_id, body.rejected_version)
+        token = await coordinator.fresh_token(connection_id, min_ttl=0)
+    else:
+        token = await coordinator.refresh(connection_id)
+    return _token_out(token, response)
