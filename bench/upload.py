@@ -3,11 +3,12 @@
 Run alone (``python bench/upload.py [--mb 100]``) or as the last part of bench/proxy.py.
 
 The emulator (``tokenkeep emulator``) and the gateway (``tokenkeep serve``, 1 worker) each
-run in their own process. A password grant gets a real emulator session, which is imported
-as a connection; then through ``/c/<id>/...``: create an ingest job, ``PUT`` the CSV in 1 MiB
-chunks with a ``Content-Length`` (larger than the retry buffer, so the proxy must stream),
-mark it ``UploadComplete`` and read the job back. A thread samples the gateway's RSS every
-20 ms; the figure that matters is peak minus idle: it must not grow with the body.
+run in their own process. An authorization-code grant (the admin API's headless authorize)
+gets a real emulator session with a refresh token, which is imported as a connection; then
+through ``/c/<id>/...``: create an ingest job, ``PUT`` the CSV in 1 MiB chunks with a
+``Content-Length`` (larger than the retry buffer, so the proxy must stream), mark it
+``UploadComplete`` and read the job back. A thread samples the gateway's RSS every 20 ms;
+the figure that matters is peak minus idle: it must not grow with the body.
 """
 
 from __future__ import annotations
@@ -63,21 +64,42 @@ def _start_emulator(processes: Processes, workdir: Path) -> dict[str, Any]:
     raise RuntimeError("the emulator did not start (see emulator.log)")
 
 
-def _password_grant(doc: dict[str, Any]) -> dict[str, Any]:
+def _post(url: str, form: dict[str, str] | None = None, body: Any = None) -> dict[str, Any]:
+    if body is not None:
+        data, kind = json.dumps(body).encode(), "application/json"
+    else:
+        data, kind = (
+            urllib.parse.urlencode(form or {}).encode(),
+            "application/x-www-form-urlencoded",
+        )
+    request = urllib.request.Request(url, data=data, headers={"Content-Type": kind})
+    with urllib.request.urlopen(request, timeout=10) as resp:
+        answer: dict[str, Any] = json.loads(resp.read())
+    return answer
+
+
+def _authorization_code_grant(doc: dict[str, Any]) -> dict[str, Any]:
+    """A real emulator session with a refresh token (the admin API's headless authorize)."""
     app, user = doc["apps"][0], doc["orgs"][0]["users"][0]
-    form = urllib.parse.urlencode(
-        {
-            "grant_type": "password",
+    redirect = "http://localhost/callback"
+    code = _post(
+        doc["admin_url"] + "/authorize",
+        body={
+            "client_id": app["client_id"],
+            "username": user["username"],
+            "redirect_uri": redirect,
+        },
+    )["code"]
+    return _post(
+        doc["login_url"] + "/services/oauth2/token",
+        form={
+            "grant_type": "authorization_code",
+            "code": code,
+            "redirect_uri": redirect,
             "client_id": app["client_id"],
             "client_secret": app["client_secret"],
-            "username": user["username"],
-            "password": user["password"],
-        }
-    ).encode()
-    request = urllib.request.Request(doc["login_url"] + "/services/oauth2/token", data=form)
-    with urllib.request.urlopen(request, timeout=10) as resp:
-        token: dict[str, Any] = json.loads(resp.read())
-    return token
+        },
+    )
 
 
 class _RssSampler(threading.Thread):
@@ -163,7 +185,7 @@ def measure_upload(processes: Processes, workdir: Path, size_mb: int) -> dict[st
     own = Processes(workdir)
     try:
         doc = _start_emulator(own, workdir)
-        token = _password_grant(doc)
+        token = _authorization_code_grant(doc)
         org_id, user_id = token["id"].rstrip("/").split("/")[-2:]
         data = prepare_tokenkeep(
             workdir / "tokenkeep",
