@@ -107,3 +107,55 @@ async def test_token_routes_need_an_api_key_and_a_known_connection(
     assert unknown.status_code == 404
     assert unknown.json()["error"]["code"] == "not_found"
     assert bad_body.status_code == 422
+
+
+async def test_delete_with_revoke_revokes_the_grant_upstream(
+    tokenkeep_gateway: GatewayUnderTest,
+) -> None:
+    gw = tokenkeep_gateway
+    await gw.connect("t5")
+    async with httpx.AsyncClient(base_url=gw.base_url, headers=_auth(gw)) as http:
+        token = (await http.get("/connections/t5/token")).json()
+        deleted = await http.delete("/connections/t5", params={"revoke": "true"})
+        gone = await http.get("/connections/t5")
+    assert deleted.status_code == 204
+    assert gone.status_code == 404
+    # Revoking the refresh token revoked its access token too.
+    assert (await _limits(token)).status_code == 401
+    assert len(gw.emulator.admin.requests(path="/services/oauth2/revoke")) == 1
+
+
+async def test_delete_with_revoke_keeps_the_connection_when_salesforce_is_unreachable(
+    tokenkeep_gateway: GatewayUnderTest, unused_tcp_port: int
+) -> None:
+    gw = tokenkeep_gateway
+    down = f"http://127.0.0.1:{unused_tcp_port}"  # nothing listens there
+    async with httpx.AsyncClient(base_url=gw.base_url, headers=_auth(gw)) as http:
+        put = await http.put(
+            "/integrations/down",
+            json={
+                "provider": "salesforce",
+                "client_id": "3MVG9down",
+                "client_secret": "s3cret",
+                "login_url": down,
+            },
+        )
+        assert put.status_code in (200, 201), put.text
+        imported = await http.post(
+            "/connections",
+            json={
+                "connection_id": "t6",
+                "integration": "down",
+                "credentials": {
+                    "access_token": "00D000000000001!tok",
+                    "refresh_token": "5Aep8rt",
+                    "instance_url": down,
+                },
+            },
+        )
+        assert imported.status_code == 201, imported.text
+        refused = await http.delete("/connections/t6", params={"revoke": "true"})
+        still = await http.get("/connections/t6")
+    assert refused.status_code == 503
+    assert refused.json()["error"]["code"] == "upstream_unavailable"
+    assert still.status_code == 200

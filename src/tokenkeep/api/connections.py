@@ -19,8 +19,11 @@ from tokenkeep.api.schemas import (
 from tokenkeep.api.urls import check_upstream_url
 from tokenkeep.clock import utc_from_timestamp
 from tokenkeep.config import Settings
-from tokenkeep.errors import TokenkeepError
+from tokenkeep.errors import NotFoundError
+from tokenkeep.lifecycle.coordinator import oauth_app_for
+from tokenkeep.oauth.errors import OAuthError
 from tokenkeep.oauth.expiry import next_refresh_at
+from tokenkeep.runtime import Gateway
 from tokenkeep.secret import Secret
 from tokenkeep.store import Store
 from tokenkeep.store.connections import ConnectionInput
@@ -31,13 +34,6 @@ __all__ = ["connection_out", "create_imported_connection", "router"]
 router = APIRouter(prefix="/connections", tags=["connections"])
 
 IdPath = Annotated[str, Path(pattern=CONNECTION_ID_PATTERN, description="connection id")]
-
-
-class NotImplementedYetError(TokenkeepError):
-    """A documented option whose implementation is not part of this release yet."""
-
-    code = "not_implemented"
-    status_code = 501
 
 
 def connection_out(connection: Connection) -> ConnectionOut:
@@ -177,9 +173,29 @@ async def delete_connection(
 ) -> Response:
     """204; 404 if unknown. The tokens are gone from the store when this returns."""
     if revoke:
-        # Upstream revocation needs the OAuth client of the lifecycle step; refusing is
-        # better than deleting while the user believes the grant was revoked.
-        raise NotImplementedYetError("revoke=true is not available in this version yet.")
+        await _revoke_upstream(gateway, store, connection_id)
     await store.connections.delete(connection_id)
-    gateway.log.info("connection deleted", connection_id=connection_id)
+    gateway.coordinator.forget(connection_id)
+    gateway.log.info("connection deleted", connection_id=connection_id, revoked=revoke)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+async def _revoke_upstream(gateway: Gateway, store: Store, connection_id: str) -> None:
+    """Revoke the grant at the provider before the row goes.
+
+    Revoking the refresh token revokes its access tokens too. ``invalid_token`` means the
+    provider no longer knows the token (already revoked): the goal is met. Any other refusal
+    or a transport fault keeps the connection (502/503): deleting it would leave a live
+    grant the user believes is gone, with no token left to revoke it.
+    """
+    conn = await store.connections.get(connection_id, with_credentials=True)
+    integration = await store.integrations.get(conn.integration_key, with_secrets=True)
+    credentials = conn.credentials
+    if credentials is None:  # asked for above; the repository always fills it then
+        raise NotFoundError(f"connection {connection_id} has no stored credentials")
+    token = credentials.refresh_token or credentials.access_token
+    try:
+        await gateway.oauth.revoke(oauth_app_for(integration), token)
+    except OAuthError as exc:
+        if exc.error != "invalid_token":
+            raise
