@@ -93,6 +93,13 @@ def test_renew_uses_a_token_this_process_already_renewed() -> None:
     assert done.value.value == NEW
 
 
+def test_renew_names_the_rejected_version_in_one_call() -> None:
+    rejected = Token(Secret("old-token"), "https://na1.example", version=7)
+    flow = renew_flow(rejected, rejected)
+    assert next(flow) == Refresh(rejected_version=7)
+    assert _finish(flow, NEW) == NEW
+
+
 def test_renew_uses_the_gateways_newer_token_without_refreshing() -> None:
     flow = renew_flow(OLD, OLD)
     assert next(flow) == Fetch()

@@ -2,7 +2,8 @@
 
 Both set ``Authorization: Bearer <token>`` from the gateway (``GET
 /connections/{id}/token``), remember the token between calls, and when Salesforce says the
-session is dead they renew it through the gateway and replay the request once. The
+session is dead they renew it through the gateway (``POST /connections/{id}/refresh`` with
+the refused token's ``rejected_version``) and replay the request once. The
 decisions are the generators of :mod:`tokenkeep.client._policy`; this module only answers
 their steps with real calls.
 
@@ -77,10 +78,15 @@ class _SyncSteps:
         self.memory = _Remembered(clock or SystemClock())
         self._renewing = threading.Lock()
 
-    def token(self, step: Fetch | Refresh) -> Token:
+    @staticmethod
+    def token_from(client: Client, connection_id: str, step: Fetch | Refresh) -> Token:
+        """One blocking gateway call for ``step``."""
         if isinstance(step, Refresh):
-            return self.client.refresh_connection(self.connection_id)
-        return self.client.get_token(self.connection_id)
+            return client.refresh_connection(connection_id, rejected_version=step.rejected_version)
+        return client.get_token(connection_id)
+
+    def token(self, step: Fetch | Refresh) -> Token:
+        return self.token_from(self.client, self.connection_id, step)
 
     def renew(self, step: Renew) -> Token:
         # One renewal per auth object at a time: concurrent calls that all saw the same
@@ -123,10 +129,11 @@ class _AsyncSteps:
     async def token(self, step: Fetch | Refresh) -> Token:
         client = self.client
         if isinstance(client, Client):
-            call = client.refresh_connection if isinstance(step, Refresh) else client.get_token
-            return await asyncio.to_thread(call, self.connection_id)
+            return await asyncio.to_thread(_SyncSteps.token_from, client, self.connection_id, step)
         if isinstance(step, Refresh):
-            return await client.refresh_connection(self.connection_id)
+            return await client.refresh_connection(
+                self.connection_id, rejected_version=step.rejected_version
+            )
         return await client.get_token(self.connection_id)
 
     async def renew(self, step: Renew) -> Token:

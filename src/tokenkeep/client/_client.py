@@ -250,17 +250,25 @@ class Client(_Base):
         """Delete a connection (``revoke=True`` also revokes its tokens upstream)."""
         return self._run(ops.delete_connection(connection_id, revoke=revoke))
 
-    def refresh_connection(self, connection_id: str) -> Token:
-        """Force a refresh through the gateway's single-flight path; the new token."""
-        token = self._run(ops.refresh_connection(connection_id))
+    def refresh_connection(
+        self, connection_id: str, *, rejected_version: int | None = None
+    ) -> Token:
+        """Refresh through the gateway's single-flight path; the new token.
+
+        With ``rejected_version`` (a :attr:`Token.version` Salesforce just refused) the
+        gateway refreshes only if that token is still the stored one, and otherwise answers
+        with the newer token another caller already got.
+        """
+        token = self._run(ops.refresh_connection(connection_id, rejected_version=rejected_version))
         return token if token is not None else self.get_token(connection_id)
 
-    def get_token(self, connection_id: str) -> Token:
+    def get_token(self, connection_id: str, *, min_ttl: float | None = None) -> Token:
         """A valid access token and its instance URL (direct mode).
 
+        ``min_ttl``: seconds the token must stay valid (the gateway's default otherwise).
         ``NeedsReauthError`` / ``ActionRequiredError`` when the connection cannot be used.
         """
-        return self._run(ops.get_token(connection_id))
+        return self._run(ops.get_token(connection_id, min_ttl=min_ttl))
 
     # -- connect, diagnosis, logs -----------------------------------------------------------
     def create_connect_session(
@@ -455,14 +463,18 @@ class AsyncClient(_Base):
         """See :meth:`Client.delete_connection`."""
         return await self._run(ops.delete_connection(connection_id, revoke=revoke))
 
-    async def refresh_connection(self, connection_id: str) -> Token:
+    async def refresh_connection(
+        self, connection_id: str, *, rejected_version: int | None = None
+    ) -> Token:
         """See :meth:`Client.refresh_connection`."""
-        token = await self._run(ops.refresh_connection(connection_id))
+        token = await self._run(
+            ops.refresh_connection(connection_id, rejected_version=rejected_version)
+        )
         return token if token is not None else await self.get_token(connection_id)
 
-    async def get_token(self, connection_id: str) -> Token:
+    async def get_token(self, connection_id: str, *, min_ttl: float | None = None) -> Token:
         """See :meth:`Client.get_token`."""
-        return await self._run(ops.get_token(connection_id))
+        return await self._run(ops.get_token(connection_id, min_ttl=min_ttl))
 
     # -- connect, diagnosis, logs -----------------------------------------------------------
     async def create_connect_session(

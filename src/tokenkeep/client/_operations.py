@@ -193,7 +193,9 @@ def delete_connection(connection_id: str, *, revoke: bool) -> Operation[None]:
     return Operation("DELETE", f"/connections/{_seg(connection_id)}", _nothing, params=params)
 
 
-def refresh_connection(connection_id: str) -> Operation[Token | None]:
+def refresh_connection(
+    connection_id: str, *, rejected_version: int | None
+) -> Operation[Token | None]:
     """``POST /connections/{id}/refresh`` → the new token when the answer carries one."""
 
     def parse(response: httpx.Response) -> Token | None:
@@ -205,13 +207,17 @@ def refresh_connection(connection_id: str) -> Operation[Token | None]:
             return parse_token(doc)
         return None
 
-    return Operation("POST", f"/connections/{_seg(connection_id)}/refresh", parse)
+    body = {"rejected_version": rejected_version} if rejected_version is not None else None
+    return Operation("POST", f"/connections/{_seg(connection_id)}/refresh", parse, json=body)
 
 
-def get_token(connection_id: str) -> Operation[Token]:
+def get_token(connection_id: str, *, min_ttl: float | None) -> Operation[Token]:
     """``GET /connections/{id}/token`` (direct mode)."""
     return Operation(
-        "GET", f"/connections/{_seg(connection_id)}/token", lambda r: parse_token(r.json())
+        "GET",
+        f"/connections/{_seg(connection_id)}/token",
+        lambda r: parse_token(r.json()),
+        params=_drop_none({"min_ttl": min_ttl}),
     )
 
 

@@ -3,10 +3,11 @@
 A direct-mode call goes: take the token (the one remembered, or the gateway's current one),
 send, and if Salesforce answers that the session is dead (``401 INVALID_SESSION_ID``, or
 ``403 Bad_OAuth_Token`` on identity endpoints), renew the token and send again, **once**.
-Renewing asks the gateway for its current token first: when another caller or process has
-already replaced the rejected one, that newer token is used and nothing is refreshed; only
-when the gateway still holds the rejected token is it asked to refresh (its single-flight
-coordinator makes concurrent refreshes one). The replay is never replayed.
+Renewing tells the gateway which token version was refused (``POST
+/connections/{id}/refresh`` with ``rejected_version``): when another caller or process has
+already replaced it, the gateway answers with that newer token and refreshes nothing; only
+when it still holds the refused token does it refresh (its single-flight coordinator makes
+concurrent refreshes one). The replay is never replayed.
 
 The drivers (``httpx`` sync and async auth flows, the ``requests`` hook) answer the steps
 these generators yield; they never decide anything themselves.
@@ -42,7 +43,13 @@ class Fetch:
 
 @dataclass(frozen=True, slots=True)
 class Refresh:
-    """Answer with a refreshed token (``POST /connections/{id}/refresh``)."""
+    """Answer with a refreshed token (``POST /connections/{id}/refresh``).
+
+    With ``rejected_version`` the gateway refreshes only if that version is still the
+    stored one, and otherwise answers with the newer token another caller already got.
+    """
+
+    rejected_version: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +99,12 @@ def renew_flow(
     """A token newer than ``rejected``, refreshing only if the gateway still holds it."""
     if remembered is not None and not same_token(remembered, rejected):
         return remembered  # another call of this process already renewed it
+    if rejected.version is not None:
+        # One call: the gateway compares versions under its single-flight lock, so two
+        # processes that saw the same dead token cause one refresh, not two.
+        renewed: Token = yield Refresh(rejected_version=rejected.version)
+        return renewed
+    # A gateway that reports no version: compare tokens here (a small race remains).
     current = yield Fetch()
     if same_token(current, rejected):
         current = yield Refresh()
