@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from tokenkeep.client._models import Token
-from tokenkeep.proxy.retry import Kind, inspect_response
 
 __all__ = [
     "Fetch",
@@ -85,6 +84,12 @@ def session_rejected(status: int, body: bytes) -> bool:
     ``401`` with ``INVALID_SESSION_ID`` (not the "not valid for the REST API" variant,
     which a refresh does not fix) and the ``403 Bad_OAuth_Token`` of identity endpoints.
     """
+    if not wants_body(status):
+        return False
+    # Imported here: the proxy package pulls in aiohttp and the ASGI app, which an SDK user
+    # should not pay for at import time, only on the first 401/403.
+    from tokenkeep.proxy.retry import Kind, inspect_response
+
     return inspect_response(status, body).kind is Kind.SESSION_INVALID
 
 
