@@ -162,3 +162,11 @@ async def test_a_streamed_body_is_not_replayed_but_the_next_call_works(
         retried = await sf.post(accounts, content=body("streamed 2"), headers=headers)
         assert retried.status_code == 201, retried.text
         assert gw.grants("refresh_token") == before + 1
+
+
+def test_an_async_sdk_client_cannot_drive_a_sync_httpx_client() -> None:
+    from tokenkeep.client import AsyncClient
+
+    auth = TokenkeepAuth(AsyncClient("http://127.0.0.1:9", "tk_x"), "acme")
+    with httpx.Client(auth=auth) as sf, pytest.raises(TypeError, match="AsyncClient"):
+        sf.get("http://127.0.0.1:9/services/data")

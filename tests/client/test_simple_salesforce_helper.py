@@ -15,15 +15,16 @@ emulator's log.
 from __future__ import annotations
 
 import asyncio
+import sys
 from typing import Literal, cast
 
 import pytest
 from simple_salesforce import Salesforce, SFType
 from simple_salesforce.exceptions import SalesforceResourceNotFound
 
-from tokenkeep.client import simple_salesforce
+from tokenkeep.client import Client, simple_salesforce
 from tokenkeep.client._simple_salesforce import RebaseAdapter
-from tokenkeep.errors import NotFoundError
+from tokenkeep.errors import ConfigError, NotFoundError
 from tokenkeep.testing import GatewayUnderTest
 
 pytestmark = pytest.mark.tokenkeep_gateway(orgs=1, seed=7)
@@ -130,3 +131,14 @@ def test_rebase_adapter_keeps_path_and_query_and_is_idempotent() -> None:
     once = same_host.rebase("https://gw/services/x")
     assert once == "https://gw/c/acme/services/x"
     assert same_host.rebase(once) == once
+
+
+def test_without_simple_salesforce_installed_the_error_says_what_to_install(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # None in sys.modules makes `import simple_salesforce` raise ImportError, as when the
+    # extra is not installed.
+    monkeypatch.setitem(sys.modules, "simple_salesforce", None)
+    with Client("http://127.0.0.1:9", "tk_x") as tk, pytest.raises(ConfigError) as missing:
+        simple_salesforce(tk, "acme")
+    assert "tokenkeep[simple-salesforce]" in missing.value.message
