@@ -61,8 +61,13 @@ async def connect(
     connection_id: str,
     *,
     clock: Clock,
+    session_timeout: int = SESSION_TIMEOUT,
+    schedule: bool = True,
 ) -> Connection:
-    """Authorize ``user`` headlessly, exchange the code, store the connection."""
+    """Authorize ``user`` headlessly, exchange the code, store the connection.
+
+    ``schedule=False`` leaves ``next_refresh_at`` empty (like an import) for the scheduler
+    to plan."""
     integration = await store.integrations.get(INTEGRATION, with_secrets=True)
     app = oauth_app_for(integration)
     redirect = emu.app_config.redirect_uris[0]
@@ -79,7 +84,7 @@ async def connect(
     assert tokens.user_id
     assert tokens.refresh_token
     issued = utc_from_timestamp(tokens.received_at)
-    expires = issued + timedelta(seconds=SESSION_TIMEOUT)
+    expires = issued + timedelta(seconds=session_timeout)
     return await store.connections.create(
         ConnectionInput(
             id=connection_id,
@@ -93,7 +98,7 @@ async def connect(
             refresh_token=tokens.refresh_token,
             issued_at=issued,
             expires_at=expires,
-            next_refresh_at=expires - timedelta(seconds=900),
+            next_refresh_at=expires - timedelta(seconds=900) if schedule else None,
             issued_to_address=tokens.local_address,
         )
     )

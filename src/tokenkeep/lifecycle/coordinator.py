@@ -80,6 +80,7 @@ _COMMIT_RETRIES = 3
 # The proxy asks for a token that lives at least this long (a call plus its one retry).
 PROXY_MIN_TTL = 30.0
 _JITTER_FRACTION = 0.1
+_CONFIG_TTL = 30.0
 
 
 def oauth_app_for(integration: Integration) -> OAuthApp:
@@ -109,6 +110,9 @@ class _Need:
 
     min_ttl: float | None = None
     newer_than: int | None = None
+    # The scheduler and an explicit refresh may try while a failing connection backs off
+    # (the scheduler only claims a row once its retry time has come).
+    ignore_backoff: bool = False
 
 
 class RefreshCoordinator:
@@ -142,6 +146,10 @@ class RefreshCoordinator:
         self.heartbeat_interval = heartbeat_interval
         self._rng = rng or random.Random()
         self._flights: dict[str, asyncio.Task[FreshToken]] = {}
+        # Short-lived caches of what every refresh reads but rarely changes (an edited
+        # integration or a learned org timeout is picked up within _CONFIG_TTL seconds).
+        self._integrations: dict[str, tuple[float, Integration]] = {}
+        self._org_timeouts: dict[str, tuple[float, float | None]] = {}
         # Counters for tests and metrics.
         self.refreshes = 0
         self.fenced_writes = 0
@@ -168,11 +176,15 @@ class RefreshCoordinator:
         """
         conn = await self.store.connections.get(connection_id)
         self._raise_for_status(conn)
-        return await self._single_flight(connection_id, _Need(newer_than=conn.version))
+        return await self._single_flight(
+            connection_id, _Need(newer_than=conn.version, ignore_backoff=True)
+        )
 
     async def refresh_if_unchanged(self, connection_id: str, version: int) -> FreshToken:
         """Refresh unless the row has moved past ``version`` (the scheduler's claim)."""
-        return await self._single_flight(connection_id, _Need(newer_than=version))
+        return await self._single_flight(
+            connection_id, _Need(newer_than=version, ignore_backoff=True)
+        )
 
     async def refresh_after_rejection(
         self, connection_id: str, rejected_version: int
@@ -235,14 +247,20 @@ class RefreshCoordinator:
         return conn.expires_at.timestamp() - self.clock.time() >= need.min_ttl
 
     async def _flight(self, connection_id: str, need: _Need) -> FreshToken:
-        for _ in range(_MAX_ROUNDS):
-            conn = await self.store.connections.get(connection_id, with_credentials=True)
-            self._raise_for_status(conn)
-            if self._satisfied(conn, need):
-                return self._remember(conn)
-            backing_off = self._backoff_answer(conn)
-            if backing_off is not None:
-                return backing_off
+        for round_ in range(_MAX_ROUNDS):
+            if round_ == 0 and need.ignore_backoff and need.newer_than is not None:
+                # A forced or scheduled refresh almost always refreshes: go straight for
+                # the lease (the re-read under it checks everything the pre-read would).
+                seen_version = need.newer_than
+            else:
+                conn = await self.store.connections.get(connection_id, with_credentials=True)
+                self._raise_for_status(conn)
+                if self._satisfied(conn, need):
+                    return self._remember(conn)
+                backing_off = None if need.ignore_backoff else self._backoff_answer(conn, need)
+                if backing_off is not None:
+                    return backing_off
+                seen_version = conn.version
             grant = await acquire_lease(
                 self.store.db,
                 connection_id,
@@ -251,7 +269,7 @@ class RefreshCoordinator:
                 seconds=self.lease_seconds,
             )
             if not grant.acquired:
-                await self._wait_for_holder(connection_id, conn.version)
+                await self._wait_for_holder(connection_id, seen_version)
                 continue
             released = False
             try:
@@ -290,7 +308,7 @@ class RefreshCoordinator:
                 details={"connection_id": conn.id, "cause": reason.split(":", 1)[0]},
             )
 
-    def _backoff_answer(self, conn: Connection) -> FreshToken | None:
+    def _backoff_answer(self, conn: Connection, need: _Need) -> FreshToken | None:
         """While a failing refresh backs off: the current token if it still lives, else a
         clear 503. Callers must not hammer a provider that is down."""
         if conn.refresh_attempts <= 0 or conn.next_refresh_at is None:
@@ -298,7 +316,8 @@ class RefreshCoordinator:
         now = self.clock.time()
         if conn.next_refresh_at.timestamp() <= now:
             return None
-        if conn.expires_at is not None and conn.expires_at.timestamp() > now:
+        alive = conn.expires_at is not None and conn.expires_at.timestamp() > now
+        if alive and need.newer_than is None:
             return self._remember(conn)
         raise TransientUpstreamError(
             f"connection {conn.id}: the token endpoint is failing; next attempt at "
@@ -338,7 +357,7 @@ class RefreshCoordinator:
         self, conn: Connection, grant: LeaseGrant
     ) -> FreshToken | None:
         """Call the token endpoint and commit; None when the stored row moved on (use it)."""
-        integration = await self.store.integrations.get(conn.integration_key, with_secrets=True)
+        integration = await self._integration(conn.integration_key)
         app = oauth_app_for(integration)
         learned = await self._learned_timeout(conn.org_id)
         used = conn.credentials.refresh_token if conn.credentials else None
@@ -585,7 +604,25 @@ class RefreshCoordinator:
             return (await session.execute(query)).first() is not None
 
     # -- expiry learning --------------------------------------------------------------------
+    async def _integration(self, key: str) -> Integration:
+        now = self.clock.monotonic()
+        cached = self._integrations.get(key)
+        if cached is not None and now - cached[0] < _CONFIG_TTL:
+            return cached[1]
+        integration = await self.store.integrations.get(key, with_secrets=True)
+        self._integrations[key] = (now, integration)
+        return integration
+
     async def _learned_timeout(self, org_id: str) -> float | None:
+        now = self.clock.monotonic()
+        cached = self._org_timeouts.get(org_id)
+        if cached is not None and now - cached[0] < _CONFIG_TTL:
+            return cached[1]
+        value = await self._read_learned_timeout(org_id)
+        self._org_timeouts[org_id] = (now, value)
+        return value
+
+    async def _read_learned_timeout(self, org_id: str) -> float | None:
         async with self.store.db.read() as session:
             value = await session.scalar(
                 select(OrgStateRow.session_timeout_estimate_seconds).where(
@@ -604,11 +641,12 @@ class RefreshCoordinator:
         observed = now - conn.issued_at.timestamp()
         if observed >= predicted or observed <= 0:
             return
-        current = await self._learned_timeout(conn.org_id) or predicted
+        current = await self._read_learned_timeout(conn.org_id) or predicted
         learned = learn_from_early_death(observed, current)
         if learned >= current:
             return
         await self._store_learned_timeout(conn.org_id, learned)
+        self._org_timeouts[conn.org_id] = (self.clock.monotonic(), learned)
         _log.info(
             "session died earlier than predicted; org estimate shortened",
             org_id=conn.org_id,

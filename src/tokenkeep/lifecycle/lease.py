@@ -27,10 +27,19 @@ from tokenkeep.observability.logging import get_logger
 from tokenkeep.store.database import Database
 from tokenkeep.store.models import ConnectionRow
 
-__all__ = ["LeaseGrant", "LeaseHeartbeat", "acquire_lease", "release_lease", "renew_lease"]
+__all__ = [
+    "CLAIM_PREFIX",
+    "LeaseGrant",
+    "LeaseHeartbeat",
+    "acquire_lease",
+    "claim_owner",
+    "release_lease",
+    "renew_lease",
+]
 
 _log = get_logger("tokenkeep.lifecycle.lease")
 _T = cast(Table, ConnectionRow.__table__)
+CLAIM_PREFIX = "claim:"
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,11 +57,22 @@ class LeaseGrant:
     took_over_expired: bool = False
 
 
+def claim_owner(owner: str) -> str:
+    """The lease owner the scheduler writes when it claims a row for ``owner``.
+
+    A claim reserves the row before any token-endpoint call: if it expires (the scheduler
+    died or fell behind), whoever takes over knows no refresh token was consumed.
+    """
+    return CLAIM_PREFIX + owner
+
+
 async def acquire_lease(
     db: Database, connection_id: str, owner: str, *, now: datetime, seconds: float
 ) -> LeaseGrant:
-    """Take the lease if it is free, expired or already ours (one short write transaction)."""
+    """Take the lease if it is free, expired, already ours, or claimed by our scheduler
+    (one short write transaction)."""
     until = now + timedelta(seconds=seconds)
+    ours = (owner, claim_owner(owner))
     async with db.write() as session:
         query = select(_T.c.lease_owner, _T.c.lease_until).where(_T.c.id == connection_id)
         if db.dialect == "postgresql":
@@ -61,7 +81,7 @@ async def acquire_lease(
         if row is None:
             return LeaseGrant(acquired=False, holder=None, until=None)
         holder, holder_until = row
-        held_by_other = holder is not None and holder != owner
+        held_by_other = holder is not None and holder not in ours
         if held_by_other and holder_until is not None and holder_until > now:
             return LeaseGrant(acquired=False, holder=holder, until=holder_until)
         # The WHERE repeats the check so the statement is safe even without the row lock.
@@ -70,7 +90,7 @@ async def acquire_lease(
             .where(_T.c.id == connection_id)
             .where(
                 (_T.c.lease_owner.is_(None))
-                | (_T.c.lease_owner == owner)
+                | (_T.c.lease_owner.in_(ours))
                 | (_T.c.lease_until.is_(None))
                 | (_T.c.lease_until <= now)
             )
@@ -78,13 +98,15 @@ async def acquire_lease(
         )
         if result.rowcount != 1:  # type: ignore[attr-defined]
             return LeaseGrant(acquired=False, holder=holder, until=holder_until)
-    if held_by_other:
+    # Only a refresh lease that died matters: its holder may have consumed the token.
+    took_over = held_by_other and not str(holder).startswith(CLAIM_PREFIX)
+    if took_over:
         _log.warning(
             "took over an expired refresh lease",
             connection_id=connection_id,
             previous_owner=holder,
         )
-    return LeaseGrant(acquired=True, holder=owner, until=until, took_over_expired=held_by_other)
+    return LeaseGrant(acquired=True, holder=owner, until=until, took_over_expired=took_over)
 
 
 async def renew_lease(

@@ -1,0 +1,53 @@
+"""A scheduler OS process for the multi-process scheduler test (not a test module).
+
+Usage: ``python scheduler_worker.py '<json>'`` with ``db_url``, ``keys``, ``clock_file``
+and ``owner``. Runs a RefreshScheduler on the shared FileClock, prints ``ready``, and stops
+when a line (or EOF) arrives on stdin; then prints one JSON line with its counters.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+
+from tokenkeep.clock import FileClock
+from tokenkeep.config import load_settings
+from tokenkeep.crypto import Keyring
+from tokenkeep.lifecycle.coordinator import RefreshCoordinator
+from tokenkeep.lifecycle.scheduler import RefreshScheduler
+from tokenkeep.oauth.client import TokenEndpointClient, create_session
+from tokenkeep.observability.logging import configure_logging
+from tokenkeep.store import Database, Store
+
+
+async def main(args: dict[str, object]) -> None:
+    configure_logging(level="INFO")  # to stderr: stdout carries "ready" and the result
+    clock = FileClock(str(args["clock_file"]))
+    db = Database(str(args["db_url"]), clock=clock)
+    store = Store(db=db, keyring=Keyring.parse(str(args["keys"])), clock=clock)
+    settings = load_settings(database_url=str(args["db_url"]), allow_insecure_loopback=True)
+    session = create_session(timeout_seconds=30)
+    client = TokenEndpointClient(session, clock=clock)
+    coordinator = RefreshCoordinator(
+        store, client, settings=settings, clock=clock, owner=str(args["owner"])
+    )
+    scheduler = RefreshScheduler(
+        store, coordinator, settings=settings, clock=clock, interval=60, batch_size=100
+    )
+    try:
+        await scheduler.start()
+        print("ready", flush=True)
+        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+        await scheduler.stop()
+        print(
+            json.dumps({"cycles": scheduler.cycles, "refreshes": coordinator.refreshes}),
+            flush=True,
+        )
+    finally:
+        await session.close()
+        await db.close()
+
+
+if __name__ == "__main__":
+    asyncio.run(main(json.loads(sys.argv[1])))
