@@ -181,16 +181,21 @@ async def test_two_scheduler_processes_keep_1000_connections_fresh_for_24_hours(
             emu.admin.patch_org(org.org_id, {"session_timeout_seconds": TIMEOUT})
         await register_integration(store, emu, session_timeout_seconds=TIMEOUT)
         users = [u for org in emu.orgs for u in org.users]
-        for i in range(CONNECTIONS):
-            await connect(
-                store,
-                emu,
-                client,
-                users[i % len(users)],
-                f"c{i:04d}",
-                clock=clock,
-                session_timeout=TIMEOUT,
-                schedule=False,
+        for start in range(0, CONNECTIONS, 50):  # connect in concurrent chunks
+            await asyncio.gather(
+                *(
+                    connect(
+                        store,
+                        emu,
+                        client,
+                        users[i % len(users)],
+                        f"c{i:04d}",
+                        clock=clock,
+                        session_timeout=TIMEOUT,
+                        schedule=False,
+                    )
+                    for i in range(start, min(start + 50, CONNECTIONS))
+                )
             )
         workers = [
             await asyncio.create_subprocess_exec(
