@@ -225,6 +225,41 @@ def _serve_workers(settings: Settings, workers: int) -> None:
     run_server(settings, workers=workers)
 
 
+# -- scheduler (issue 5) ---------------------------------------------------------------------
+@app.command()
+def scheduler() -> None:
+    """Run only the proactive refresh scheduler (no HTTP server) until Ctrl-C or SIGTERM.
+
+    Any number may run beside `tokenkeep serve` processes: they share the work through the
+    database (SKIP LOCKED claims on PostgreSQL), and no connection is refreshed twice.
+    """
+    os.environ["TOKENKEEP_SCHEDULER_ENABLED"] = "true"
+    settings = _settings()
+    configure_logging(settings.log_format, settings.log_level)
+    try:
+        _run(_scheduler_only(settings))
+    except KeyboardInterrupt:
+        pass
+
+
+async def _scheduler_only(settings: Settings) -> None:
+    from tokenkeep.runtime import Gateway
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    gateway = Gateway(settings)
+    api_key = await gateway.start()
+    try:
+        console.print(f"tokenkeep {__version__} scheduler is running (Ctrl-C to stop)")
+        if api_key is not None:
+            _print_api_key(api_key, settings.data_dir)
+        await stop.wait()
+    finally:
+        await gateway.stop()
+
+
 # -- demo --------------------------------------------------------------------------------------
 @app.command()
 def demo(

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     import aiohttp
 
     from tokenkeep.lifecycle.coordinator import RefreshCoordinator
+    from tokenkeep.lifecycle.scheduler import RefreshScheduler
     from tokenkeep.oauth.client import TokenEndpointClient
 
 __all__ = ["Gateway", "GatewayNotStartedError", "Service"]
@@ -61,6 +62,9 @@ class Gateway:
         self._http: aiohttp.ClientSession | None = None
         self._oauth: TokenEndpointClient | None = None
         self._coordinator: RefreshCoordinator | None = None
+        # The proactive refresh scheduler (None unless TOKENKEEP_SCHEDULER_ENABLED).
+        self.scheduler: RefreshScheduler | None = None
+        self._lifecycle_services: list[Service] = []
 
     def __repr__(self) -> str:
         state = "started" if self._store is not None else "stopped"
@@ -128,7 +132,7 @@ class Gateway:
         try:
             api_key = await ensure_bootstrap_api_key(store, self.settings)
             self._start_lifecycle(store)
-            for service in self._services:
+            for service in [*self._services, *self._lifecycle_services]:
                 await service.start()
                 self._running.append(service)
         except BaseException:
@@ -166,11 +170,21 @@ class Gateway:
         self._coordinator = RefreshCoordinator(
             store, self._oauth, settings=settings, clock=self.clock
         )
+        self._lifecycle_services = []
+        if settings.scheduler_enabled:
+            from tokenkeep.lifecycle.scheduler import RefreshScheduler
+
+            self.scheduler = RefreshScheduler(
+                store, self._coordinator, settings=settings, clock=self.clock
+            )
+            self._lifecycle_services.append(self.scheduler)
 
     async def _close_http(self) -> None:
         http, self._http = self._http, None
         self._oauth = None
         self._coordinator = None
+        self.scheduler = None
+        self._lifecycle_services = []
         if http is not None:
             await http.close()
 
