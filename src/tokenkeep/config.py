@@ -61,6 +61,8 @@ class Settings(BaseSettings):
     webhook_secret: SecretStr | None = None
     write_pause_probe_seconds: float = Field(default=30.0, gt=0)
     connect_session_ttl_seconds: int = Field(default=900, ge=30)
+    # Connecting the same org + user again updates that connection instead of adding one.
+    connect_update_existing: bool = True
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -8,6 +8,7 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from tokenkeep.__about__ import __version__
+from tokenkeep.api.connect import router as connect_router
 from tokenkeep.api.connections import router as connections_router
 from tokenkeep.api.deps import require_api_key
 from tokenkeep.api.errors import install_error_handlers
@@ -46,6 +47,7 @@ def create_app(gateway: Gateway) -> FastAPI:
     app.include_router(integrations_router, dependencies=authenticated)
     app.include_router(connections_router, dependencies=authenticated)
     app.include_router(tokens_router, dependencies=authenticated)
+    app.include_router(connect_router)  # pages are public; /connect/sessions checks the key
 
     @app.get("/openapi.json", include_in_schema=False, dependencies=authenticated)
     async def openapi(request: Request) -> JSONResponse:
