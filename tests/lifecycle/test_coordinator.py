@@ -58,6 +58,7 @@ async def test_expired_token_one_refresh_for_200_concurrent_callers(rig: Rig) ->
     assert stored.credentials is not None
     assert stored.credentials.access_token == tokens[0].access_token
     assert stored.lease_owner is None  # the commit released the lease
+    assert stored.issued_to_address == "127.0.0.1"  # the local address the token came to
 
 
 async def test_expiry_comes_from_introspection_anchored_on_our_clock(rig: Rig) -> None:

@@ -284,7 +284,9 @@ class ConnectFlow:
             expires, lifetime, self.settings.refresh_margin_seconds, 0.1, secrets.SystemRandom()
         )
         connection_id, created, previous_status = await self._store_connection(
-            row,
+            integration_key=row.integration_key,
+            connection_id=row.connection_id,
+            metadata=dict(row._mapping["metadata"] or {}),
             org_id=identity.org_id,
             user_id=identity.user_id,
             username=identity.username,
@@ -319,18 +321,82 @@ class ConnectFlow:
             return_url=return_url,
         )
 
+    # -- JWT bearer and client credentials: no user in the loop ---------------------------
+    async def connect_direct(
+        self,
+        integration_key: str,
+        *,
+        connection_id: str | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> ConnectResult:
+        """Mint a token for a ``jwt_bearer`` or ``client_credentials`` integration and store
+        the connection (there is no refresh token: "refresh" means minting again)."""
+        integration = await self.store.integrations.get(integration_key, with_secrets=True)
+        if integration.auth_mode == "oauth2":
+            raise ValidationError(
+                f"integration {integration_key!r} uses oauth2: the user must consent through "
+                "a connect session"
+            )
+        app = oauth_app_for(integration)
+        tokens = await self.client.obtain(app)
+        if not tokens.id_url:
+            raise ConnectFlowError("identity_error", "The token answer named no identity URL.")
+        identity = await self.client.identity(tokens.id_url, tokens.access_token)
+        introspected = None
+        if app.client_secret:  # introspection needs client authentication
+            try:
+                result = await self.client.introspect(app, tokens.access_token)
+                introspected = result.lifetime_seconds if result else None
+            except (OAuthError, UpstreamTransportError):
+                introspected = None  # the configured timeout stands
+        lifetime = estimate_lifetime(introspected, integration.session_timeout_seconds)
+        expires = tokens.received_at + lifetime
+        refresh_at = next_refresh_at(
+            expires, lifetime, self.settings.refresh_margin_seconds, 0.1, secrets.SystemRandom()
+        )
+        conn_id, created, _ = await self._store_connection(
+            integration_key=integration_key,
+            connection_id=connection_id,
+            metadata=dict(metadata or {}),
+            org_id=identity.org_id,
+            user_id=identity.user_id,
+            username=identity.username,
+            instance_url=tokens.instance_url,
+            id_url=tokens.id_url,
+            access_token=tokens.access_token.reveal(),
+            refresh_token=None,
+            issued_at=utc_from_timestamp(tokens.received_at),
+            expires_at=utc_from_timestamp(expires),
+            next_refresh_at=utc_from_timestamp(refresh_at),
+            issued_to_address=tokens.local_address,
+        )
+        if self.coordinator is not None:
+            self.coordinator.forget(conn_id)
+        return ConnectResult(
+            connection_id=conn_id,
+            org_id=identity.org_id,
+            username=identity.username,
+            created=created,
+            return_url=None,
+        )
+
     async def _store_connection(
-        self, session_row: Any, **fields: Any
+        self,
+        *,
+        integration_key: str,
+        connection_id: str | None,
+        metadata: dict[str, Any],
+        **fields: Any,
     ) -> tuple[str, bool, str | None]:
         """Create or update the connection, its outbox event and log entry: one commit."""
         keyring = self.store.keyring
         now = self.clock.now()
         async with self.store.db.write() as session:
             existing = None
-            if session_row.connection_id:
+            if connection_id:
                 existing = (
                     await session.execute(
-                        select(_C.c.id, _C.c.status).where(_C.c.id == session_row.connection_id)
+                        select(_C.c.id, _C.c.status).where(_C.c.id == connection_id)
                     )
                 ).one_or_none()
             elif self.settings.connect_update_existing:
@@ -338,7 +404,7 @@ class ConnectFlow:
                     await session.execute(
                         select(_C.c.id, _C.c.status)
                         .where(
-                            _C.c.integration_key == session_row.integration_key,
+                            _C.c.integration_key == integration_key,
                             _C.c.org_id == fields["org_id"],
                             _C.c.user_id == fields["user_id"],
                         )
@@ -346,9 +412,7 @@ class ConnectFlow:
                         .limit(1)
                     )
                 ).one_or_none()
-            conn_id = (
-                existing.id if existing else (session_row.connection_id or new_connection_id())
-            )
+            conn_id = existing.id if existing else (connection_id or new_connection_id())
             refresh = fields.pop("refresh_token")
             access = fields.pop("access_token")
             values: dict[str, Any] = {
@@ -374,8 +438,8 @@ class ConnectFlow:
             payload = {
                 "connection_id": conn_id,
                 "org_id": fields["org_id"],
-                "integration": session_row.integration_key,
-                "metadata": dict(session_row._mapping["metadata"] or {}),
+                "integration": integration_key,
+                "metadata": dict(metadata),
             }
             if existing:
                 # A new grant replaces the old: bump the version so any refresh in flight
@@ -395,10 +459,10 @@ class ConnectFlow:
                 session.add(
                     ConnectionRow(
                         id=conn_id,
-                        integration_key=session_row.integration_key,
+                        integration_key=integration_key,
                         version=1,
                         last_refresh_at=None,
-                        metadata_=dict(session_row._mapping["metadata"] or {}),
+                        metadata_=dict(metadata),
                         created_at=now,
                         **values,
                     )
@@ -415,7 +479,7 @@ class ConnectFlow:
                 outcome="ok",
                 connection_id=conn_id,
                 org_id=fields["org_id"],
-                detail={"created": existing is None, "integration": session_row.integration_key},
+                detail={"created": existing is None, "integration": integration_key},
                 session=session,
             )
         return conn_id, existing is None, existing.status if existing else None

@@ -480,6 +480,12 @@ class RefreshCoordinator:
         """One introspection per refresh: its ``exp - iat`` (a duration) anchored on our
         clock at receipt. On any failure the configured/learned estimate stands."""
         introspected: float | None = None
+        if not app.client_secret:
+            # Introspection needs client authentication (a JWT-bearer app may have none).
+            return utc_from_timestamp(
+                response.received_at
+                + estimate_lifetime(None, integration.session_timeout_seconds, learned)
+            )
         try:
             result = await self.client.introspect(app, response.access_token)
             introspected = result.lifetime_seconds if result is not None else None
