@@ -337,9 +337,36 @@ def uvicorn_cmd(
     return cmd
 
 
-def tokenkeep_cmd(*args: str) -> list[str]:
-    """The ``tokenkeep`` CLI of this interpreter."""
-    return [sys.executable, "-c", "from tokenkeep.cli import main; main()", *args]
+# Diagnostic only (setup "tokenkeep-gcfreeze"): once the gateway has started, collect and
+# freeze every object that exists then (the imported libraries, the app, the store), so a
+# full collection no longer walks them. Patched in at run time by the launcher below; the
+# product code is not changed.
+_GC_FREEZE = """
+import gc, tokenkeep.runtime as _rt
+_start = _rt.Gateway.start
+async def _start_then_freeze(self, *args, **kwargs):
+    result = await _start(self, *args, **kwargs)
+    gc.collect()
+    gc.freeze()
+    return result
+_rt.Gateway.start = _start_then_freeze
+"""
+_UVLOOP = "import asyncio, uvloop\nasyncio.set_event_loop_policy(uvloop.EventLoopPolicy())\n"
+
+
+def tokenkeep_cmd(*args: str, uvloop_policy: bool = False, gc_freeze: bool = False) -> list[str]:
+    """The ``tokenkeep`` CLI of this interpreter.
+
+    Diagnostics: ``uvloop_policy`` installs uvloop's event-loop policy first (what ``tokenkeep
+    serve`` gains when its ``asyncio.run`` gets a uvloop loop); ``gc_freeze`` calls
+    ``gc.freeze()`` right after the gateway's start-up.
+    """
+    code = "from tokenkeep.cli import main\n"
+    if uvloop_policy:
+        code = _UVLOOP + code
+    if gc_freeze:
+        code = _GC_FREEZE + code
+    return [sys.executable, "-c", code + "main()", *args]
 
 
 @dataclass(frozen=True)
@@ -427,14 +454,22 @@ def serve_has_workers() -> bool:
 
 
 def start_tokenkeep(
-    processes: Processes, data: TokenkeepData, name: str, workers: int = 1
+    processes: Processes,
+    data: TokenkeepData,
+    name: str,
+    workers: int = 1,
+    *,
+    uvloop_policy: bool = False,
+    gc_freeze: bool = False,
 ) -> tuple[int, subprocess.Popen[bytes]]:
     """``tokenkeep serve`` on a free port; returns (port, process)."""
     port = free_port()
     args = ["serve", "--host", "127.0.0.1", "--port", str(port), "--no-scheduler"]
     if workers > 1:
         args += ["--workers", str(workers)]
-    proc = processes.start(name, tokenkeep_cmd(*args), data.env)
+    proc = processes.start(
+        name, tokenkeep_cmd(*args, uvloop_policy=uvloop_policy, gc_freeze=gc_freeze), data.env
+    )
     try:
         wait_port(port, proc, timeout=60)
     except RuntimeError as exc:

@@ -15,6 +15,10 @@ one run measures with ``wrk -t1 --latency`` at each connection count:
                     log level WARNING) -> (a), as ``/c/<id>/services/data/v60.0/query?q=...``
                     with the API key as Bearer; the connection's instance_url is (a)
   (e) tokenkeep-w2  the same with ``--workers 2``
+  (u) tokenkeep-uvloop  diagnostic: (d) started with uvloop's event-loop policy installed
+                    (``tokenkeep serve`` with 1 worker runs uvicorn inside ``asyncio.run``)
+  (f) tokenkeep-gcfreeze  diagnostic: (d) with ``gc.freeze()`` right after the gateway's
+                    start-up (patched in by the launcher, see harness.tokenkeep_cmd)
   (p) proxyapp      diagnostic: tokenkeep's ProxyApp alone under uvicorn, in-memory tokens
 
 plus the CPU seconds per request of each proxy's processes (psutil, before/after), then
@@ -65,13 +69,24 @@ from harness import (
     wait_port,
 )
 
-ALL_SETUPS = ("direct", "nginx-proxy", "minimal", "tokenkeep", "tokenkeep-w2", "proxyapp")
+ALL_SETUPS = (
+    "direct",
+    "nginx-proxy",
+    "minimal",
+    "tokenkeep",
+    "tokenkeep-w2",
+    "tokenkeep-uvloop",
+    "tokenkeep-gcfreeze",
+    "proxyapp",
+)
 LABELS = {
     "direct": "(a) direct to nginx upstream",
     "nginx-proxy": "(b) nginx keep-alive proxy",
     "minimal": "(c) minimal Python proxy",
     "tokenkeep": "(d) tokenkeep serve, 1 worker",
     "tokenkeep-w2": "(e) tokenkeep serve --workers 2",
+    "tokenkeep-uvloop": "(u) (d) with uvloop's loop policy",
+    "tokenkeep-gcfreeze": "(f) (d) with gc.freeze() after start",
     "proxyapp": "(p) ProxyApp alone, in-memory tokens",
 }
 GOALS = {"rps": 0.7, "latency": 1.5, "cpu": 1.5, "workers": 1.6}
@@ -133,7 +148,7 @@ def start_targets(
         targets["minimal"] = Target(
             "minimal", f"http://127.0.0.1:{port}{path}", cpu_pids=[proc.pid]
         )
-    wants_tokenkeep = [s for s in ("tokenkeep", "tokenkeep-w2") if s in setups]
+    wants_tokenkeep = [s for s in setups if s.startswith("tokenkeep")]
     if wants_tokenkeep:
         data = prepare_tokenkeep(
             workdir / "tokenkeep",
@@ -148,7 +163,14 @@ def start_targets(
             if workers > 1 and not serve_has_workers():
                 notes.append("`tokenkeep serve --workers` does not exist: (e) not measured.")
                 continue
-            port, proc = start_tokenkeep(processes, data, name, workers=workers)
+            port, proc = start_tokenkeep(
+                processes,
+                data,
+                name,
+                workers=workers,
+                uvloop_policy=name == "tokenkeep-uvloop",
+                gc_freeze=name == "tokenkeep-gcfreeze",
+            )
             url = f"http://127.0.0.1:{port}/c/{data.connection_id}{path}"
             targets[name] = Target(name, url, auth, [proc.pid])
     if "proxyapp" in setups:

@@ -90,6 +90,8 @@ def _layer(frame: str) -> str:
         ("(yarl/", "yarl"),
         ("(multidict/", "multidict"),
         ("(stdlib/asyncio", "asyncio"),
+        ("(asyncio/", "asyncio"),
+        ("(selectors.py", "asyncio"),
         ("(stdlib/", "stdlib other"),
         ("(starlette/", "starlette"),
     ):
