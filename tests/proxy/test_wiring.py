@@ -29,29 +29,41 @@ MAINTENANCE = json.dumps(
 
 @pytest.fixture
 async def gateway(tmp_path: Path) -> AsyncIterator[Gateway]:
+    """A gateway NOT started yet: the test wires the proxy first, as the server does."""
     settings = load_settings(data_dir=tmp_path, secret_key=SECRET, scheduler_enabled=False)
-    async with Gateway(settings) as gw:
+    gw = Gateway(settings)
+    try:
         yield gw
+    finally:
+        await gw.stop()
 
 
 async def test_the_gateway_proxy_checks_keys_uses_the_token_source_and_records_events(
     gateway: Gateway,
 ) -> None:
     app = create_proxy_app(gateway)
+    tokens = EmulatorTokens()
+    static = create_proxy_app(gateway, tokens)
+    path = "/c/acme/services/data/v60.0/sobjects/Account"
+    auth = {"Authorization": f"Bearer {SECRET}"}
     async with (
         EchoUpstream().running() as echo,
         serve(app) as url,
+        serve(static) as static_url,
         aiohttp.ClientSession() as http,
     ):
-        call = url + "/c/acme/services/data/v60.0/sobjects/Account"
-        auth = {"Authorization": f"Bearer {SECRET}"}
-        # No token service yet: 503 not_ready, nothing upstream.
-        async with http.get(call, headers=auth) as resp:
+        # Gateway not started yet: 503 not_ready, nothing upstream.
+        async with http.get(url + path, headers=auth) as resp:
             assert resp.status == 503
             assert (await resp.json())["error"]["code"] == "not_ready"
-        tokens = EmulatorTokens()
+        await gateway.start()
+        # Started: the gateway's own token source (the refresh coordinator) answers, and
+        # knows no connection "acme": 404 with our error body, nothing upstream.
+        async with http.get(url + path, headers=auth) as resp:
+            assert resp.status == 404
+            assert (await resp.json())["error"]["code"] == "not_found"
         tokens.add_static("acme", echo.url, "00Dxx!upstream-token", org_id="00Dxx0000001AAA")
-        gateway.token_source = tokens  # type: ignore[attr-defined]
+        call = static_url + path
         async with http.get(call, headers={"Authorization": "Bearer tk_not_a_key_000000"}) as resp:
             assert resp.status == 401
         async with http.get(call, headers=auth) as resp:
