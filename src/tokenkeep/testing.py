@@ -30,10 +30,13 @@ gateway and the emulator keep serving in the test's event loop.
 from __future__ import annotations
 
 import contextlib
+import html
+import re
 import secrets
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import urljoin
 
 import pytest
 
@@ -90,6 +93,18 @@ _GATEWAY_OPTIONS = frozenset({"orgs", "seed", "tls"})
 #: The integration key :func:`running_gateway` registers for the emulator's connected app.
 EMULATOR_INTEGRATION = "emulator"
 
+# The emulator's login and approval pages: hidden inputs and one POST form.
+_HIDDEN_INPUT = re.compile(
+    r'<input type="hidden" name="(?P<name>[^"]*)" value="(?P<value>[^"]*)">', re.IGNORECASE
+)
+_FORM_ACTION = re.compile(r'<form method="post" action="([^"]+)"')
+
+
+def _expect(ok: bool, what: str, answer: Any = None) -> None:
+    if not ok:
+        detail = f" ({answer.status_code}: {answer.text[:200]})" if answer is not None else ""
+        raise RuntimeError(f"connect flow: unexpected answer from {what}{detail}")
+
 
 class GatewayUnderTest:
     """A running tokenkeep gateway wired to a running Salesforce org emulator.
@@ -135,13 +150,69 @@ class GatewayUnderTest:
         org: int = 0,
         user: int = 0,
         metadata: dict[str, Any] | None = None,
+        via: Literal["flow", "import"] = "flow",
     ) -> Connection:
         """Connect emulator user ``user`` of org ``org`` as ``connection_id`` (headless).
 
-        The user "approves" through the emulator's admin API, the code is exchanged at the
-        emulator's token endpoint, and the tokens are imported into the gateway
-        (``POST /connections``), exactly as an app holding a token response would.
+        ``via="flow"``: the gateway's hosted connect flow, with an HTTP client playing the
+        user's browser (connect link → authorize redirect with state and PKCE → the
+        emulator's login and approval pages → ``/oauth/callback``). ``via="import"``: the
+        user approves through the emulator's admin API, the code is exchanged at the
+        emulator's token endpoint and the tokens are imported (``POST /connections``), as
+        an app that already holds a token response would.
         """
+        if via == "flow":
+            await self._connect_flow(connection_id, org=org, user=user, metadata=metadata)
+            async with self.async_client() as tk:
+                return await tk.get_connection(connection_id)
+        return await self._connect_import(connection_id, org=org, user=user, metadata=metadata)
+
+    async def _connect_flow(
+        self, connection_id: str, *, org: int, user: int, metadata: dict[str, Any] | None
+    ) -> None:
+        import httpx
+
+        emu_user = self.emulator.orgs[org].users[user]
+        async with self.async_client() as tk:
+            link = await tk.create_connect_session(
+                self.integration, connection_id=connection_id, metadata=metadata
+            )
+        url = urljoin(self.base_url + "/", link.url)
+        # A fresh "browser": no API key, its own cookies, trusting the emulator's CA.
+        async with httpx.AsyncClient(verify=self._verify(), timeout=30) as browser:
+            page = await browser.get(url)
+            _expect(page.is_redirect, "the connect link", page)
+            authorize_url = urljoin(url, page.headers["location"])
+            page = await browser.get(authorize_url)
+            for action in ("login", "approve"):  # either page may be skipped
+                if page.is_redirect:
+                    break
+                _expect(page.status_code == 200, f"the emulator's {action} page", page)
+                form = {
+                    html.unescape(m["name"]): html.unescape(m["value"])
+                    for m in _HIDDEN_INPUT.finditer(page.text)
+                }
+                if action == "login":
+                    form.update(username=emu_user.username, password=emu_user.password)
+                else:
+                    form["decision"] = "allow"
+                target = _FORM_ACTION.search(page.text)
+                if target is None:
+                    raise RuntimeError(f"connect flow: no form on the emulator's {action} page")
+                page = await browser.post(
+                    urljoin(authorize_url, html.unescape(target.group(1))), data=form
+                )
+            _expect(page.is_redirect, "the emulator's redirect back to the gateway", page)
+            done = await browser.get(urljoin(authorize_url, page.headers["location"]))
+            _expect(done.status_code < 400, "the gateway's /oauth/callback", done)
+
+    def _verify(self) -> Any:
+        ca = self.emulator.ca_file
+        return str(ca) if ca is not None else True
+
+    async def _connect_import(
+        self, connection_id: str, *, org: int, user: int, metadata: dict[str, Any] | None
+    ) -> Connection:
         import httpx
 
         emu = self.emulator
@@ -156,8 +227,7 @@ class GatewayUnderTest:
                 "scope": "api refresh_token",
             }
         )["code"]
-        verify: Any = str(emu.ca_file) if emu.ca_file is not None else True
-        async with httpx.AsyncClient(verify=verify) as http:
+        async with httpx.AsyncClient(verify=self._verify()) as http:
             answer = await http.post(
                 f"{emu.login_url}/services/oauth2/token",
                 data={
@@ -216,28 +286,40 @@ async def running_gateway(
     from tokenkeep.emulator import Emulator
     from tokenkeep.runtime import Gateway
     from tokenkeep.secret import Secret
-    from tokenkeep.server import ServerHandle, build_asgi_app
+    from tokenkeep.server import ServerHandle, build_asgi_app, free_port
 
     api_key = Secret("tk_" + secrets.token_urlsafe(32))
+    # The connect flow's callback URL must be known before the start: pick the port first.
+    port = free_port()
+    base_url = f"http://127.0.0.1:{port}"
     async with Emulator.running(orgs=orgs, seed=seed, tls=tls) as emu:
         options: dict[str, Any] = {
             "data_dir": data_dir,
             "database_url": f"sqlite:///{data_dir / 'tokenkeep.db'}",
             "secret_key": api_key.reveal(),
+            # Nothing from the developer's TOKENKEEP_* environment leaks into the test.
+            "encryption_keys": None,
+            "egress_address": None,
+            "webhook_url": None,
+            "ca_bundle": emu.ca_file,
             "allow_insecure_loopback": True,
             "host": "127.0.0.1",
-            "port": 8400,  # unused: the server below listens on a free port
+            "port": port,
+            "public_url": base_url,
             # Off by default: a proactive refresh at a moment of its own choosing would make
             # "exactly one refresh grant" assertions racy. Pass scheduler_enabled=True to test it.
             "scheduler_enabled": False,
-            **({"ca_bundle": emu.ca_file} if emu.ca_file is not None else {}),
             **settings,
         }
         gateway = Gateway(load_settings(**options))
-        server = ServerHandle(build_asgi_app(gateway), host="127.0.0.1", port=0)
+        server = ServerHandle(build_asgi_app(gateway), host="127.0.0.1", port=port)
         base_url = await server.start()
         try:
             app = emu.apps[0]
+            # What an admin does once in Salesforce Setup: allow the gateway's callback URL.
+            emu.admin.patch_app(
+                app.client_id, redirect_uris=[*app.redirect_uris, f"{base_url}/oauth/callback"]
+            )
             async with AsyncClient(base_url, api_key) as tk:
                 await tk.put_integration(
                     EMULATOR_INTEGRATION,
