@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 import httpx
 
+from tokenkeep.clock import ManualClock
+from tokenkeep.config import Settings
 from tokenkeep.runtime import Gateway
 
 IDENTITY_URL = "https://login.salesforce.com/id/00D5g000004ABCDEAA/0055g000009XYZWAAA"
@@ -51,3 +53,15 @@ async def put_integration(client: httpx.AsyncClient, key: str = "sf") -> None:
         f"/integrations/{key}", json={"client_id": "client-1", "client_secret": "shh-secret"}
     )
     assert response.status_code in (200, 201), response.text
+
+
+async def start_api(settings: Settings, clock: ManualClock) -> tuple[Gateway, str]:
+    """Start a gateway on ``settings``; it and its first API key.
+
+    Here, not in conftest.py: every tests/ folder has a ``conftest`` module, and
+    ``from conftest import ...`` gets whichever pytest loaded last.
+    """
+    gateway = Gateway(settings, clock=clock)
+    api_key = await gateway.start()
+    assert api_key is not None
+    return gateway, api_key.reveal()

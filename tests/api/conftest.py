@@ -8,11 +8,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from api_helpers import Api
+from api_helpers import Api, start_api
 
 from tokenkeep.clock import ManualClock
 from tokenkeep.config import Settings, load_settings
-from tokenkeep.runtime import Gateway
 from tokenkeep.server import build_asgi_app
 
 
@@ -34,13 +33,6 @@ def api_settings(db_url: str, tmp_path: Path) -> Settings:
         encryption_keys=None,
         max_body_bytes=64 * 1024,
     )
-
-
-async def start_api(settings: Settings, clock: ManualClock) -> tuple[Gateway, str]:
-    gateway = Gateway(settings, clock=clock)
-    api_key = await gateway.start()
-    assert api_key is not None
-    return gateway, api_key.reveal()
 
 
 @pytest.fixture

@@ -5,9 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import httpx
-from api_helpers import Api, import_body, put_integration
+from api_helpers import Api, import_body, put_integration, start_api
 
-from conftest import start_api
 from tokenkeep.clock import ManualClock
 from tokenkeep.config import load_settings
 from tokenkeep.server import build_asgi_app

@@ -9,9 +9,8 @@ from pathlib import Path
 import httpx
 import psycopg
 import pytest
-from api_helpers import import_body, put_integration
+from api_helpers import import_body, put_integration, start_api
 
-from conftest import start_api
 from tokenkeep.clock import ManualClock
 from tokenkeep.config import load_settings
 from tokenkeep.server import build_asgi_app
