@@ -12,9 +12,23 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tokenkeep.clock import Clock
-from tokenkeep.observability.logging import get_logger
+from tokenkeep.observability.logging import REDACTED, get_logger
 
-__all__ = ["BodySizeLimit", "RequestLog", "send_error"]
+__all__ = ["BodySizeLimit", "RequestLog", "loggable_path", "send_error"]
+
+_CONNECT_LINK = "/connect/"
+_CONNECT_SESSIONS = "/connect/sessions"
+
+
+def loggable_path(path: str) -> str:
+    """``path`` as the request log may show it.
+
+    A connect link (``/connect/{token}``) carries its bearer token in the path: whoever reads
+    it from a log could open the link before the customer's admin does, so it is masked.
+    """
+    if path.startswith(_CONNECT_LINK) and path != _CONNECT_SESSIONS:
+        return _CONNECT_LINK + REDACTED
+    return path
 
 
 async def send_error(send: Send, status: int, code: str, message: str) -> None:
@@ -123,7 +137,10 @@ class RequestLog:
                 status = int(message["status"])
             await send(message)
 
-        fields: dict[str, Any] = {"method": scope.get("method"), "path": scope.get("path")}
+        fields: dict[str, Any] = {
+            "method": scope.get("method"),
+            "path": loggable_path(scope.get("path", "")),
+        }
         try:
             await self.app(scope, receive, recording_send)
         except Exception:
