@@ -1,4 +1,7 @@
-"""The ``tokenkeep`` command: admin commands through CliRunner, serve and demo as processes."""
+"""The ``tokenkeep`` command: admin commands through CliRunner, serve as a process.
+
+``tokenkeep demo`` is tested in test_demo.py.
+"""
 
 from __future__ import annotations
 
@@ -245,25 +248,6 @@ def _process_env(tmp_path: Path, **extra: str) -> dict[str, str]:
 
 def _tokenkeep(*args: str) -> list[str]:
     return [sys.executable, "-c", "from tokenkeep.cli import main; main()", *args]
-
-
-@pytest.mark.multiprocess
-def test_demo_no_wait_starts_checks_and_exits(tmp_path: Path) -> None:
-    proc = subprocess.run(
-        _tokenkeep("demo", "--no-wait", "--port", "0"),
-        env=_process_env(tmp_path),
-        capture_output=True,
-        text=True,
-        timeout=90,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr
-    assert "tokenkeep demo is running at http://127.0.0.1:" in proc.stdout
-    assert "API key: tk_" in proc.stdout
-    assert "curl" in proc.stdout
-    assert "Traceback" not in proc.stderr
-    # The demo leaves nothing in the user's own data dir.
-    assert not (tmp_path / "data").exists()
 
 
 def _serve_once(tmp_path: Path, **env: str) -> tuple[int, str, str]:

@@ -13,10 +13,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import shutil
 import signal
 import sys
-import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
 from datetime import datetime
@@ -263,103 +261,17 @@ async def _scheduler_only(settings: Settings) -> None:
 # -- demo --------------------------------------------------------------------------------------
 @app.command()
 def demo(
-    port: Annotated[int, typer.Option(help="Port (0: any free port).")] = 8400,
+    port: Annotated[int, typer.Option(help="Gateway port (0: any free port).")] = 8400,
     no_wait: Annotated[
-        bool, typer.Option("--no-wait", help="Start, print, check /readyz, then exit.")
+        bool, typer.Option("--no-wait", help="Exit after the tour (non-zero if a step failed).")
     ] = False,
 ) -> None:
-    """Start a throw-away gateway (temporary data dir, fresh API key) and show how to use it."""
-    data_dir = Path(tempfile.mkdtemp(prefix="tokenkeep-demo-"))
-    try:
-        from tokenkeep.server import check_port_free, free_port
+    """Run a gateway and a Salesforce emulator in one process, tour the six causes, stay up."""
+    from tokenkeep.demo import run_demo
 
-        if port == 0:
-            port = free_port()
-        else:
-            try:
-                check_port_free("127.0.0.1", port)
-            except TokenkeepError:
-                port = free_port()
-                err_console.print(f"the default port is busy; using port {port} instead")
-        settings = _settings(
-            data_dir=data_dir,
-            database_url=f"sqlite+aiosqlite:///{data_dir / 'tokenkeep.db'}",
-            host="127.0.0.1",
-            port=port,
-            secret_key=None,
-            encryption_keys=None,
-            allow_insecure_loopback=True,
-        )
-        configure_logging(settings.log_format, "WARNING")
-        try:
-            _run(_demo(settings, wait=not no_wait))
-        except KeyboardInterrupt:
-            pass
-    finally:
-        shutil.rmtree(data_dir, ignore_errors=True)
-
-
-def _ignore_signal(_signum: int, _frame: object) -> None:
-    """Replaces the default SIGTERM action while uvicorn serves.
-
-    uvicorn shuts down gracefully on SIGTERM and then re-raises it to the handler that was
-    installed before it; with the default action the process would die before the demo's
-    temporary data dir is removed.
-    """
-
-
-async def _demo(settings: Settings, *, wait: bool) -> None:
-    import httpx
-
-    from tokenkeep.runtime import Gateway
-    from tokenkeep.server import ServerHandle, build_asgi_app
-
-    gateway = Gateway(settings)
-    api_key = await gateway.start()
-    try:
-        server = ServerHandle(build_asgi_app(gateway), host=settings.host, port=settings.port)
-        signal.signal(signal.SIGTERM, _ignore_signal)
-        url = await server.start()
-        try:
-            try:
-                async with httpx.AsyncClient(base_url=url, timeout=10) as client:
-                    ready = await client.get("/readyz")
-            except httpx.TransportError as exc:
-                if server.exiting:  # Ctrl-C during start-up: just stop
-                    return
-                raise TokenkeepError(f"the demo gateway does not answer at {url}: {exc}") from None
-            if ready.status_code != 200:
-                raise TokenkeepError(f"the demo gateway is not ready: {ready.text}")
-            key = api_key.reveal() if api_key else "<api key>"
-            console.print(_demo_text(url, key, settings.data_dir))
-            if wait:
-                console.print("Press Ctrl-C to stop (the temporary data is deleted).")
-                await server.wait()
-        finally:
-            await server.stop()
-    finally:
-        await gateway.stop()
-
-
-def _demo_text(url: str, key: str, data_dir: Path) -> str:
-    auth = f'-H "Authorization: Bearer {key}"'
-    return f"""\
-[bold green]tokenkeep demo[/] is running at [bold]{url}[/] (data in {data_dir})
-API key: [bold]{key}[/]
-
-Try it:
-  curl {url}/readyz
-  curl {auth} \\
-       -X PUT {url}/integrations/my-app -H 'Content-Type: application/json' \\
-       -d '{{"client_id": "demo-client", "client_secret": "demo-secret"}}'
-  curl {auth} \\
-       -X POST {url}/connections -H 'Content-Type: application/json' \\
-       -d '{{"connection_id": "acme", "integration": "my-app",
-            "credentials": {{"access_token": "00D...!AQ...", "refresh_token": "5Aep...",
-                            "instance_url": "https://acme.my.salesforce.com"}}}}'
-  curl {auth} {url}/connections
-  curl {auth} {url}/connections/acme
-"""
+    code = run_demo(console, port=port, wait=not no_wait)
+    if code:
+        raise typer.Exit(code)
 
 
 # -- db ------------------------------------------------------------------------------------------

@@ -38,6 +38,7 @@ from typing import Any
 from urllib.parse import parse_qs, urljoin, urlsplit
 
 import httpx
+from rich import box
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -263,8 +264,10 @@ class _Tour:
             doc = await self.connection(connection_id)
             _expect(doc.get("status") == "active", f"{connection_id} is {doc.get('status')}")
             _expect(
-                doc.get("org_id", "")[:15] == org.org_id[:15],
-                f"{connection_id} belongs to org {doc.get('org_id')}, not {org.org_id}",
+                (doc.get("org_id") or "")[:15] == org.org_id[:15]
+                and doc.get("username") == user.username,
+                f"{connection_id} is {doc.get('username')} of org {doc.get('org_id')}, "
+                f"not {user.username} of {org.org_id}",
             )
             lines.append(
                 f"{connection_id}: {user.username} logged in and approved → "
@@ -564,7 +567,9 @@ async def _connections_table(tour: _Tour) -> Table:
     answer = await tour.http.get("/connections")
     _expect(answer.status_code == 200, "GET /connections", answer)
     names = {org.org_id[:15]: org.name for org in tour.emu.orgs}
-    table = Table("connection", "org", "user", "status", "refresh grants", title="Connections")
+    table = Table(
+        "connection", "org", "user", "status", "refreshes", title="Connections", box=box.SIMPLE
+    )
     for doc in answer.json().get("data", []):
         org_id = doc.get("org_id") or ""
         status = doc.get("status", "?")
