@@ -9,7 +9,7 @@ import pytest
 from lifecycle_support import Rig, connect
 from sqlalchemy import select
 
-from tokenkeep.errors import NeedsReauthError, TransientUpstreamError
+from tokenkeep.errors import NeedsReauthError, NotFoundError, TransientUpstreamError
 from tokenkeep.lifecycle.lease import acquire_lease
 from tokenkeep.store.models import OrgStateRow, OutboxRow
 
@@ -234,3 +234,26 @@ async def test_an_early_session_death_shortens_the_org_estimate(rig: Rig) -> Non
         state = await session.get(OrgStateRow, org.org_id)
     assert state is not None
     assert state.session_timeout_estimate_seconds == 3600
+
+
+async def test_a_cached_token_is_revalidated_against_the_row_every_few_seconds(
+    rig: Rig,
+) -> None:
+    user = rig.emu.orgs[0].users[0]
+    await connect(rig.store, rig.emu, rig.client, user, "c1", clock=rig.clock)
+    proxy_process = rig.new_coordinator(revalidate_seconds=5)
+    first = await proxy_process.token_for("c1")
+    # Another process marks the connection revoked: within the window the cache answers
+    # (no database read per call), after it one cheap read notices.
+    await rig.store.connections.set_status("c1", "needs_reauth", reason="revoked")
+    assert (await proxy_process.token_for("c1")).version == first.version
+    rig.advance(6)
+    with pytest.raises(NeedsReauthError):
+        await proxy_process.token_for("c1")
+    await rig.store.connections.delete("c1")
+    await connect(rig.store, rig.emu, rig.client, user, "c2", clock=rig.clock)
+    await proxy_process.token_for("c2")
+    await rig.store.connections.delete("c2")
+    rig.advance(6)
+    with pytest.raises(NotFoundError):
+        await proxy_process.token_for("c2")

@@ -81,6 +81,7 @@ _COMMIT_RETRIES = 3
 PROXY_MIN_TTL = 30.0
 _JITTER_FRACTION = 0.1
 _CONFIG_TTL = 30.0
+_DUE = ("active", "error")  # statuses whose cached token may still be served
 
 
 def oauth_app_for(integration: Integration) -> OAuthApp:
@@ -121,6 +122,8 @@ class RefreshCoordinator:
     ``owner`` names this process in leases (host, pid and a random tag by default). Tests may
     pass ``heartbeat_interval`` (seconds of real time between lease renewals) and
     ``poll_interval`` (how often a waiter re-reads a row another worker is refreshing).
+    A cached token is served without any database read for ``revalidate_seconds``; after
+    that, one cheap read of (version, status) confirms it before it is served again.
     """
 
     def __init__(
@@ -133,6 +136,7 @@ class RefreshCoordinator:
         owner: str | None = None,
         poll_interval: float = 0.01,
         heartbeat_interval: float | None = None,
+        revalidate_seconds: float = 5.0,
         rng: random.Random | None = None,
     ) -> None:
         self.store = store
@@ -141,6 +145,9 @@ class RefreshCoordinator:
         self.clock: Clock = clock or store.clock
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
         self.cache = TokenCache()
+        # When each cached token's row was last seen unchanged (clock.monotonic()).
+        self._checked: dict[str, float] = {}
+        self.revalidate_seconds = revalidate_seconds
         self.lease_seconds = settings.refresh_lease_seconds
         self.poll_interval = poll_interval
         self.heartbeat_interval = heartbeat_interval
@@ -166,8 +173,29 @@ class RefreshCoordinator:
         """
         cached = self.cache.get(connection_id)
         if cached is not None and cached.valid_for(min_ttl, self.clock.time()):
-            return cached
+            checked = self._checked.get(connection_id)
+            if checked is not None and self.clock.monotonic() - checked < self.revalidate_seconds:
+                return cached
+            if await self._still_current(cached):
+                return cached
         return await self._single_flight(connection_id, _Need(min_ttl=min_ttl))
+
+    async def _still_current(self, cached: FreshToken) -> bool:
+        """A cheap look at the row (version, status) behind a cached token, at most every
+        ``revalidate_seconds`` per connection: another process may have refreshed it,
+        marked it ``needs_reauth`` or deleted it."""
+        async with self.store.db.read() as session:
+            row = (
+                await session.execute(
+                    select(_T.c.version, _T.c.status).where(_T.c.id == cached.connection_id)
+                )
+            ).one_or_none()
+        if row is None or row.version != cached.version or row.status not in _DUE:
+            self.cache.drop(cached.connection_id)
+            self._checked.pop(cached.connection_id, None)
+            return False
+        self._checked[cached.connection_id] = self.clock.monotonic()
+        return True
 
     async def refresh(self, connection_id: str) -> FreshToken:
         """Force a refresh (``POST /connections/{id}/refresh``) through the single flight.
@@ -208,6 +236,7 @@ class RefreshCoordinator:
     def forget(self, connection_id: str) -> None:
         """Drop a connection from the cache (deleted, re-connected)."""
         self.cache.drop(connection_id)
+        self._checked.pop(connection_id, None)
 
     # -- single flight ----------------------------------------------------------------------
     async def _single_flight(self, connection_id: str, need: _Need) -> FreshToken:
@@ -418,7 +447,7 @@ class RefreshCoordinator:
             expires_at=expires_at,
             issued_to_address=response.local_address or conn.issued_to_address,
         )
-        return self.cache.put(token)
+        return self._cache_put(token)
 
     async def _commit(
         self,
@@ -688,6 +717,12 @@ class RefreshCoordinator:
         except sa_exc.IntegrityError:
             pass  # another process inserted the org's row at the same moment: it learned too
 
+    def _cache_put(self, token: FreshToken) -> FreshToken:
+        cached = self.cache.put(token)
+        if cached is token:
+            self._checked[token.connection_id] = self.clock.monotonic()
+        return cached
+
     def _remember(self, conn: Connection) -> FreshToken:
         if conn.credentials is None:
             raise NotFoundError(f"connection {conn.id!r} has no stored token")
@@ -700,7 +735,7 @@ class RefreshCoordinator:
             expires_at=conn.expires_at,
             issued_to_address=conn.issued_to_address,
         )
-        return self.cache.put(token)
+        return self._cache_put(token)
 
 
 def _proxy_token(token: FreshToken) -> ProxyToken:
