@@ -13,8 +13,10 @@ Errors: codes the gateway shares with :mod:`tokenkeep.errors` raise those classe
 (with ``code`` and ``status_code``); no answer is :class:`GatewayUnreachableError`.
 """
 
+from tokenkeep.client._async_client import AsyncClient
 from tokenkeep.client._auth import TokenkeepAuth, TokenkeepRequestsAuth
-from tokenkeep.client._client import DEFAULT_TIMEOUT, AsyncClient, Client
+from tokenkeep.client._base import DEFAULT_TIMEOUT
+from tokenkeep.client._client import Client
 from tokenkeep.client._errors import GatewayUnreachableError, TokenkeepAPIError
 from tokenkeep.client._models import (
     Connection,

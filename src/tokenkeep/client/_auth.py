@@ -22,7 +22,8 @@ import httpx
 import requests
 from requests.auth import AuthBase
 
-from tokenkeep.client._client import AsyncClient, Client
+from tokenkeep.client._async_client import AsyncClient
+from tokenkeep.client._client import Client
 from tokenkeep.client._models import Token
 from tokenkeep.client._policy import (
     Fetch,
