@@ -566,9 +566,14 @@ def _print_step(console: Console, step: StepResult) -> None:
 async def _connections_table(tour: _Tour) -> Table:
     answer = await tour.http.get("/connections")
     _expect(answer.status_code == 200, "GET /connections", answer)
-    names = {org.org_id[:15]: org.name for org in tour.emu.orgs}
     table = Table(
-        "connection", "org", "user", "status", "refreshes", title="Connections", box=box.SIMPLE
+        "connection",
+        "user",
+        "status",
+        "refresh grants",
+        title="Connections",
+        box=box.SIMPLE,
+        pad_edge=False,
     )
     for doc in answer.json().get("data", []):
         org_id = doc.get("org_id") or ""
@@ -578,7 +583,6 @@ async def _connections_table(tour: _Tour) -> Table:
             status += f" ({reason.split(':', 1)[0]})"
         table.add_row(
             doc.get("id", "?"),
-            names.get(org_id[:15], org_id or "-"),
             doc.get("username") or "-",
             status,
             str(tour.grants(org_id=org_id)) if org_id else "-",
@@ -624,8 +628,11 @@ async def _demo(console: Console, *, port: int, wait: bool, data_dir: Path) -> i
     stop = asyncio.Event()
     # While uvicorn serves, it also sees SIGINT/SIGTERM (and shuts the gateway down); these
     # handlers tell the demo to wind up (and see the signals while nothing serves).
+    handled = []
     for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
+        with contextlib.suppress(NotImplementedError):  # no loop signal handlers on Windows
+            loop.add_signal_handler(signum, stop.set)
+            handled.append(signum)
     try:
         async with demo_environment(data_dir, port=port) as env:
             console.print(
@@ -657,7 +664,7 @@ async def _demo(console: Console, *, port: int, wait: bool, data_dir: Path) -> i
                 console.print("stopping")
             return 0 if result.ok else 1
     finally:
-        for signum in (signal.SIGINT, signal.SIGTERM):
+        for signum in handled:
             loop.remove_signal_handler(signum)
 
 
