@@ -33,13 +33,13 @@ import random
 import secrets
 import socket
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any, cast
 
 from sqlalchemy import Table, select
 from sqlalchemy import exc as sa_exc
 
-from tokenkeep.clock import Clock, utc_from_timestamp
+from tokenkeep.clock import Clock
 from tokenkeep.config import Settings
 from tokenkeep.errors import (
     ActionRequiredError,
@@ -48,25 +48,25 @@ from tokenkeep.errors import (
     NotFoundError,
     TransientUpstreamError,
 )
+from tokenkeep.lifecycle.expiry import ExpiryKeeper
 from tokenkeep.lifecycle.lease import LeaseGrant, LeaseHeartbeat, acquire_lease, release_lease
 from tokenkeep.lifecycle.persist import (
     CommitResult,
     commit_refresh,
     record_failure,
     status_reason_of,
-    update_expiry,
 )
 from tokenkeep.lifecycle.tokens import FreshToken, TokenCache
 from tokenkeep.oauth.classify import classify_refresh_failure
 from tokenkeep.oauth.client import TokenEndpointClient
 from tokenkeep.oauth.errors import OAuthError, UpstreamTransportError
-from tokenkeep.oauth.expiry import estimate_lifetime, learn_from_early_death, next_refresh_at
+from tokenkeep.oauth.expiry import estimate_lifetime
 from tokenkeep.oauth.models import OAuthApp, TokenResponse
 from tokenkeep.observability.logging import get_logger
 from tokenkeep.proxy.source import ProxyToken
 from tokenkeep.secret import Secret
 from tokenkeep.store import Connection, Integration, Store
-from tokenkeep.store.models import ConnectionRow, OrgStateRow
+from tokenkeep.store.models import ConnectionRow
 
 __all__ = ["RefreshCoordinator", "oauth_app_for"]
 
@@ -152,11 +152,13 @@ class RefreshCoordinator:
         self.poll_interval = poll_interval
         self.heartbeat_interval = heartbeat_interval
         self._rng = rng or random.Random()
+        self.expiry = ExpiryKeeper(
+            store, client, settings=settings, clock=self.clock, rng=self._rng
+        )
         self._flights: dict[str, asyncio.Task[FreshToken]] = {}
         # Short-lived caches of what every refresh reads but rarely changes (an edited
         # integration or a learned org timeout is picked up within _CONFIG_TTL seconds).
         self._integrations: dict[str, tuple[float, Integration]] = {}
-        self._org_timeouts: dict[str, tuple[float, float | None]] = {}
         # Counters for tests and metrics.
         self.refreshes = 0
         self.fenced_writes = 0
@@ -221,7 +223,7 @@ class RefreshCoordinator:
         (no refresh then), or a single-flight refresh. Learns early session deaths."""
         conn = await self.store.connections.get(connection_id)
         if conn.version == rejected_version:
-            await self._learn_if_early_death(conn)
+            await self.expiry.learn_if_early_death(conn)
         token = await self._single_flight(connection_id, _Need(newer_than=rejected_version))
         return _proxy_token(token)
 
@@ -388,7 +390,7 @@ class RefreshCoordinator:
         """Call the token endpoint and commit; None when the stored row moved on (use it)."""
         integration = await self._integration(conn.integration_key)
         app = oauth_app_for(integration)
-        learned = await self._learned_timeout(conn.org_id)
+        learned = await self.expiry.learned_timeout(conn.org_id)
         used = conn.credentials.refresh_token if conn.credentials else None
         grant_name = "refresh_token" if app.auth_mode == "oauth2" else app.auth_mode
         started = self.clock.monotonic()
@@ -435,8 +437,8 @@ class RefreshCoordinator:
             return None
         if commit.recovered:
             _log.info("connection recovered", connection_id=conn.id)
-        expires_at = await self._refine_expiry(
-            conn, app, response, version=commit.version, integration=integration, learned=learned
+        expires_at = await self.expiry.refine(
+            conn.id, app, response, version=commit.version, integration=integration, learned=learned
         )
         token = FreshToken(
             connection_id=conn.id,
@@ -461,7 +463,7 @@ class RefreshCoordinator:
         started: float,
     ) -> CommitResult:
         lifetime = estimate_lifetime(None, integration.session_timeout_seconds, learned)
-        expires, refresh_at = self._schedule(response.received_at, lifetime)
+        expires, refresh_at = self.expiry.schedule(response.received_at, lifetime)
         for attempt in range(1, _COMMIT_RETRIES + 1):
             try:
                 return await asyncio.shield(
@@ -484,54 +486,6 @@ class RefreshCoordinator:
                 _log.error("could not store a refreshed token; retrying", connection_id=conn.id)
                 await asyncio.sleep(0.2 * attempt)
         raise TransientUpstreamError(f"connection {conn.id}: could not store the token")
-
-    def _schedule(self, received_at: float, lifetime: float) -> tuple[datetime, datetime]:
-        expires = received_at + lifetime
-        refresh_at = next_refresh_at(
-            expires,
-            lifetime,
-            self.settings.refresh_margin_seconds,
-            _JITTER_FRACTION,
-            self._rng,
-        )
-        return utc_from_timestamp(expires), utc_from_timestamp(refresh_at)
-
-    async def _refine_expiry(
-        self,
-        conn: Connection,
-        app: OAuthApp,
-        response: TokenResponse,
-        *,
-        version: int,
-        integration: Integration,
-        learned: float | None,
-    ) -> datetime:
-        """One introspection per refresh: its ``exp - iat`` (a duration) anchored on our
-        clock at receipt. On any failure the configured/learned estimate stands."""
-        introspected: float | None = None
-        if not app.client_secret:
-            # Introspection needs client authentication (a JWT-bearer app may have none).
-            return utc_from_timestamp(
-                response.received_at
-                + estimate_lifetime(None, integration.session_timeout_seconds, learned)
-            )
-        try:
-            result = await self.client.introspect(app, response.access_token)
-            introspected = result.lifetime_seconds if result is not None else None
-        except (OAuthError, UpstreamTransportError) as exc:
-            _log.info(
-                "introspection failed; keeping the estimate", connection_id=conn.id, error=str(exc)
-            )
-        estimate = estimate_lifetime(None, integration.session_timeout_seconds, learned)
-        lifetime = estimate_lifetime(introspected, integration.session_timeout_seconds, learned)
-        if lifetime >= estimate:
-            # Introspection confirms what the commit stored: no second write.
-            return utc_from_timestamp(response.received_at + estimate)
-        expires, refresh_at = self._schedule(response.received_at, lifetime)
-        await update_expiry(
-            self.store, conn.id, version, expires_at=expires, next_refresh_at=refresh_at
-        )
-        return expires
 
     async def _on_failure(
         self,
@@ -647,75 +601,6 @@ class RefreshCoordinator:
         integration = await self.store.integrations.get(key, with_secrets=True)
         self._integrations[key] = (now, integration)
         return integration
-
-    async def _learned_timeout(self, org_id: str) -> float | None:
-        now = self.clock.monotonic()
-        cached = self._org_timeouts.get(org_id)
-        if cached is not None and now - cached[0] < _CONFIG_TTL:
-            return cached[1]
-        value = await self._read_learned_timeout(org_id)
-        self._org_timeouts[org_id] = (now, value)
-        return value
-
-    async def _read_learned_timeout(self, org_id: str) -> float | None:
-        async with self.store.db.read() as session:
-            value = await session.scalar(
-                select(OrgStateRow.session_timeout_estimate_seconds).where(
-                    OrgStateRow.org_id == org_id
-                )
-            )
-        return float(value) if value else None
-
-    async def _learn_if_early_death(self, conn: Connection) -> None:
-        """A token rejected before its predicted expiry: the org's timeout is shorter than
-        we think. Shorten the org's estimate (never lengthen it)."""
-        if conn.expires_at is None or conn.issued_at is None:
-            return
-        now = self.clock.time()
-        predicted = conn.expires_at.timestamp() - conn.issued_at.timestamp()
-        observed = now - conn.issued_at.timestamp()
-        if observed >= predicted or observed <= 0:
-            return
-        current = await self._read_learned_timeout(conn.org_id) or predicted
-        learned = learn_from_early_death(observed, current)
-        if learned >= current:
-            return
-        await self._store_learned_timeout(conn.org_id, learned)
-        self._org_timeouts[conn.org_id] = (self.clock.monotonic(), learned)
-        _log.info(
-            "session died earlier than predicted; org estimate shortened",
-            org_id=conn.org_id,
-            observed_seconds=round(observed),
-            estimate_seconds=round(learned),
-        )
-
-    async def _store_learned_timeout(self, org_id: str, seconds: float) -> None:
-        now = self.clock.now()
-        try:
-            async with self.store.db.write() as session:
-                row = await session.get(OrgStateRow, org_id)
-                if row is None:
-                    session.add(
-                        OrgStateRow(
-                            org_id=org_id,
-                            session_timeout_estimate_seconds=int(seconds),
-                            updated_at=now,
-                        )
-                    )
-                else:
-                    current = row.session_timeout_estimate_seconds
-                    if current is None or seconds < current:
-                        row.session_timeout_estimate_seconds = int(seconds)
-                        row.updated_at = now
-                await self.store.operations.log(
-                    "expiry_learned",
-                    outcome="ok",
-                    org_id=org_id,
-                    detail={"session_timeout_estimate_seconds": int(seconds)},
-                    session=session,
-                )
-        except sa_exc.IntegrityError:
-            pass  # another process inserted the org's row at the same moment: it learned too
 
     def _cache_put(self, token: FreshToken) -> FreshToken:
         cached = self.cache.put(token)
