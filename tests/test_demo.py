@@ -96,19 +96,21 @@ def test_demo_no_wait_tours_every_step_and_exits(tmp_path: Path) -> None:
     assert not (tmp_path / "data").exists()
 
 
-def _read_until(proc: subprocess.Popen[str], marker: str, deadline: float) -> str:
+def _read_until(proc: subprocess.Popen[bytes], marker: str, deadline: float) -> str:
+    """Read the process's stdout (raw bytes, no buffered text layer) until ``marker``."""
     assert proc.stdout is not None
-    seen = ""
+    fd = proc.stdout.fileno()
+    seen = b""
     with selectors.DefaultSelector() as sel:
-        sel.register(proc.stdout, selectors.EVENT_READ)
-        while marker not in seen:
+        sel.register(fd, selectors.EVENT_READ)
+        while marker.encode() not in seen:
             left = deadline - time.monotonic()
-            assert left > 0, f"no {marker!r} in time; output so far:\n{seen}"
+            assert left > 0, f"no {marker!r} in time; output so far:\n{seen.decode()}"
             if sel.select(timeout=left):
-                line = proc.stdout.readline()
-                assert line, f"the demo ended early:\n{seen}"
-                seen += line
-    return seen
+                chunk = os.read(fd, 65536)
+                assert chunk, f"the demo ended early:\n{seen.decode()}"
+                seen += chunk
+    return seen.decode()
 
 
 @pytest.mark.multiprocess
@@ -118,7 +120,6 @@ def test_demo_stays_up_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
         env=_env(tmp_path),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-        text=True,
     )
     try:
         out = _read_until(proc, "Press Ctrl-C", time.monotonic() + 90)
@@ -136,7 +137,8 @@ def test_demo_stays_up_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
         assert answer.status_code == 200
         assert {c["id"] for c in answer.json()["data"]} == {"acme", "globex"}
         proc.send_signal(signal.SIGINT)
-        rest, err = proc.communicate(timeout=30)
+        rest_bytes, err_bytes = proc.communicate(timeout=30)
+        rest, err = rest_bytes.decode(), err_bytes.decode()
     finally:
         if proc.poll() is None:
             proc.kill()
