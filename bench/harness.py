@@ -13,6 +13,7 @@ import json
 import os
 import platform
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -103,6 +104,21 @@ def machine() -> dict[str, str]:
         "kernel": platform.release(),
         "versions": ", ".join(f"{k} {v}" for k, v in versions.items()),
     }
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds all cores spent busy since boot (user, nice, system, steal)."""
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+        user, nice, system, steal = (int(fields[i]) for i in (0, 1, 2, 7))
+        return (user + nice + system + steal) / os.sysconf("SC_CLK_TCK")
+    return float("nan")
+
+
+def _children_cpu() -> float:
+    # wrk is the only child the benchmark waits for during a measured run.
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def load_average() -> float:
@@ -517,9 +533,14 @@ def run_wrk(
     *,
     headers: Mapping[str, str] | None = None,
     cpu_pids: list[int] | None = None,
+    other_pids: list[int] | None = None,
     warmup: float = 1.0,
 ) -> dict[str, Any]:
-    """One ``wrk -t1 --latency`` run (after a short warm-up), plus CPU µs per request."""
+    """One ``wrk -t1 --latency`` run (after a short warm-up), plus CPU µs per request.
+
+    ``cpu_pids``: the proxy's processes (their CPU per request is reported);
+    ``other_pids``: the rest of the set-up (the upstream), counted as ours, not foreign.
+    """
 
     def args(duration: float) -> list[str]:
         cmd = [
@@ -539,12 +560,20 @@ def run_wrk(
         subprocess.run(args(warmup), capture_output=True, check=True, timeout=warmup + 30)
     load_before = load_average()
     cpu_before = cpu_seconds(cpu_pids) if cpu_pids else 0.0
+    ours_before = cpu_seconds(other_pids or []) + _children_cpu()
+    busy_before, wall_before = machine_busy_seconds(), time.monotonic()
     out = subprocess.run(
         args(seconds), capture_output=True, text=True, check=True, timeout=seconds + 60
     ).stdout
+    busy_after, wall_after = machine_busy_seconds(), time.monotonic()
     cpu_after = cpu_seconds(cpu_pids) if cpu_pids else 0.0
+    ours_after = cpu_seconds(other_pids or []) + _children_cpu()
     result: dict[str, Any] = parse_wrk(out)
     result["load"] = max(load_before, load_average())
+    # Cores used by everything else on the machine during the run (other users' work, the
+    # hypervisor's steal): the noise indicator for this sample.
+    ours = (cpu_after - cpu_before) + (ours_after - ours_before)
+    result["foreign"] = max(0.0, (busy_after - busy_before - ours) / (wall_after - wall_before))
     requests = result["requests"]
     result["cpu_us"] = (
         (cpu_after - cpu_before) / requests * 1e6 if cpu_pids and requests else float("nan")

@@ -29,7 +29,8 @@ them stays.
 
 Every server runs in its own process; all are torn down at the end, on error and on
 Ctrl-C/SIGTERM. With ``--rounds N`` the setups are measured N times interleaved (all
-servers stay up) and the medians are reported, which evens out other load on the machine.
+servers stay up); per setup the round with the least foreign CPU (other processes, steal)
+is reported (``--pick median`` for per-metric medians).
 """
 
 from __future__ import annotations
@@ -103,6 +104,7 @@ class Target:
     url: str
     headers: dict[str, str] = field(default_factory=dict)
     cpu_pids: list[int] = field(default_factory=list)
+    other_pids: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -115,6 +117,7 @@ class Run:
     connections: list[int]
     rounds: int
     body_bytes: int
+    pick: str = "quietest"
     results: dict[str, dict[int, dict[str, float]]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     upload: dict[str, float] | None = None
@@ -188,6 +191,9 @@ def start_targets(
             {"Authorization": f"Bearer {key}"},
             [proc.pid],
         )
+    upstream_pid = processes.started[0][1].pid
+    for target in targets.values():
+        target.other_pids = [upstream_pid]
     expected = query_body()
     for target in targets.values():
         # The body must come through byte for byte, else the numbers measure an error page.
@@ -200,9 +206,14 @@ def start_targets(
 
 # --------------------------------------------------------------------------- measuring
 def measure(
-    targets: dict[str, Target], connections: Sequence[int], duration: float, rounds: int
+    targets: dict[str, Target],
+    connections: Sequence[int],
+    duration: float,
+    rounds: int,
+    pick: str = "quietest",
 ) -> dict[str, dict[int, dict[str, float]]]:
-    """wrk every target at every connection count, ``rounds`` times interleaved; medians."""
+    """wrk every target at every connection count, ``rounds`` times interleaved; one result
+    per target and count (see :func:`_pick`)."""
     samples: dict[str, dict[int, list[dict[str, float]]]] = {
         name: {c: [] for c in connections} for name in targets
     }
@@ -210,23 +221,31 @@ def measure(
         for name, target in targets.items():
             for c in connections:
                 result = run_wrk(
-                    target.url, c, duration, headers=target.headers, cpu_pids=target.cpu_pids
+                    target.url,
+                    c,
+                    duration,
+                    headers=target.headers,
+                    cpu_pids=target.cpu_pids,
+                    other_pids=target.other_pids,
                 )
                 samples[name][c].append(result)
                 print(
                     f"round {round_no + 1}/{rounds} {name:>13} c{c:<3} "
                     f"{result['rps']:8.0f} rps  p50 {result['p50']:7.3f} ms  "
                     f"p99 {result['p99']:7.3f} ms  cpu {result['cpu_us']:6.0f} µs/req  "
-                    f"load {result['load']:.1f}",
+                    f"load {result['load']:.1f}  foreign {result['foreign']:.2f} cores",
                     flush=True,
                 )
     return {
-        name: {
-            c: {key: statistics.median(r[key] for r in runs) for key in runs[0]}
-            for c, runs in per_c.items()
-        }
-        for name, per_c in samples.items()
+        name: {c: _pick(runs, pick) for c, runs in per_c.items()} for name, per_c in samples.items()
     }
+
+
+def _pick(runs: list[dict[str, float]], how: str) -> dict[str, float]:
+    """``quietest``: the whole sample with the least foreign CPU; ``median``: per metric."""
+    if how == "median":
+        return {key: statistics.median(r[key] for r in runs) for key in runs[0]}
+    return min(runs, key=lambda r: r["foreign"])
 
 
 # --------------------------------------------------------------------------- the report
@@ -277,8 +296,14 @@ def render(run: Run) -> str:
         f"Machine: {m['cores']} cores, {m['cpu']}, {m['memory']}, Linux {m['kernel']}; "
         f"{m['versions']}. wrk `-t1 --latency`; upstream: nginx serving {run.body_bytes} B "
         "of JSON for any path. wrk, the upstream and the proxy under test share these "
-        f"{m['cores']} cores (as for the issue's reference figures); numbers are medians of "
-        f"{run.rounds} interleaved round(s) of {run.duration:g} s after a 1 s warm-up.",
+        f"{m['cores']} cores (as for the issue's reference figures). Each setup ran "
+        f"{run.rounds} interleaved round(s) of {run.duration:g} s after a 1 s warm-up; "
+        + (
+            "the table shows, per setup and connection count, the round least disturbed by "
+            "other work on the machine (`foreign`)."
+            if run.pick == "quietest"
+            else "the table shows per-metric medians."
+        ),
         "",
     ]
     direct = res.get("direct")
@@ -286,7 +311,7 @@ def render(run: Run) -> str:
     head = (
         f"| setup | rps c{low} | p50 c{low} ms | p99 c{low} ms | added p50 c{low} µs "
         f"| rps c{high} | p50 c{high} ms | p99 c{high} ms | CPU µs/req c{high} "
-        f"| rps c{high} / nginx-proxy | rps c{high} / minimal | load |"
+        f"| rps c{high} / nginx-proxy | rps c{high} / minimal | foreign c{low}/c{high} |"
     )
     lines += [head, "|" + "---|" * (head.count("|") - 1)]
     for name in ALL_SETUPS:
@@ -309,7 +334,7 @@ def render(run: Run) -> str:
                     _fmt(hi["cpu_us"]),
                     _fmt(hi["rps"] / ngx[high]["rps"], 2) if ngx else "-",
                     _fmt(hi["rps"] / mini[high]["rps"], 2) if mini else "-",
-                    _fmt(max(lo["load"], hi["load"]), 1),
+                    f"{_fmt(lo['foreign'], 2)}/{_fmt(hi['foreign'], 2)}",
                 ]
             )
             + " |"
@@ -318,8 +343,9 @@ def render(run: Run) -> str:
         "",
         "`added p50` is the setup's p50 minus direct's at the same connection count; `CPU "
         "µs/req` is user+system CPU of the proxy's processes (all workers) over the measured "
-        "requests; `load` is the 1-minute load average seen during the runs (above ~2 on this "
-        "machine means other work competed for the cores).",
+        "requests; `foreign` is how many cores other processes (and the hypervisor's steal) "
+        "used during the run, from /proc/stat minus the benchmark's own processes: near 0 is a "
+        "clean sample, 1 means half this 2-core machine was busy elsewhere.",
         "",
         "Goals (issue 6):",
         "",
@@ -371,6 +397,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per wrk run")
     parser.add_argument("--connections", default="1,32", help="comma-separated, e.g. 1,32")
     parser.add_argument("--rounds", type=int, default=1, help="interleaved repetitions")
+    parser.add_argument(
+        "--pick",
+        choices=("quietest", "median"),
+        default="quietest",
+        help="per setup: the round with the least foreign CPU, or per-metric medians",
+    )
     parser.add_argument("--install", action="store_true", help="apt-get install nginx/wrk")
     parser.add_argument(
         "--setups", default=",".join(ALL_SETUPS), help=f"subset of {','.join(ALL_SETUPS)}"
@@ -403,13 +435,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         connections=args.connections,
         rounds=args.rounds,
         body_bytes=len(query_body()),
+        pick=args.pick,
     )
     print(f"work dir {workdir}; load average {load_average():.1f}", flush=True)
     try:
         with signals_unwind():
             try:
                 targets = start_targets(processes, workdir, args.setups, run.notes)
-                run.results = measure(targets, args.connections, args.duration, args.rounds)
+                run.results = measure(
+                    targets, args.connections, args.duration, args.rounds, args.pick
+                )
             finally:
                 processes.stop_all()
             if args.upload_mb > 0:

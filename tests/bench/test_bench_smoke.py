@@ -156,6 +156,16 @@ def test_goals_are_computed_from_the_results() -> None:
     assert measured["rps at c32, workers 2 / workers 1"] == (pytest.approx(1.8), True)
 
 
+def test_the_quietest_round_is_reported_whole() -> None:
+    runs = [
+        {"rps": 900.0, "p50": 2.0, "foreign": 0.9},
+        {"rps": 1000.0, "p50": 1.5, "foreign": 0.1},
+        {"rps": 1100.0, "p50": 1.0, "foreign": 0.5},
+    ]
+    assert bench_proxy._pick(runs, "quietest") == runs[1]
+    assert bench_proxy._pick(runs, "median") == {"rps": 1000.0, "p50": 1.5, "foreign": 0.5}
+
+
 @needs_nginx
 @needs_wrk
 def test_upstream_proxies_and_teardown(tmp_path: Path) -> None:
@@ -190,6 +200,7 @@ def test_upstream_proxies_and_teardown(tmp_path: Path) -> None:
         assert result["requests"] > 0
         assert result["non2xx"] == 0
         assert result["cpu_us"] > 0
+        assert result["foreign"] >= 0
     finally:
         processes.stop_all()
     assert not [pid for pid in pids if psutil.pid_exists(pid) and _alive(pid)]
