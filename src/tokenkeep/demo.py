@@ -604,7 +604,11 @@ def _ready_lines(env: DemoEnvironment) -> list[str]:
         f'  curl -H "Authorization: Bearer $TOKENKEEP_API_KEY" {url}/connections',
         f'  curl -H "Authorization: Bearer $TOKENKEEP_API_KEY" '
         f'"{url}/c/globex/services/data/{API_VERSION}/query?q=SELECT+Name+FROM+Account"',
-        f"  (the emulator's users and their passwords: curl {emu.admin_url}/state)",
+        "  # reconnect acme: open the returned url in a browser (users and passwords:"
+        f" curl {emu.admin_url}/state)",
+        f'  curl -H "Authorization: Bearer $TOKENKEEP_API_KEY" -X POST {url}/connect/sessions '
+        f"-H 'Content-Type: application/json' "
+        f"""-d '{{"integration": "{INTEGRATION}", "connection_id": "acme"}}'""",
     ]
 
 
