@@ -15,6 +15,7 @@ from sqlalchemy import func, select
 from tokenkeep.clock import ManualClock
 from tokenkeep.config import load_settings
 from tokenkeep.emulator import Emulator
+from tokenkeep.observability.logging import configure_logging
 from tokenkeep.runtime import Gateway
 from tokenkeep.server import build_asgi_app
 from tokenkeep.store.models import ConnectionRow, OutboxRow
@@ -74,6 +75,8 @@ class Flow:
 
 @pytest.fixture
 async def flow(tmp_path: Path) -> AsyncIterator[Flow]:
+    # An earlier test (a CLI run) may have left structlog printing to a closed stream.
+    configure_logging("console", "INFO")
     clock = ManualClock()
     settings = load_settings(
         data_dir=tmp_path / "data",
