@@ -31,11 +31,11 @@ STEPS = (
     "✓ 1. Register the connected app",
     "✓ 2. Connect two orgs through the hosted connect flow",
     "✓ 3. Send proxied calls",
-    "✓ 4. Two hours pass: sessions expire",
-    "✓ 5. A session dies earlier than expected",
-    "✓ 6. A user changes their password",
-    "✓ 7. An org goes into maintenance",
-    "✓ 8. An org turns on API Client Control",
+    "✓ 4. Two hours pass: sessions expire (cause: expired)",
+    "✓ 5. A session dies earlier than expected (cause: expired)",
+    "✓ 6. A user changes their password (cause: revoked)",
+    "✓ 7. An org goes into maintenance (cause: maintenance)",
+    "✓ 8. An org turns on API Client Control (cause: api_client_control)",
 )
 
 

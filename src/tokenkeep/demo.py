@@ -530,11 +530,15 @@ async def run_tour(env: DemoEnvironment, console: Console) -> TourResult:
             ("Register the connected app", tour.register, True),
             ("Connect two orgs through the hosted connect flow", tour.connect_all, True),
             ("Send proxied calls", tour.traffic, False),
-            ("Two hours pass: sessions expire", tour.expiry, False),
-            ("A session dies earlier than expected", tour.early_death, False),
-            ("A user changes their password", tour.revoked, False),
-            ("An org goes into maintenance", tour.maintenance, False),
-            ("An org turns on API Client Control", tour.api_client_control, False),
+            ("Two hours pass: sessions expire (cause: expired)", tour.expiry, False),
+            ("A session dies earlier than expected (cause: expired)", tour.early_death, False),
+            ("A user changes their password (cause: revoked)", tour.revoked, False),
+            ("An org goes into maintenance (cause: maintenance)", tour.maintenance, False),
+            (
+                "An org turns on API Client Control (cause: api_client_control)",
+                tour.api_client_control,
+                False,
+            ),
         ]
         for index, (title, run, required) in enumerate(steps, start=1):
             step = StepResult(index, title, ok=False)
