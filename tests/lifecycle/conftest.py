@@ -12,7 +12,14 @@ from lifecycle_support import Rig, register_integration, settings_for, token_cli
 from tokenkeep.clock import ManualClock
 from tokenkeep.emulator import Emulator
 from tokenkeep.lifecycle.coordinator import RefreshCoordinator
+from tokenkeep.observability.logging import configure_logging
 from tokenkeep.store import Store
+
+
+@pytest.fixture(autouse=True)
+def _fresh_logging() -> None:
+    """Log to this test's stderr (an earlier CLI test may have left a closed stream)."""
+    configure_logging("console", "INFO")
 
 
 @pytest.fixture
