@@ -458,6 +458,11 @@ class _Tour:
                 "next call: 401 'This session is not valid for use with the REST API' passed "
                 f"through with Tokenkeep-Cause: {cause}; no refresh wasted on it",
             ]
+            if cause == "unknown":
+                lines.append(
+                    "(the proxy does not guess among the causes a refresh cannot fix; "
+                    "diagnosis tells them apart)"
+                )
             diagnosis = await self.http.post("/connections/globex/diagnose")
             if diagnosis.status_code == 200:  # the diagnosis endpoint (a later step) is there
                 doc = diagnosis.json()
