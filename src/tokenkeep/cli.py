@@ -194,9 +194,12 @@ async def _serve_one(settings: Settings) -> None:
 
     check_port_free(settings.host, settings.port)
     gateway = Gateway(settings)
+    # Build the app first: the proxy registers itself as a gateway service, which start()
+    # then starts (its upstream session) and stop() closes.
+    asgi_app = build_asgi_app(gateway)
     api_key = await gateway.start()
     try:
-        server = ServerHandle(build_asgi_app(gateway), host=settings.host, port=settings.port)
+        server = ServerHandle(asgi_app, host=settings.host, port=settings.port)
         url = await server.start()
         _announce(url, api_key, settings)
         await server.wait()
