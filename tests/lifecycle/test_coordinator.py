@@ -9,7 +9,12 @@ import pytest
 from lifecycle_support import Rig, connect
 from sqlalchemy import select
 
-from tokenkeep.errors import NeedsReauthError, NotFoundError, TransientUpstreamError
+from tokenkeep.errors import (
+    ActionRequiredError,
+    NeedsReauthError,
+    NotFoundError,
+    TransientUpstreamError,
+)
 from tokenkeep.lifecycle.lease import acquire_lease
 from tokenkeep.store.models import OrgStateRow, OutboxRow
 
@@ -257,3 +262,28 @@ async def test_a_cached_token_is_revalidated_against_the_row_every_few_seconds(
     rig.advance(6)
     with pytest.raises(NotFoundError):
         await proxy_process.token_for("c2")
+
+
+async def test_a_refused_app_is_action_required_not_retried(rig: Rig) -> None:
+    user = rig.emu.orgs[0].users[0]
+    await connect(rig.store, rig.emu, rig.client, user, "c1", clock=rig.clock)
+    # The connected app's secret was rotated on the provider side: the app is refused.
+    await rig.store.integrations.put(
+        "sf",
+        client_id=rig.emu.app_config.client_id,
+        client_secret="not-the-secret",
+        login_url=rig.emu.login_url,
+        scopes=["api", "refresh_token"],
+    )
+    rig.advance(7300)
+    with pytest.raises(ActionRequiredError) as caught:
+        await rig.coordinator.fresh_token("c1")
+    assert caught.value.status_code == 424
+    stored = await rig.store.connections.get("c1")
+    assert stored.status == "action_required"
+    assert stored.status_reason is not None
+    assert stored.status_reason.startswith("client_rejected:")
+    assert await _events(rig, "c1") == ["connection.action_required"]
+    with pytest.raises(ActionRequiredError):
+        await rig.new_coordinator().fresh_token("c1")
+    assert rig.refresh_grants() == 1
