@@ -257,3 +257,27 @@ async def test_connect_sessions_need_a_key_and_an_oauth2_integration(flow: Flow)
     assert r.json()["error"]["code"] == "not_found"
     r = await flow.http.post("/connect/sessions", json={"integration": "sf", "extra": 1})
     assert r.status_code == 422
+
+
+async def test_a_jwt_bearer_link_connects_without_a_consent_page(flow: Flow) -> None:
+    app, user = flow.emu.app_config, flow.emu.orgs[0].users[0]  # pre-authorized for JWT
+    await flow.gateway.store.integrations.put(
+        "jwt",
+        provider="salesforce",
+        client_id=app.client_id,
+        login_url=flow.emu.login_url,
+        auth_mode="jwt_bearer",
+        private_key=app.private_key_pem,
+        username=user.username,
+    )
+    r = await flow.http.post(
+        "/connect/sessions", json={"integration": "jwt", "return_url": "https://app.example/"}
+    )
+    path = urlsplit(r.json()["url"]).path
+    opened = await flow.http.get(path, headers={"Authorization": ""})
+    assert opened.status_code == 302
+    query = parse_qs(urlsplit(opened.headers["location"]).query)
+    conn = await flow.gateway.store.connections.get(query["connection_id"][0])
+    assert (conn.username, conn.has_refresh_token) == (user.username, False)
+    assert (await flow.http.get(path, headers={"Authorization": ""})).status_code == 410
+    assert await flow.count(ConnectionRow) == 1

@@ -2,7 +2,8 @@
 
 * ``POST /connect/sessions`` (API key) → ``{url, expires_at}``: a single-use link to send to
   the customer's admin.
-* ``GET /connect/{token}`` (public) → 302 to the provider's authorize URL (state + PKCE S256).
+* ``GET /connect/{token}`` (public) → 302 to the provider's authorize URL (state + PKCE S256);
+  for a JWT-bearer or client-credentials integration the connection is minted at once.
 * ``GET /oauth/callback`` (public) → stores the connection, then 302 to ``return_url`` (with
   ``connection_id`` and ``status=connected``) or a plain success page.
 
@@ -24,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from tokenkeep.api.deps import GatewayDep, require_api_key
 from tokenkeep.api.schemas import CONNECTION_ID_PATTERN
-from tokenkeep.lifecycle.connect import ConnectFlow, ConnectFlowError
+from tokenkeep.lifecycle.connect import ConnectFlow, ConnectFlowError, ConnectResult
 from tokenkeep.observability.logging import get_logger
 from tokenkeep.runtime import Gateway
 
@@ -109,10 +110,12 @@ async def open_connect_link(
 ) -> Response:
     """Send the browser to the provider's consent page (state + PKCE)."""
     try:
-        url = await _flow(gateway).begin(token)
+        opened = await _flow(gateway).begin(token)
     except ConnectFlowError as exc:
         return _failure_page(exc)
-    return RedirectResponse(url, status_code=302, headers=_PAGE_HEADERS)
+    if isinstance(opened, str):
+        return RedirectResponse(opened, status_code=302, headers=_PAGE_HEADERS)
+    return _connected(opened)  # JWT bearer / client credentials: no consent page
 
 
 @router.get("/oauth/callback", include_in_schema=False)
@@ -130,6 +133,10 @@ async def oauth_callback(
         )
     except ConnectFlowError as exc:
         return _failure_page(exc)
+    return _connected(result)
+
+
+def _connected(result: ConnectResult) -> Response:
     if result.return_url:
         return RedirectResponse(result.return_url, status_code=302, headers=_PAGE_HEADERS)
     who = f" as {result.username}" if result.username else ""

@@ -119,13 +119,7 @@ class ConnectFlow:
         return_url: str | None = None,
     ) -> tuple[str, datetime]:
         """A single-use connect URL and when it expires."""
-        integration = await self.store.integrations.get(integration_key)  # NotFoundError
-        if integration.auth_mode != "oauth2":
-            raise ValidationError(
-                f"integration {integration_key!r} uses {integration.auth_mode}: the connect "
-                "flow is for oauth2 integrations (JWT bearer and client credentials need no "
-                "user consent)"
-            )
+        await self.store.integrations.get(integration_key)  # NotFoundError
         if return_url is not None and urlsplit(return_url).scheme not in ("http", "https"):
             raise ValidationError("return_url must be an http(s) URL")
         token = secrets.token_urlsafe(32)
@@ -150,8 +144,12 @@ class ConnectFlow:
         return f"{self.settings.base_url}/connect/{token}", expires_at
 
     # -- 2. the browser opens the link ----------------------------------------------------
-    async def begin(self, token: str) -> str:
-        """Bind a fresh state and PKCE verifier to the session; the authorize URL."""
+    async def begin(self, token: str) -> str | ConnectResult:
+        """Bind a fresh state and PKCE verifier to the session; the authorize URL.
+
+        For a JWT-bearer or client-credentials integration there is no consent page: the
+        session is consumed and the connection minted at once (a :class:`ConnectResult`).
+        """
         token_hash = _hash(token)
         now = self.clock.now()
         async with self.store.db.read() as session:
@@ -160,6 +158,8 @@ class ConnectFlow:
             ).one_or_none()
         row = self._check_usable(row, now)
         integration = await self.store.integrations.get(row.integration_key, with_secrets=True)
+        if integration.auth_mode != "oauth2":
+            return await self._begin_direct(row, now)
         app = oauth_app_for(integration)
         state = new_state()
         pkce = new_pkce_pair()
@@ -182,6 +182,42 @@ class ConnectFlow:
                 )
         return self.client.authorize_url(
             app, state=state, code_challenge=pkce.code_challenge, redirect_uri=self.redirect_uri
+        )
+
+    async def _begin_direct(self, row: Any, now: datetime) -> ConnectResult:
+        async with self.store.db.write() as session:
+            result = await session.execute(
+                update(_S)
+                .where(_S.c.token_hash == row.token_hash, _S.c.used_at.is_(None))
+                .values(used_at=now)
+            )
+            if result.rowcount != 1:  # type: ignore[attr-defined]
+                raise ConnectFlowError(
+                    "replayed", "This connect link has already been used.", status_code=410
+                )
+        try:
+            done = await self.connect_direct(
+                row.integration_key,
+                connection_id=row.connection_id,
+                metadata=dict(row._mapping["metadata"] or {}),
+            )
+        except (OAuthError, UpstreamTransportError) as exc:
+            raise ConnectFlowError(
+                "token_error", f"The provider did not issue a token: {exc.message}"
+            ) from exc
+        return_url = (
+            _with_query(
+                row.return_url, {"connection_id": done.connection_id, "status": "connected"}
+            )
+            if row.return_url
+            else None
+        )
+        return ConnectResult(
+            connection_id=done.connection_id,
+            org_id=done.org_id,
+            username=done.username,
+            created=done.created,
+            return_url=return_url,
         )
 
     @staticmethod
