@@ -142,7 +142,7 @@ async def _quiet(store: Store, clock: FileClock) -> None:
         (ConnectionRow.status == "active")
         & ((ConnectionRow.next_refresh_at <= clock.now()) | ConnectionRow.lease_owner.is_not(None))
     )
-    for attempt in range(1, 1501):
+    for attempt in range(1, 3001):
         async with store.db.read() as session:
             if not await session.scalar(query):
                 return
