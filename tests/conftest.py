@@ -8,6 +8,7 @@ under ``CI=true``, where it fails them.
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 from collections.abc import AsyncIterator, Iterator
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+import structlog
 
 from tokenkeep.clock import ManualClock
 from tokenkeep.config import Settings, load_settings
@@ -24,6 +26,22 @@ from tokenkeep.store import Database, Store, verify_keyring
 PG_ADMIN_DSN = os.environ.get(
     "TOKENKEEP_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
+
+
+@pytest.fixture(autouse=True)
+def _logging_left_as_found() -> Iterator[None]:
+    """Undo any ``configure_logging`` a test did (directly, or through a CLI command).
+
+    ``configure_logging`` binds structlog and the root logger to the stream of that moment;
+    under ``CliRunner`` that stream is closed when the command returns, and every later test
+    in the same worker would log into a closed file (``ValueError`` inside the code under
+    test, or nothing to capture).
+    """
+    yield
+    structlog.reset_defaults()
+    root = logging.getLogger()
+    root.handlers[:] = []
+    root.setLevel(logging.WARNING)
 
 
 def _pg_admin() -> psycopg.Connection:
