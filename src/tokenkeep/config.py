@@ -107,7 +107,9 @@ class Settings(BaseSettings):
 
     @property
     def db_url(self) -> str:
-        assert self.database_url is not None
+        """The database URL (the validator fills the SQLite default, so it is never empty)."""
+        if self.database_url is None:  # only a Settings built with validation bypassed
+            raise ConfigError("TOKENKEEP_DATABASE_URL is not set.")
         return self.database_url
 
     @property
