@@ -78,6 +78,13 @@ def test_secret_settings_do_not_show_in_repr(monkeypatch: pytest.MonkeyPatch) ->
     assert settings.secret_key.get_secret_value() == "tk_supersecretvalue_123456"
 
 
+def test_database_password_does_not_show_in_repr(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TOKENKEEP_DATABASE_URL", "postgresql://tk:dbpassw0rdvalue@db.internal/tk")
+    settings = load_settings()
+    assert "dbpassw0rdvalue" not in repr(settings)
+    assert settings.db_url == "postgresql+psycopg://tk:dbpassw0rdvalue@db.internal/tk"
+
+
 @pytest.mark.parametrize(
     ("url", "loopback"),
     [

@@ -33,7 +33,8 @@ class Settings(BaseSettings):
     )
 
     data_dir: Path = Field(default_factory=_default_data_dir)
-    database_url: str | None = None
+    # May carry a password (postgresql://user:password@host/db): kept out of repr().
+    database_url: str | None = Field(default=None, repr=False)
     host: str = "127.0.0.1"
     port: int = Field(default=8400, ge=1, le=65535)
     public_url: str | None = None
