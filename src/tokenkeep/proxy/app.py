@@ -21,9 +21,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
@@ -61,7 +63,14 @@ from tokenkeep.proxy.upstream import (
 )
 from tokenkeep.proxy.write_pause import Admission, EventCallback, Outcome, WritePause
 
-__all__ = ["LimitInfo", "ProxyApp", "UpstreamTimeoutError", "UpstreamUnavailableError"]
+__all__ = [
+    "DEFAULT_RETRY_AFTER_503",
+    "DEFAULT_RETRY_AFTER_LIMIT",
+    "LimitInfo",
+    "ProxyApp",
+    "UpstreamTimeoutError",
+    "UpstreamUnavailableError",
+]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -72,6 +81,14 @@ CAUSE_WORDS = frozenset(
     {"expired", "wrong_instance", "ip_locked", "api_client_control", "revoked", "maintenance"}
 )
 _AUTH_CACHE_MAX = 4096
+
+#: ``Retry-After`` (seconds) added to a passed-through 503 that Salesforce sent without
+#: one, and to our own 503s that carry no better hint: a short outage or a refresh backoff.
+DEFAULT_RETRY_AFTER_503 = 30
+#: ``Retry-After`` (seconds) added to ``REQUEST_LIMIT_EXCEEDED`` when Salesforce sent none.
+#: The daily API limit is a rolling 24-hour window, so no exact reset time exists;
+#: 5 minutes is a conservative pause that lets usage roll off without hammering the org.
+DEFAULT_RETRY_AFTER_LIMIT = 300
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,13 +260,35 @@ class ProxyApp:
             (b"content-length", str(len(body)).encode()),
             (b"tokenkeep-request-id", call.request_id.encode()),
         ]
-        retry_after = exc.details.get("retry_after")
+        retry_after = self._error_retry_after(exc)
         if retry_after is not None:
             headers.append((b"retry-after", str(retry_after).encode()))
         call.status = exc.status_code
         call.started = True
         await send({"type": "http.response.start", "status": exc.status_code, "headers": headers})
         await send({"type": "http.response.body", "body": body})
+
+    def _error_retry_after(self, exc: TokenkeepError) -> int | None:
+        """Seconds for our error's ``Retry-After``: ``details["retry_after"]`` (seconds),
+        else ``details["retry_at"]`` (ISO-8601, the refresh coordinator's backoff), else
+        :data:`DEFAULT_RETRY_AFTER_503` for any other 503."""
+        details = exc.details
+        seconds = details.get("retry_after")
+        if isinstance(seconds, int | float) and not isinstance(seconds, bool):
+            return max(1, math.ceil(seconds))
+        retry_at = details.get("retry_at")
+        if isinstance(retry_at, str):
+            try:
+                when = datetime.fromisoformat(retry_at)
+            except ValueError:
+                when = None
+            if when is not None:
+                if when.tzinfo is None:
+                    when = when.replace(tzinfo=UTC)
+                return max(1, math.ceil(when.timestamp() - self._clock.time()))
+        if exc.status_code == 503:
+            return DEFAULT_RETRY_AFTER_503
+        return None
 
     # -- the flow ----------------------------------------------------------------------
 
@@ -336,6 +375,8 @@ class ProxyApp:
                         cause = "unknown"
                     else:
                         cause = finding.cause
+                        # The new token was accepted: the rejected one had expired.
+                        await self._confirm(connection_id, token.version)
                 elif fresh is not None:
                     cause = "expired"  # refreshed for the next call; this body was streamed
             elif finding.kind is Kind.SESSION_UNUSABLE:
@@ -344,7 +385,7 @@ class ProxyApp:
             if cause is not None:
                 await self._report(connection_id, cause, evidence)
             self._remember_limits(request.org_key, response)
-            await self._relay(send, call, response, head, cause)
+            await self._relay(send, call, response, head, cause, finding=finding)
             return finding
         finally:
             response.release()
@@ -362,6 +403,12 @@ class ProxyApp:
         except TokenkeepError as exc:
             self._log.warning("proxy.refresh_failed", connection_id=connection_id, code=exc.code)
             return None, "unknown"
+
+    async def _confirm(self, connection_id: str, rejected_version: int) -> None:
+        try:
+            await self._tokens.confirm_recovered(connection_id, rejected_version)
+        except Exception as exc:  # expiry learning must not fail the call
+            self._log.warning("proxy.confirm_failed", connection_id=connection_id, error=exc)
 
     async def _report(self, connection_id: str, cause: str, evidence: dict[str, Any]) -> None:
         try:
@@ -422,18 +469,25 @@ class ProxyApp:
         response: aiohttp.ClientResponse,
         head: bytes,
         cause: str | None,
+        *,
+        finding: Finding,
     ) -> None:
-        """Send the response to the client chunk by chunk, bytes unchanged."""
+        """Send the response to the client chunk by chunk, bytes unchanged.
+
+        A limit (``REQUEST_LIMIT_EXCEEDED`` or a 503) that Salesforce sent without
+        ``Retry-After`` gets ours (:data:`DEFAULT_RETRY_AFTER_LIMIT`,
+        :data:`DEFAULT_RETRY_AFTER_503`); Salesforce's own header, when present, wins.
+        """
         call.status = response.status
-        await send(
-            {
-                "type": "http.response.start",
-                "status": response.status,
-                "headers": response_headers(
-                    response.raw_headers, call.request_id.encode(), cause=cause
-                ),
-            }
-        )
+        headers = response_headers(response.raw_headers, call.request_id.encode(), cause=cause)
+        if finding.kind is Kind.LIMITED and "Retry-After" not in response.headers:
+            seconds = (
+                DEFAULT_RETRY_AFTER_LIMIT
+                if finding.error_code == "REQUEST_LIMIT_EXCEEDED"
+                else DEFAULT_RETRY_AFTER_503
+            )
+            headers.append((b"retry-after", str(seconds).encode()))
+        await send({"type": "http.response.start", "status": response.status, "headers": headers})
         call.started = True
         try:
             if head:
