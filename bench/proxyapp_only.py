@@ -38,6 +38,9 @@ class _Tokens:
     ) -> ProxyToken:
         return self._token
 
+    async def confirm_recovered(self, connection_id: str, rejected_version: int) -> None:
+        return None
+
     async def report_cause(self, connection_id: str, cause: str, evidence: dict[str, Any]) -> None:
         return None
 
