@@ -82,10 +82,23 @@ def _settings(**overrides: Any) -> Settings:
     return settings
 
 
-def _run(coro: Coroutine[Any, Any, T]) -> T:
-    """Run ``coro``; expected failures become one red line and exit code 1."""
+def _run(coro: Coroutine[Any, Any, T], *, fast_loop: bool = False) -> T:
+    """Run ``coro``; expected failures become one red line and exit code 1.
+
+    ``fast_loop``: on uvloop when it is installed (uvicorn[standard] brings it), as uvicorn's
+    own worker processes do.
+    """
+    loop_factory = None
+    if fast_loop:
+        try:
+            import uvloop
+
+            loop_factory = uvloop.new_event_loop
+        except ImportError:
+            pass
     try:
-        return asyncio.run(coro)
+        with asyncio.Runner(loop_factory=loop_factory) as runner:
+            return runner.run(coro)
     except TokenkeepError as exc:
         _fail(exc.message)
     except pydantic.ValidationError as exc:
@@ -177,7 +190,7 @@ def serve(
         if workers > 1:
             _serve_workers(settings, workers)
         else:
-            _run(_serve_one(settings))
+            _run(_serve_one(settings), fast_loop=True)
     except KeyboardInterrupt:
         pass
 
@@ -190,7 +203,12 @@ def _announce(url: str, api_key: Secret | None, settings: Settings) -> None:
 
 async def _serve_one(settings: Settings) -> None:
     from tokenkeep.runtime import Gateway
-    from tokenkeep.server import ServerHandle, build_asgi_app, check_port_free
+    from tokenkeep.server import (
+        ServerHandle,
+        build_asgi_app,
+        check_port_free,
+        freeze_startup_heap,
+    )
 
     check_port_free(settings.host, settings.port)
     gateway = Gateway(settings)
@@ -198,6 +216,7 @@ async def _serve_one(settings: Settings) -> None:
     # then starts (its upstream session) and stop() closes.
     asgi_app = build_asgi_app(gateway)
     api_key = await gateway.start()
+    freeze_startup_heap()
     try:
         server = ServerHandle(asgi_app, host=settings.host, port=settings.port)
         url = await server.start()
