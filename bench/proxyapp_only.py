@@ -55,5 +55,8 @@ def create_app() -> Any:
     async def authenticate(key: str) -> bool:
         return key == api_key
 
-    settings = load_settings(data_dir=Path(tempfile.gettempdir()) / "tokenkeep-bench-proxyapp")
+    settings = load_settings(
+        data_dir=Path(tempfile.gettempdir()) / "tokenkeep-bench-proxyapp",
+        allow_insecure_loopback=True,  # the upstream is plain http on 127.0.0.1
+    )
     return ProxyApp(_Tokens(token), authenticate, settings, SystemClock())

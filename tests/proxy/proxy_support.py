@@ -208,6 +208,7 @@ def proxy_settings(**overrides: Any) -> Settings:
     return load_settings(
         data_dir=Path(tempfile.gettempdir()) / "tokenkeep-proxy-tests",
         write_pause_probe_seconds=30.0,
+        allow_insecure_loopback=True,  # the emulator serves plain http on 127.0.0.1
         **overrides,
     )
 

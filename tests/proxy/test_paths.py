@@ -86,12 +86,15 @@ def test_other_paths_are_not_proxy_routes(raw_path: bytes) -> None:
 def test_upstream_url_is_the_stored_instance_plus_the_path_and_query() -> None:
     target = split_target(b"/c/c1/services/data/v60.0/query", b"q=SELECT+Id", None)
     assert (
-        build_upstream_url(INSTANCE, target) == INSTANCE + "/services/data/v60.0/query?q=SELECT+Id"
+        build_upstream_url(INSTANCE, target, allow_insecure_loopback=False)
+        == INSTANCE + "/services/data/v60.0/query?q=SELECT+Id"
     )
-    assert build_upstream_url(INSTANCE + "/", target).startswith(INSTANCE + "/services/")
+    assert build_upstream_url(INSTANCE + "/", target, allow_insecure_loopback=False).startswith(
+        INSTANCE + "/services/"
+    )
     no_query = split_target(b"/c/c1/services/data", b"", None)
     assert (
-        build_upstream_url("http://127.0.0.1:8501", no_query)
+        build_upstream_url("http://127.0.0.1:8501", no_query, allow_insecure_loopback=True)
         == "http://127.0.0.1:8501/services/data"
     )
 
@@ -108,4 +111,30 @@ def test_upstream_url_is_the_stored_instance_plus_the_path_and_query() -> None:
 def test_a_malformed_instance_url_is_refused(instance_url: str) -> None:
     target = split_target(b"/c/c1/services", b"", None)
     with pytest.raises(InvalidPathError):
-        build_upstream_url(instance_url, target)
+        build_upstream_url(instance_url, target, allow_insecure_loopback=True)
+
+
+@pytest.mark.parametrize(
+    ("instance_url", "allow"),
+    [
+        ("http://acme.example", True),  # plain http to a real host: never
+        ("http://acme.example", False),
+        ("http://10.0.0.5:8080", True),
+        ("http://127.0.0.1:8501", False),  # loopback, but the setting is off
+        ("http://localhost:8501", False),
+    ],
+)
+def test_plain_http_is_refused_unless_loopback_and_allowed(instance_url: str, allow: bool) -> None:
+    target = split_target(b"/c/c1/services/data", b"", None)
+    with pytest.raises(InvalidPathError) as info:
+        build_upstream_url(instance_url, target, allow_insecure_loopback=allow)
+    assert "https://" in info.value.message
+
+
+@pytest.mark.parametrize(
+    "instance_url", ["http://127.0.0.1:8501", "http://localhost:8501", "http://[::1]:8501"]
+)
+def test_loopback_http_passes_when_allowed(instance_url: str) -> None:
+    target = split_target(b"/c/c1/services/data", b"", None)
+    url = build_upstream_url(instance_url, target, allow_insecure_loopback=True)
+    assert url == instance_url + "/services/data"

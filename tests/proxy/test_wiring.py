@@ -30,7 +30,9 @@ MAINTENANCE = json.dumps(
 @pytest.fixture
 async def gateway(tmp_path: Path) -> AsyncIterator[Gateway]:
     """A gateway NOT started yet: the test wires the proxy first, as the server does."""
-    settings = load_settings(data_dir=tmp_path, secret_key=SECRET, scheduler_enabled=False)
+    settings = load_settings(
+        data_dir=tmp_path, secret_key=SECRET, scheduler_enabled=False, allow_insecure_loopback=True
+    )
     gw = Gateway(settings)
     try:
         yield gw

@@ -427,7 +427,14 @@ class ProxyApp:
     ) -> tuple[aiohttp.ClientResponse, bytes]:
         """One upstream request; returns the response and, when policy needs it, its head."""
         method, body = request.method, request.body
-        url = yarl.URL(build_upstream_url(token.instance_url, request.target), encoded=True)
+        url = yarl.URL(
+            build_upstream_url(
+                token.instance_url,
+                request.target,
+                allow_insecure_loopback=self._settings.allow_insecure_loopback,
+            ),
+            encoded=True,
+        )
         upstream_headers = with_credentials(
             request.headers,
             token.access_token.reveal(),

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 from urllib.parse import unquote_to_bytes, urlsplit
 
+from tokenkeep.api.urls import upstream_url_problem
 from tokenkeep.errors import TokenkeepError
 
 __all__ = [
@@ -183,20 +184,25 @@ def validate_query(query: bytes) -> bytes:
     return query
 
 
-def build_upstream_url(instance_url: str, target: ProxyTarget) -> str:
+def build_upstream_url(
+    instance_url: str, target: ProxyTarget, *, allow_insecure_loopback: bool
+) -> str:
     """``instance_url`` + the validated path (+ ``?query``): the only URL a token goes to.
 
     ``instance_url`` comes from the stored token response; it must be a plain
-    ``http(s)://host[:port]`` origin (a path prefix is kept, userinfo/query/fragment refused).
+    ``https://host[:port]`` origin (a path prefix is kept, userinfo/query/fragment refused).
+    ``http://`` is refused unless the host is loopback AND ``allow_insecure_loopback``
+    (``TOKENKEEP_ALLOW_INSECURE_LOOPBACK``: the emulator, local tests): the token would
+    otherwise cross the network in clear.
     """
-    url = _checked_origin(instance_url) + target.path
+    url = _checked_origin(instance_url, allow_insecure_loopback) + target.path
     if target.query:
         url += "?" + target.query.decode("ascii")
     return url
 
 
 @functools.lru_cache(maxsize=4096)
-def _checked_origin(instance_url: str) -> str:
+def _checked_origin(instance_url: str, allow_insecure_loopback: bool) -> str:
     # A handful of instance URLs serve every call: parse each once, not per request.
     parts = urlsplit(instance_url)
     if (
@@ -207,4 +213,7 @@ def _checked_origin(instance_url: str) -> str:
         or parts.fragment
     ):
         raise InvalidPathError("The connection's instance_url is not a valid origin.")
+    problem = upstream_url_problem(instance_url, allow_insecure_loopback=allow_insecure_loopback)
+    if problem is not None:
+        raise InvalidPathError(f"The connection's instance_url {problem}.")
     return instance_url.rstrip("/")
