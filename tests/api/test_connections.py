@@ -6,10 +6,12 @@ from pathlib import Path
 
 import httpx
 from api_helpers import Api, import_body, put_integration, start_api
+from sqlalchemy import select
 
 from tokenkeep.clock import ManualClock
 from tokenkeep.config import load_settings
 from tokenkeep.server import build_asgi_app
+from tokenkeep.store.models import OutboxRow
 
 ACCESS = "00D5g000004ABCD!AQ0AccessTokenValue"
 REFRESH = "5Aep861RefreshTokenValue"
@@ -198,3 +200,33 @@ async def test_identity_url_is_parsed_only_when_it_is_one(api: Api) -> None:
     assert response.status_code == 201
     assert response.json()["org_id"] is None
     assert response.json()["user_id"] is None
+
+
+async def _outbox(api: Api) -> list[tuple[str, str | None, dict[str, object]]]:
+    async with api.gateway.store.db.read() as session:
+        rows = (await session.scalars(select(OutboxRow).order_by(OutboxRow.created_at))).all()
+    return [(r.event_type, r.connection_id, dict(r.payload)) for r in rows]
+
+
+async def test_import_writes_connection_created_and_a_refused_import_writes_none(
+    api: Api,
+) -> None:
+    await put_integration(api.client)
+    created = await api.client.post("/connections", json=import_body("acme", metadata={"t": 1}))
+    assert created.status_code == 201
+    events = await _outbox(api)
+    assert events == [
+        (
+            "connection.created",
+            "acme",
+            {
+                "connection_id": "acme",
+                "org_id": "00D5g000004ABCDEAA",
+                "integration": "sf",
+                "metadata": {"t": 1},
+            },
+        )
+    ]
+    duplicate = await api.client.post("/connections", json=import_body("acme"))
+    assert duplicate.status_code == 409
+    assert await _outbox(api) == events  # the refused import wrote no event

@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Response, status
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from tokenkeep.api.deps import GatewayDep, StoreDep
 from tokenkeep.api.schemas import (
@@ -119,6 +120,22 @@ async def create_imported_connection(
     expires_at, refresh_at = _imported_expiry(
         store.clock.time(), creds.issued_at, integration.session_timeout_seconds, settings
     )
+
+    def created_event(session: AsyncSession, connection: Connection) -> None:
+        # The same event, in the same transaction, as the connect flow's new connection.
+        store.outbox.add_event(
+            session,
+            "connection.created",
+            connection_id=connection.id,
+            org_id=connection.org_id or None,
+            payload={
+                "connection_id": connection.id,
+                "org_id": connection.org_id or None,
+                "integration": connection.integration_key,
+                "metadata": dict(connection.metadata),
+            },
+        )
+
     return await store.connections.create(
         ConnectionInput(
             id=body.connection_id,
@@ -133,7 +150,8 @@ async def create_imported_connection(
             expires_at=expires_at,
             next_refresh_at=refresh_at,
             metadata=body.metadata,
-        )
+        ),
+        also=created_event,
     )
 
 

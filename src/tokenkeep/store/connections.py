@@ -6,12 +6,14 @@ import base64
 import binascii
 import json
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import and_, delete, or_, select, update
 from sqlalchemy import exc as sa_exc
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from tokenkeep.clock import Clock
 from tokenkeep.crypto import Keyring
@@ -102,9 +104,18 @@ class ConnectionRepository:
         self._keyring = keyring
         self._clock = clock
 
-    async def create(self, data: ConnectionInput) -> Connection:
+    async def create(
+        self,
+        data: ConnectionInput,
+        *,
+        also: Callable[[AsyncSession, Connection], None] | None = None,
+    ) -> Connection:
         """Store a new connection (``ConflictError`` if the id exists, ``NotFoundError``
-        for an unknown integration)."""
+        for an unknown integration).
+
+        ``also(session, connection)`` runs inside the same transaction once the row is
+        written (e.g. an outbox event): both commit, or neither does.
+        """
         _check_status(data.status)
         conn_id = data.id or new_connection_id()
         now = self._clock.now()
@@ -151,7 +162,10 @@ class ConnectionRepository:
                     raise ConflictError(f"connection {conn_id!r} already exists")
                 session.add(row)
                 await session.flush()
-                return self._to_record(row, with_credentials=False)
+                record = self._to_record(row, with_credentials=False)
+                if also is not None:
+                    also(session, record)
+                return record
         except sa_exc.IntegrityError:
             # Two creators raced past the existence check: the primary key decides.
             raise ConflictError(f"connection {conn_id!r} already exists") from None
