@@ -292,7 +292,7 @@ async def test_tls_upstream_is_verified_with_the_extra_ca_bundle() -> None:
                 http.get(url + "/c/secure" + QUERY, headers=AUTH) as resp,
             ):
                 assert resp.status == 502
-                assert (await resp.json())["error"]["code"] == "upstream_unavailable"
+                assert (await resp.json())["error"]["code"] == "upstream_unreachable"
             assert len(_data_calls(emu)) == before
         finally:
             await source.close()

@@ -300,7 +300,7 @@ async def test_unreachable_upstream_is_502_with_our_body() -> None:
         ) as resp,
     ):
         assert resp.status == 502
-        assert (await resp.json())["error"]["code"] == "upstream_unavailable"
+        assert (await resp.json())["error"]["code"] == "upstream_unreachable"
 
 
 async def test_slow_upstream_is_504_with_our_body(echo: EchoUpstream) -> None:

@@ -13,7 +13,7 @@ needs from the lifecycle layer, and :class:`ProxyToken`. Modules:
 * ``wiring``: ``create_proxy_app(gateway)``, the seam ``tokenkeep.server`` mounts.
 """
 
-from tokenkeep.proxy.app import LimitInfo, ProxyApp, UpstreamTimeoutError, UpstreamUnavailableError
+from tokenkeep.proxy.app import LimitInfo, ProxyApp, UpstreamTimeoutError, UpstreamUnreachableError
 from tokenkeep.proxy.source import ProxyToken, TokenSource
 from tokenkeep.proxy.wiring import create_proxy_app
 
@@ -23,6 +23,6 @@ __all__ = [
     "ProxyToken",
     "TokenSource",
     "UpstreamTimeoutError",
-    "UpstreamUnavailableError",
+    "UpstreamUnreachableError",
     "create_proxy_app",
 ]

@@ -57,7 +57,7 @@ from tokenkeep.proxy.retry import (
 from tokenkeep.proxy.source import ProxyToken, TokenSource
 from tokenkeep.proxy.upstream import (
     UpstreamTimeoutError,
-    UpstreamUnavailableError,
+    UpstreamUnreachableError,
     create_upstream_session,
     peek_body,
 )
@@ -69,7 +69,7 @@ __all__ = [
     "LimitInfo",
     "ProxyApp",
     "UpstreamTimeoutError",
-    "UpstreamUnavailableError",
+    "UpstreamUnreachableError",
 ]
 
 Scope = MutableMapping[str, Any]
@@ -457,7 +457,7 @@ class ProxyApp:
         except TimeoutError:
             raise UpstreamTimeoutError("Salesforce did not answer in time.") from None
         except aiohttp.ClientError as exc:
-            raise UpstreamUnavailableError(
+            raise UpstreamUnreachableError(
                 f"Salesforce could not be reached ({type(exc).__name__})."
             ) from None
         head = b""
@@ -466,7 +466,7 @@ class ProxyApp:
                 head = await peek_body(response.content, PEEK_BYTES)
             except (TimeoutError, aiohttp.ClientError):
                 response.release()
-                raise UpstreamUnavailableError("Salesforce's answer was cut short.") from None
+                raise UpstreamUnreachableError("Salesforce's answer was cut short.") from None
         return response, head
 
     async def _relay(

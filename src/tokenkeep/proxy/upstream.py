@@ -21,7 +21,7 @@ from tokenkeep.errors import TransientUpstreamError
 
 __all__ = [
     "UpstreamTimeoutError",
-    "UpstreamUnavailableError",
+    "UpstreamUnreachableError",
     "create_upstream_session",
     "peek_body",
     "upstream_ssl_context",
@@ -74,10 +74,10 @@ def create_upstream_session(
     )
 
 
-class UpstreamUnavailableError(TransientUpstreamError):
+class UpstreamUnreachableError(TransientUpstreamError):
     """Salesforce could not be reached (connection refused, reset, DNS, TLS)."""
 
-    code: ClassVar[str] = "upstream_unavailable"
+    code: ClassVar[str] = "upstream_unreachable"
     status_code: ClassVar[int] = 502
 
 
