@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from typing import ClassVar
 from urllib.parse import unquote_to_bytes, urlsplit
 
-from tokenkeep.api.urls import upstream_url_problem
 from tokenkeep.errors import TokenkeepError
+from tokenkeep.urls import upstream_url_problem
 
 __all__ = [
     "InvalidPathError",
