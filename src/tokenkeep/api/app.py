@@ -14,6 +14,7 @@ from tokenkeep.api.deps import require_api_key
 from tokenkeep.api.errors import install_error_handlers
 from tokenkeep.api.health import router as health_router
 from tokenkeep.api.integrations import router as integrations_router
+from tokenkeep.api.logs import router as logs_router
 from tokenkeep.api.middleware import BodySizeLimit, RequestLog
 from tokenkeep.api.tokens import router as tokens_router
 from tokenkeep.runtime import Gateway
@@ -47,6 +48,7 @@ def create_app(gateway: Gateway) -> FastAPI:
     app.include_router(integrations_router, dependencies=authenticated)
     app.include_router(connections_router, dependencies=authenticated)
     app.include_router(tokens_router, dependencies=authenticated)
+    app.include_router(logs_router, dependencies=authenticated)
     app.include_router(connect_router)  # pages are public; /connect/sessions checks the key
 
     @app.get("/openapi.json", include_in_schema=False, dependencies=authenticated)
