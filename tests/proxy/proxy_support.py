@@ -195,6 +195,9 @@ class EmulatorTokens:
             conn.refresh_token = body.get("refresh_token", conn.refresh_token)
             return conn.token
 
+    async def confirm_recovered(self, connection_id: str, rejected_version: int) -> None:
+        return None
+
     async def report_cause(self, connection_id: str, cause: str, evidence: dict[str, Any]) -> None:
         self.causes.append((connection_id, cause, evidence))
 

@@ -20,8 +20,9 @@ least ``min_ttl`` seconds, refreshing only when needed. The layers (DESIGN.md,
    ``invalid_grant`` means ``needs_reauth``; transport faults back off and never revoke.
 
 It also implements the proxy's ``TokenSource`` protocol (``token_for``,
-``refresh_after_rejection``, ``report_cause``) on top of an in-process cache tagged with the
-row version, so the proxy does not read the database per call.
+``refresh_after_rejection``, ``confirm_recovered``, ``report_cause``) on top of an
+in-process cache tagged with the row version, so the proxy does not read the database per
+call.
 """
 
 from __future__ import annotations
@@ -82,6 +83,7 @@ PROXY_MIN_TTL = 30.0
 _JITTER_FRACTION = 0.1
 _CONFIG_TTL = 30.0
 _DUE = ("active", "error")  # statuses whose cached token may still be served
+_REJECTED_MAX = 4096  # rejected tokens remembered until their replay's outcome is known
 
 
 def oauth_app_for(integration: Integration) -> OAuthApp:
@@ -156,6 +158,9 @@ class RefreshCoordinator:
             store, client, settings=settings, clock=self.clock, rng=self._rng
         )
         self._flights: dict[str, asyncio.Task[FreshToken]] = {}
+        # Rejected tokens awaiting proof that the replacement works (confirm_recovered):
+        # (connection id, rejected version) -> (the row as rejected, when, our clock).
+        self._rejected: dict[tuple[str, int], tuple[Connection, float]] = {}
         # Short-lived caches of what every refresh reads but rarely changes (an edited
         # integration or a learned org timeout is picked up within _CONFIG_TTL seconds).
         self._integrations: dict[str, tuple[float, Integration]] = {}
@@ -220,12 +225,33 @@ class RefreshCoordinator:
         self, connection_id: str, rejected_version: int
     ) -> ProxyToken:
         """A token newer than ``rejected_version``: the one another worker already stored
-        (no refresh then), or a single-flight refresh. Learns early session deaths."""
+        (no refresh then), or a single-flight refresh.
+
+        A rejection alone says nothing about WHY (expiry, password change, IP lock, API
+        Client Control): the rejected token is only remembered here, and the org's session
+        estimate is shortened by :meth:`confirm_recovered`, once the new token has worked.
+        """
         conn = await self.store.connections.get(connection_id)
-        if conn.version == rejected_version:
-            await self.expiry.learn_if_early_death(conn)
+        rejected_at = self.clock.time()
         token = await self._single_flight(connection_id, _Need(newer_than=rejected_version))
+        if conn.version == rejected_version:
+            if len(self._rejected) >= _REJECTED_MAX:
+                self._rejected.pop(next(iter(self._rejected)))  # oldest first: bounded
+            self._rejected.setdefault((connection_id, rejected_version), (conn, rejected_at))
         return _proxy_token(token)
+
+    async def confirm_recovered(self, connection_id: str, rejected_version: int) -> None:
+        """The call replayed with a token newer than ``rejected_version`` was accepted.
+
+        Only now is the evidence "expired": the refresh worked AND the new token was
+        accepted, so the old one died of age. If it died before its predicted expiry, the
+        org's session timeout is shorter than we think: learn it (once per rejected token).
+        """
+        pending = self._rejected.pop((connection_id, rejected_version), None)
+        if pending is None:
+            return
+        conn, rejected_at = pending
+        await self.expiry.learn_if_early_death(conn, died_at=rejected_at)
 
     async def token_for(self, connection_id: str) -> ProxyToken:
         """The proxy's token: from the cache while it lives long enough, else fresh."""

@@ -125,12 +125,14 @@ class ExpiryKeeper:
             )
         return float(value) if value else None
 
-    async def learn_if_early_death(self, conn: Connection) -> None:
-        """A token rejected before its predicted expiry: the org's timeout is shorter than
-        we think. Shorten the org's estimate (never lengthen it)."""
+    async def learn_if_early_death(self, conn: Connection, *, died_at: float | None = None) -> None:
+        """A token that EXPIRED (``died_at``, our clock; now by default) before its predicted
+        expiry: the org's timeout is shorter than we think. Shorten the org's estimate
+        (never lengthen it). Call it only on evidence of expiry (a refresh that worked and
+        a new token that was accepted), never on a bare rejection."""
         if conn.expires_at is None or conn.issued_at is None:
             return
-        now = self.clock.time()
+        now = self.clock.time() if died_at is None else died_at
         predicted = conn.expires_at.timestamp() - conn.issued_at.timestamp()
         observed = now - conn.issued_at.timestamp()
         if observed >= predicted or observed <= 0:

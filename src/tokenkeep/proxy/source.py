@@ -49,6 +49,12 @@ class TokenSource(Protocol):
         another caller already obtained (no refresh then). Raises like :meth:`token_for`."""
         ...
 
+    async def confirm_recovered(self, connection_id: str, rejected_version: int) -> None:
+        """The call replayed after :meth:`refresh_after_rejection` did not fail with an auth
+        error: the rejected token had expired (the lifecycle learns session timeouts from
+        this, never from a bare rejection)."""
+        ...
+
     async def report_cause(self, connection_id: str, cause: str, evidence: dict[str, Any]) -> None:
         """Tell the lifecycle/diagnosis layer why a proxied call failed for good."""
         ...

@@ -47,6 +47,9 @@ class _GatewayTokens:
     ) -> ProxyToken:
         return await self._source().refresh_after_rejection(connection_id, rejected_version)
 
+    async def confirm_recovered(self, connection_id: str, rejected_version: int) -> None:
+        await self._source().confirm_recovered(connection_id, rejected_version)
+
     async def report_cause(self, connection_id: str, cause: str, evidence: dict[str, Any]) -> None:
         await self._source().report_cause(connection_id, cause, evidence)
 
