@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,12 +75,14 @@ class Flow:
 
 
 @pytest.fixture
-async def flow(tmp_path: Path) -> AsyncIterator[Flow]:
+async def flow(tmp_path: Path, db_url: str) -> AsyncIterator[Flow]:
+    """The flow on both engines (``db_url``: SQLite and PostgreSQL)."""
     # An earlier test (a CLI run) may have left structlog printing to a closed stream.
     configure_logging("console", "INFO")
     clock = ManualClock()
     settings = load_settings(
         data_dir=tmp_path / "data",
+        database_url=db_url,
         secret_key=SECRET,
         allow_insecure_loopback=True,
         scheduler_enabled=False,
@@ -155,6 +158,16 @@ async def test_a_replayed_callback_is_refused_and_stores_nothing_new(flow: Flow)
     assert replay.status_code == 410
     assert "already been used" in replay.text
     assert flow.code_grants() == 1  # the replay never reached the token endpoint
+    assert await flow.count(ConnectionRow) == 1
+
+
+async def test_concurrent_callbacks_with_one_state_exchange_the_code_once(flow: Flow) -> None:
+    params = await flow.authorize_params(await flow.start())
+    callback = flow.consent(params, flow.emu.orgs[0].users[0].username)
+    answers = await asyncio.gather(*(flow.callback(callback) for _ in range(8)))
+    assert sorted(r.status_code for r in answers) == [200] + [410] * 7
+    assert all("already been used" in r.text for r in answers if r.status_code == 410)
+    assert flow.code_grants() == 1  # exactly one code exchange reached the provider
     assert await flow.count(ConnectionRow) == 1
 
 

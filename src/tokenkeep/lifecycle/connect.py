@@ -263,12 +263,20 @@ class ConnectFlow:
                     "This sign-in answer does not belong to any connect session.",
                 )
             row = self._check_usable(row, now)
-            # Single use: consumed before anything else, so a replay finds it used.
-            await session.execute(
+            # Single use: consumed before anything else, so a replay finds it used. The
+            # UPDATE is conditional and must hit the row: two concurrent callbacks may both
+            # have read it unused (PostgreSQL, READ COMMITTED); only one consumes it.
+            consumed = await session.execute(
                 update(_S)
                 .where(_S.c.token_hash == row.token_hash, _S.c.used_at.is_(None))
                 .values(used_at=now)
             )
+            if consumed.rowcount != 1:  # type: ignore[attr-defined]
+                raise ConnectFlowError(
+                    "replayed",
+                    "This connect link has already been used. Ask for a new one.",
+                    status_code=410,
+                )
         if error:
             if error == "access_denied":
                 reason, message = "denied", "The connection was not approved"
