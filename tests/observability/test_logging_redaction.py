@@ -130,3 +130,55 @@ def test_log_level_filters(log_stream: io.StringIO) -> None:
     get_logger("test").warning("loud")
     assert "quiet" not in log_stream.getvalue()
     assert "loud" in log_stream.getvalue()
+
+
+SF_REFRESH = "5Aep861TbHhJbIjZ5f_5NGxQ.lGw0.PvJmCkjVdZOoXz8J7bFXTDI2ZUmHx3kGJ3Bd0qYwzDcqpl-D9Qe"
+
+
+@pytest.mark.parametrize(
+    ("text", "kept", "hidden"),
+    [
+        (f"refresh failed for {SF_REFRESH} today", "refresh failed for", SF_REFRESH),
+        (
+            "grant_type=password&username=u%40x.com&password=S3cret%21pw&client_id=3MVG",
+            "grant_type=password&username=u%40x.com&password=***&client_id=3MVG",
+            "S3cret",
+        ),
+        (
+            "grant_type=refresh_token&refresh_token=opaque.value&client_secret=shh123",
+            "grant_type=refresh_token&refresh_token=***&client_secret=***",
+            "opaque.value",
+        ),
+        (
+            "GET /oauth/callback?code=aPrxAbC123&state=s1",
+            "/oauth/callback?code=***&state=s1",
+            "aPrx",
+        ),
+        ("#access_token=opaque1&instance_url=x", "#access_token=***&instance_url=x", "opaque1"),
+        ("assertion=abc.def.ghi sent", "assertion=*** sent", "abc.def"),
+        (
+            "connect to postgresql+psycopg://postgres:hunter2@127.0.0.1/tk failed",
+            "postgresql+psycopg://***@127.0.0.1/tk failed",
+            "hunter2",
+        ),
+    ],
+)
+def test_free_text_credentials_are_masked(text: str, kept: str, hidden: str) -> None:
+    out = redact({"event": text})["event"]
+    assert hidden not in out
+    assert kept in out
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "zipcode=12345&mycode=9",
+        "grant_type=refresh_token",
+        "https://user@host.example/path",
+        "/services/data/v60.0/query?q=SELECT+Id+FROM+Account",
+        "stk_abcdefghijklmnopqrstuv",
+        "5Aep-short",
+    ],
+)
+def test_look_alikes_pass_unchanged(text: str) -> None:
+    assert redact({"event": text}) == {"event": text}
