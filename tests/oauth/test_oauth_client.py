@@ -134,7 +134,11 @@ async def test_tampered_signature_is_refused(server: Recorded, client: TokenEndp
 
     server.answer = tampered
     with pytest.raises(TokenSignatureError):
-        await client.refresh(app_for(server.url), Secret(CANARY_REFRESH))
+        await client.exchange_code(app_for(server.url), "code-1", "https://gw/cb")
+    # A refresh answer is kept (it may hold the only live, rotated refresh token), flagged.
+    kept = await client.refresh(app_for(server.url), Secret(CANARY_REFRESH))
+    assert kept.signature_mismatch
+    assert not kept.signature_verified
 
 
 @pytest.mark.parametrize(

@@ -233,3 +233,15 @@ def test_parse_rest_errors_is_defensive() -> None:
     assert parse_rest_errors(b"<html>") == []
     assert parse_rest_errors(b"\xff\xfe") == []
     assert parse_rest_errors(b'"text"') == []
+
+
+def test_bad_signature_on_a_refresh_answer_keeps_the_tokens_and_flags_it() -> None:
+    body = signed_body(secret="someone-else")
+    tr = parse_token_response(
+        body, received_at=1.0, client_secret=Secret(SECRET), strict_signature=False
+    )
+    assert tr.signature_mismatch is True
+    assert tr.signature_verified is False
+    assert tr.refresh_token is not None
+    good = parse_token_response(signed_body(), received_at=1.0, client_secret=Secret(SECRET))
+    assert good.signature_mismatch is False

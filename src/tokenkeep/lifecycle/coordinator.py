@@ -463,6 +463,13 @@ class RefreshCoordinator:
             return None
         if commit.recovered:
             _log.info("connection recovered", connection_id=conn.id)
+        if response.signature_mismatch:
+            _log.warning(
+                "refresh answer's signature does not verify: tokens kept; check the "
+                "integration's client_secret",
+                connection_id=conn.id,
+                integration=conn.integration_key,
+            )
         expires_at = await self.expiry.refine(
             conn.id, app, response, version=commit.version, integration=integration, learned=learned
         )

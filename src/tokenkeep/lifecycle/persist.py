@@ -45,6 +45,13 @@ class CommitResult:
     version: int
     instance_moved: bool = False
     recovered: bool = False
+    # Tokens stored, but an org admin must act (``status_reason`` names why).
+    action_required: str | None = None
+
+
+# A refresh answer whose signature does not verify with the stored client secret: the
+# tokens are kept (never lose a refresh token), the integration is probably misconfigured.
+SIGNATURE_MISMATCH = "misconfigured:signature_mismatch"
 
 
 def status_reason_of(decision: RefreshFailureDecision) -> str:
@@ -106,6 +113,12 @@ async def commit_refresh(
         values["issued_to_address"] = response.local_address
     if response.id_url:
         values["id_url"] = response.id_url
+    if response.signature_mismatch:
+        # Reported, not fatal: the connection stays usable (see parse_token_response).
+        values["last_error"] = (
+            "the token answer's signature does not verify with the integration's client "
+            "secret: is the stored client_secret right?"
+        )
     async with store.db.write() as session:
         result = await session.execute(
             update(_T).where(_T.c.id == conn.id, _T.c.version == conn.version).values(**values)
@@ -148,6 +161,19 @@ async def commit_refresh(
                 org_id=conn.org_id,
                 payload={**payload, "previous_status": conn.status},
             )
+        if response.signature_mismatch:
+            store.outbox.add_event(
+                session,
+                "connection.action_required",
+                connection_id=conn.id,
+                org_id=conn.org_id,
+                payload={
+                    **payload,
+                    "status": "active",
+                    "reason": SIGNATURE_MISMATCH,
+                    "detail": "the integration's client_secret is probably wrong",
+                },
+            )
         await store.operations.log(
             "refresh",
             outcome="ok",
@@ -159,6 +185,7 @@ async def commit_refresh(
                 "version": new_version,
                 "rotated": response.refresh_token is not None,
                 "instance_moved": instance_moved,
+                "signature_mismatch": response.signature_mismatch,
             },
             session=session,
         )

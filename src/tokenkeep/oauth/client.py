@@ -305,6 +305,9 @@ class TokenEndpointClient:
             client_secret=app.client_secret,
             local_address=answer.local_address,
             endpoint="token",
+            # Only the code exchange refuses a mismatch: a refresh answer is never thrown
+            # away (it may carry the only live, rotated refresh token).
+            strict_signature=grant == "authorization_code",
         )
 
     @staticmethod

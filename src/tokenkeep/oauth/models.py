@@ -93,6 +93,8 @@ class TokenResponse:
     issued_at_ms: int | None = None
     signature: str | None = field(default=None, repr=False)
     signature_verified: bool = False
+    # A signature was present and did NOT verify (kept, not raised, on a refresh answer).
+    signature_mismatch: bool = False
     scope: str | None = None
     token_type: str = "Bearer"
     local_address: str | None = None

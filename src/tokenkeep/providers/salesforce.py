@@ -125,12 +125,19 @@ def parse_token_response(
     client_secret: Secret | None = None,
     local_address: str | None = None,
     endpoint: str | None = None,
+    strict_signature: bool = True,
 ) -> TokenResponse:
     """A :class:`TokenResponse` from a 200 token-endpoint body.
 
-    With ``client_secret`` and a ``signature`` in the body, the signature is checked and a
-    mismatch raises :class:`TokenSignatureError`. A body without ``access_token`` or
-    ``instance_url`` is a broken answer (:class:`UpstreamTransportError`, ``bad_response``).
+    With ``client_secret`` and a ``signature`` in the body, the signature is checked. A
+    mismatch raises :class:`TokenSignatureError` when ``strict_signature`` (the connect
+    flow's code exchange: the signature binds the identity we are about to store); else the
+    tokens are returned with ``signature_mismatch=True``. A refresh answer must never be
+    thrown away for it: TLS already authenticated the token endpoint, the answer may carry
+    a rotated refresh token (the old one is dead), and a mismatch there almost always means
+    the stored client secret is wrong -- a configuration problem to report, not a reason to
+    lose the connection. A body without ``access_token`` or ``instance_url`` is a broken
+    answer (:class:`UpstreamTransportError`, ``bad_response``).
     """
     access_token = _opt_str(body.get("access_token"))
     instance_url = _opt_str(body.get("instance_url"))
@@ -148,11 +155,12 @@ def parse_token_response(
     issued_at_raw = body.get("issued_at")
     issued_at_text = str(issued_at_raw) if issued_at_raw is not None else None
     signature = _opt_str(body.get("signature"))
-    verified = False
+    verified = mismatch = False
     if signature and client_secret and id_url and issued_at_text is not None:
-        if not verify_signature(client_secret.reveal(), id_url, issued_at_text, signature):
+        verified = verify_signature(client_secret.reveal(), id_url, issued_at_text, signature)
+        if not verified and strict_signature:
             raise TokenSignatureError(endpoint)
-        verified = True
+        mismatch = not verified
     refresh = _opt_str(body.get("refresh_token"))
     return TokenResponse(
         access_token=Secret(access_token),
@@ -164,6 +172,7 @@ def parse_token_response(
         issued_at_ms=_opt_int(issued_at_raw),
         signature=signature,
         signature_verified=verified,
+        signature_mismatch=mismatch,
         scope=_opt_str(body.get("scope")),
         token_type=_opt_str(body.get("token_type")) or "Bearer",
         received_at=received_at,
