@@ -1,7 +1,9 @@
 """Recognise the Salesforce API answers that matter to the gateway. Pure and fast.
 
-The proxy calls :func:`classify_api_response` on every non-2xx answer (only those) to
-decide whether to refresh and retry once; diagnosis uses it to pick probes. Bodies are
+:func:`classify_api_response` is the library's reader of an API answer, meant for
+diagnosis (picking probes). The proxy does NOT call it: its hot path has its own narrower
+reader, ``tokenkeep.proxy.retry.inspect_response`` (status plus the first bytes of the
+body, no header mapping), which recognises the same answers for the retry-once decision. Bodies are
 parsed defensively: REST errors are a JSON array in any key order, but a few answers are
 plain text (``403 Bad_OAuth_Token``) or HTML from a load balancer.
 """

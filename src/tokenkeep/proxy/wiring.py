@@ -3,10 +3,11 @@
 ``create_proxy_app(gateway)`` wires :class:`~tokenkeep.proxy.app.ProxyApp` to the gateway:
 
 * API keys: ``gateway.store.api_keys.verify`` (the proxy adds its own short positive cache);
-* tokens: ``gateway.token_source`` — any :class:`~tokenkeep.proxy.source.TokenSource`, in
-  practice the lifecycle's ``RefreshCoordinator``. It is looked up on each call (one
-  attribute read), because the coordinator needs the store, which exists only once the
-  gateway has started. Until it is set, proxied calls answer ``503 not_ready``;
+* tokens: ``gateway.token_source``, the gateway's own ``RefreshCoordinator`` (any
+  :class:`~tokenkeep.proxy.source.TokenSource` can be passed instead). It is looked up on
+  each call (one attribute read), because the coordinator needs the store, which exists
+  only while the gateway runs: before ``gateway.start()`` and after ``stop()`` proxied
+  calls answer ``503 not_ready`` (with ``Retry-After``);
 * events: ``org.maintenance_started`` / ``org.maintenance_ended`` go to the webhook outbox;
 * lifecycle: the app is registered as a gateway service, so its upstream session is created
   on start and closed on stop.
