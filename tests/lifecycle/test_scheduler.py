@@ -20,9 +20,10 @@ from tokenkeep.clock import FileClock
 from tokenkeep.config import load_settings
 from tokenkeep.crypto import Keyring
 from tokenkeep.emulator import Emulator
+from tokenkeep.errors import NeedsReauthError
 from tokenkeep.lifecycle.coordinator import RefreshCoordinator
 from tokenkeep.lifecycle.scheduler import RefreshScheduler
-from tokenkeep.store import Database, Store, verify_keyring
+from tokenkeep.store import ConnectionInput, Database, Store, verify_keyring
 from tokenkeep.store.models import ConnectionRow, OperationRow
 
 WORKER = Path(__file__).with_name("scheduler_worker.py")
@@ -268,3 +269,49 @@ async def test_two_scheduler_processes_keep_1000_connections_fresh_for_24_hours(
     for times in per_connection.values():
         # Never twice in one cycle: consecutive refreshes are most of a lifetime apart.
         assert all(b - a >= TIMEOUT / 2 for a, b in itertools.pairwise(times))
+
+
+async def test_an_import_without_refresh_token_works_until_expiry_then_needs_reauth(
+    rig: Rig,
+) -> None:
+    """An oauth2 import without a refresh token: the scheduler leaves it alone (no attempt,
+    no needs_reauth while the token still works); once expired, a caller is told to
+    re-connect (reason no_refresh_token)."""
+    user = rig.emu.orgs[0].users[0]
+    await connect(rig.store, rig.emu, rig.client, user, "c1", clock=rig.clock)
+    live = await rig.store.connections.get("c1", with_credentials=True)
+    assert live.credentials is not None
+    await rig.store.connections.delete("c1")
+    expires = rig.clock.now() + timedelta(seconds=3600)
+    await rig.store.connections.create(
+        ConnectionInput(
+            id="imp",
+            integration_key="sf",
+            org_id=live.org_id,
+            user_id=live.user_id,
+            username=live.username,
+            instance_url=live.instance_url,
+            id_url=live.id_url,
+            access_token=live.credentials.access_token.reveal(),
+            refresh_token=None,
+            issued_at=rig.clock.now(),
+            expires_at=expires,
+            next_refresh_at=None,
+        )
+    )
+    scheduler = _scheduler(rig)
+    for _ in range(12):  # up to a few seconds before the known expiry
+        await scheduler.run_once()
+        rig.advance(299)
+        stored = await rig.store.connections.get("imp")
+        assert (stored.status, stored.status_reason) == ("active", None)
+    assert rig.refresh_grants() == 0
+    assert await scheduler.measure_lag() == 0
+    # 12 s left: still served (the best token there is), and it works.
+    token = await rig.coordinator.fresh_token("imp", min_ttl=60)
+    assert token.access_token.reveal() == live.credentials.access_token.reveal()
+    rig.advance(20)
+    with pytest.raises(NeedsReauthError) as info:
+        await rig.coordinator.fresh_token("imp", min_ttl=60)
+    assert info.value.details["reason"] == "no_refresh_token"
+    assert (await rig.store.connections.get("imp")).status == "needs_reauth"

@@ -317,6 +317,9 @@ class RefreshCoordinator:
                 backing_off = None if need.ignore_backoff else self._backoff_answer(conn, need)
                 if backing_off is not None:
                     return backing_off
+                unrefreshable = await self._unrefreshable_answer(conn, need)
+                if unrefreshable is not None:
+                    return unrefreshable
                 seen_version = conn.version
             grant = await acquire_lease(
                 self.store.db,
@@ -385,6 +388,22 @@ class RefreshCoordinator:
                 "attempts": conn.refresh_attempts,
             },
         )
+
+    async def _unrefreshable_answer(self, conn: Connection, need: _Need) -> FreshToken | None:
+        """An oauth2 connection without a refresh token (an import) cannot refresh: its
+        token is served, however short its remaining life, until its known expiry; only
+        after that does the refresh attempt answer ``needs_reauth`` (``no_refresh_token``).
+        """
+        if need.newer_than is not None or conn.expires_at is None:
+            return None
+        if conn.credentials is None or conn.credentials.refresh_token is not None:
+            return None
+        if conn.expires_at.timestamp() <= self.clock.time():
+            return None
+        integration = await self._integration(conn.integration_key)
+        if integration.auth_mode != "oauth2":
+            return None
+        return self._remember(conn)
 
     async def _wait_for_holder(self, connection_id: str, seen_version: int) -> None:
         """Poll the row while another worker refreshes it (bounded)."""

@@ -50,13 +50,20 @@ from tokenkeep.oauth.classify import backoff_delay
 from tokenkeep.oauth.expiry import next_refresh_at
 from tokenkeep.observability.logging import get_logger
 from tokenkeep.store import Store
-from tokenkeep.store.models import ConnectionRow
+from tokenkeep.store.models import ConnectionRow, IntegrationRow
 
 __all__ = ["CycleReport", "RefreshScheduler"]
 
 _log = get_logger("tokenkeep.scheduler")
 _T = cast(Table, ConnectionRow.__table__)
 _DUE_STATUSES = ("active", "error")
+_I = cast(Table, IntegrationRow.__table__)
+# Rows the scheduler can refresh: JWT bearer / client credentials mint again; an oauth2 row
+# needs a refresh token. An oauth2 import without one is left alone: its token works until
+# its expiry, and only then does a caller learn it needs a new connect (no_refresh_token).
+_REFRESHABLE = _T.c.refresh_token_enc.is_not(None) | _T.c.integration_key.in_(
+    select(_I.c.key).where(_I.c.auth_mode != "oauth2")
+)
 _JITTER = 0.1  # of the lifetime: spreads refreshes of rows imported together
 
 SCHEDULER_LAG = Gauge(
@@ -211,7 +218,7 @@ class RefreshScheduler:
         async with self.store.db.read() as session:
             oldest = await session.scalar(
                 select(func.min(_T.c.next_refresh_at)).where(
-                    _T.c.status.in_(_DUE_STATUSES), _T.c.next_refresh_at <= now
+                    _T.c.status.in_(_DUE_STATUSES), _T.c.next_refresh_at <= now, _REFRESHABLE
                 )
             )
         return max(0.0, (now - oldest).total_seconds()) if oldest is not None else 0.0
@@ -223,7 +230,7 @@ class RefreshScheduler:
         async with self.store.db.write() as session:
             query = (
                 select(_T.c.id, _T.c.expires_at, _T.c.issued_at)
-                .where(_T.c.status.in_(_DUE_STATUSES), _T.c.next_refresh_at.is_(None))
+                .where(_T.c.status.in_(_DUE_STATUSES), _T.c.next_refresh_at.is_(None), _REFRESHABLE)
                 .limit(self.batch_size)
             )
             if self.store.db.dialect == "postgresql":
@@ -260,6 +267,7 @@ class RefreshScheduler:
                     _T.c.status.in_(_DUE_STATUSES),
                     _T.c.next_refresh_at <= now,
                     (_T.c.lease_owner.is_(None)) | (_T.c.lease_until <= now),
+                    _REFRESHABLE,
                 )
                 .order_by(_T.c.next_refresh_at)
                 .limit(self.batch_size)
