@@ -171,6 +171,21 @@ async def test_concurrent_callbacks_with_one_state_exchange_the_code_once(flow: 
     assert await flow.count(ConnectionRow) == 1
 
 
+async def test_an_insecure_instance_url_gives_a_clear_page_and_stores_nothing(
+    flow: Flow,
+) -> None:
+    # A gateway that does not allow plain http to loopback: the emulator's org address
+    # (http://127.0.0.1:...) may not receive tokens.
+    gateway = flow.gateway
+    gateway.settings = gateway.settings.model_copy(update={"allow_insecure_loopback": False})
+    params = await flow.authorize_params(await flow.start())
+    r = await flow.callback(flow.consent(params, flow.emu.orgs[0].users[0].username))
+    assert r.status_code == 400
+    assert "https://" in r.text
+    assert "Nothing was stored" in r.text
+    assert await flow.count(ConnectionRow) == 0
+
+
 async def test_a_used_connect_link_cannot_be_opened_again(flow: Flow) -> None:
     path = await flow.start()
     params = await flow.authorize_params(path)

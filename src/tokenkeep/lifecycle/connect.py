@@ -47,6 +47,7 @@ from tokenkeep.store.connections import (
     new_connection_id,
 )
 from tokenkeep.store.models import ConnectionRow, ConnectSessionRow
+from tokenkeep.urls import upstream_url_problem
 
 __all__ = ["CODE_VERIFIER_FIELD", "ConnectFlow", "ConnectFlowError", "ConnectResult"]
 
@@ -220,6 +221,18 @@ class ConnectFlow:
             return_url=return_url,
         )
 
+    def _check_instance_url(self, instance_url: str) -> None:
+        """Refuse to store a connection whose instance_url may not receive tokens."""
+        problem = upstream_url_problem(
+            instance_url, allow_insecure_loopback=self.settings.allow_insecure_loopback
+        )
+        if problem is not None:
+            raise ConnectFlowError(
+                "insecure_instance_url",
+                f"The provider named the org's address {instance_url}, which {problem}. "
+                "Nothing was stored.",
+            )
+
     @staticmethod
     def _check_usable(row: Any, now: datetime) -> Any:
         """The session row if it can still be used; else the reason it cannot."""
@@ -310,6 +323,7 @@ class ConnectFlow:
             raise ConnectFlowError(
                 "invalid_signature", "The token answer was not signed: nothing was stored."
             )
+        self._check_instance_url(tokens.instance_url)
         if not tokens.id_url:
             raise ConnectFlowError("identity_error", "The token answer named no identity URL.")
         try:
@@ -383,6 +397,7 @@ class ConnectFlow:
             )
         app = oauth_app_for(integration)
         tokens = await self.client.obtain(app)
+        self._check_instance_url(tokens.instance_url)
         if not tokens.id_url:
             raise ConnectFlowError("identity_error", "The token answer named no identity URL.")
         identity = await self.client.identity(tokens.id_url, tokens.access_token)

@@ -480,6 +480,22 @@ class RefreshCoordinator:
                 read_version=conn.version,
             )
             return None
+        if commit.action_required is not None:
+            # Tokens are stored; the connection waits for an admin (e.g. an insecure URL).
+            self.cache.drop(conn.id)
+            _log.warning(
+                "refreshed tokens stored, but the connection needs an admin",
+                connection_id=conn.id,
+                reason=commit.action_required,
+            )
+            raise ActionRequiredError(
+                f"connection {conn.id} needs an org admin to act ({commit.action_required})",
+                details={
+                    "connection_id": conn.id,
+                    "reason": commit.action_required,
+                    "cause": commit.action_required.split(":", 1)[0],
+                },
+            )
         if commit.recovered:
             _log.info("connection recovered", connection_id=conn.id)
         if response.signature_mismatch:
@@ -529,6 +545,7 @@ class RefreshCoordinator:
                         next_refresh_at=refresh_at,
                         duration_ms=max(0.0, (self.clock.monotonic() - started) * 1000),
                         grant=grant_name,
+                        allow_insecure_loopback=self.settings.allow_insecure_loopback,
                     )
                 )
             except (DatabaseUnavailableError, sa_exc.OperationalError):

@@ -31,6 +31,7 @@ from tokenkeep.store import Store
 from tokenkeep.store.connections import ACCESS_TOKEN_FIELD, REFRESH_TOKEN_FIELD
 from tokenkeep.store.models import ConnectionRow
 from tokenkeep.store.records import Connection
+from tokenkeep.urls import upstream_url_problem
 
 __all__ = ["CommitResult", "commit_refresh", "record_failure", "status_reason_of", "update_expiry"]
 
@@ -52,6 +53,8 @@ class CommitResult:
 # A refresh answer whose signature does not verify with the stored client secret: the
 # tokens are kept (never lose a refresh token), the integration is probably misconfigured.
 SIGNATURE_MISMATCH = "misconfigured:signature_mismatch"
+# A refresh answer named an instance_url tokens may not be sent to (plain http).
+INSECURE_INSTANCE_URL = "wrong_instance:insecure_instance_url"
 
 
 def status_reason_of(decision: RefreshFailureDecision) -> str:
@@ -72,17 +75,29 @@ async def commit_refresh(
     next_refresh_at: datetime,
     duration_ms: float,
     grant: str,
+    allow_insecure_loopback: bool = False,
 ) -> CommitResult:
     """Compare-and-swap the new tokens onto the row read at ``conn.version``.
 
     The refresh token kept is the rotated one when the response has one, else the one used.
     Both ciphertexts are rewritten under the primary key so ``key_id`` stays truthful.
+    An ``instance_url`` that may not receive tokens (plain http, unless loopback and
+    ``allow_insecure_loopback``) is not taken: the tokens are still stored (never lose a
+    refresh token), the old URL stays, and the row becomes ``action_required``
+    (``wrong_instance:insecure_instance_url``).
     """
     keyring = store.keyring
     now = store.clock.now()
     refresh = response.refresh_token or used_refresh_token
     new_version = conn.version + 1
-    instance_moved = bool(response.instance_url) and response.instance_url != conn.instance_url
+    refused_url = response.instance_url and upstream_url_problem(
+        response.instance_url, allow_insecure_loopback=allow_insecure_loopback
+    )
+    instance_moved = (
+        bool(response.instance_url)
+        and not refused_url
+        and response.instance_url != conn.instance_url
+    )
     recovered = conn.status == "error"
     values: dict[str, Any] = {
         "access_token_enc": keyring.encrypt(
@@ -113,6 +128,15 @@ async def commit_refresh(
         values["issued_to_address"] = response.local_address
     if response.id_url:
         values["id_url"] = response.id_url
+    if refused_url:
+        values.update(
+            instance_url=conn.instance_url,
+            status="action_required",
+            status_reason=INSECURE_INSTANCE_URL,
+            next_refresh_at=None,  # nothing to retry on its own
+            last_error=f"the token endpoint named instance_url {response.instance_url!r}, "
+            f"which {refused_url}",
+        )
     if response.signature_mismatch:
         # Reported, not fatal: the connection stays usable (see parse_token_response).
         values["last_error"] = (
@@ -161,6 +185,19 @@ async def commit_refresh(
                 org_id=conn.org_id,
                 payload={**payload, "previous_status": conn.status},
             )
+        if refused_url:
+            store.outbox.add_event(
+                session,
+                "connection.action_required",
+                connection_id=conn.id,
+                org_id=conn.org_id,
+                payload={
+                    **payload,
+                    "status": "action_required",
+                    "reason": INSECURE_INSTANCE_URL,
+                    "detail": f"refused instance_url {response.instance_url!r}",
+                },
+            )
         if response.signature_mismatch:
             store.outbox.add_event(
                 session,
@@ -190,7 +227,11 @@ async def commit_refresh(
             session=session,
         )
     return CommitResult(
-        committed=True, version=new_version, instance_moved=instance_moved, recovered=recovered
+        committed=True,
+        version=new_version,
+        instance_moved=instance_moved,
+        recovered=recovered and not refused_url,
+        action_required=INSECURE_INSTANCE_URL if refused_url else None,
     )
 
 
