@@ -285,7 +285,7 @@ async def test_a_refused_app_is_action_required_not_retried(rig: Rig) -> None:
     stored = await rig.store.connections.get("c1")
     assert stored.status == "action_required"
     assert stored.status_reason is not None
-    assert stored.status_reason.startswith("client_rejected:")
+    assert stored.status_reason.startswith("misconfigured:")
     assert await _events(rig, "c1") == ["connection.action_required"]
     with pytest.raises(ActionRequiredError):
         await rig.new_coordinator().fresh_token("c1")

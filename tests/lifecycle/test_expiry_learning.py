@@ -127,3 +127,29 @@ async def test_a_real_early_death_shortens_the_org_estimate(rig: Rig) -> None:
         assert learned <= 1900
     finally:
         await app.aclose()
+
+
+async def test_an_ip_lock_on_refresh_is_named_to_the_proxy_client(rig: Rig) -> None:
+    """Salesforce refuses the refresh with "IP restricted": the relayed 401 says
+    Tokenkeep-Cause: ip_locked; later calls get our 424 at once, nothing upstream."""
+    org = rig.emu.orgs[0]
+    await connect(rig.store, rig.emu, rig.client, org.users[0], "c1", clock=rig.clock)
+    app = _proxy(rig)
+    try:
+        rig.emu.admin.patch_org(
+            org.org_id, {"session_timeout_seconds": 600, "login_ip_ranges": ["10.0.0.0/8"]}
+        )
+        rig.advance(700)  # dead on the emulator, alive by our estimate: the proxy tries
+        status, headers = await _proxied_get(app, "c1")
+        assert status == 401
+        assert headers["tokenkeep-cause"] == "ip_locked"
+        stored = await rig.store.connections.get("c1")
+        assert (stored.status, stored.status_reason) == (
+            "action_required",
+            "ip_locked:login_ip_restricted",
+        )
+        status, _ = await _proxied_get(app, "c1")
+        assert status == 424
+        assert rig.refresh_grants() == 1
+    finally:
+        await app.aclose()

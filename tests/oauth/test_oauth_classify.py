@@ -60,20 +60,20 @@ CASES = [
      Facts(rotation=True, lease_expired=True),
      "needs_reauth", "needs_reauth", "revoked", "inactive_user", "connection.needs_reauth"),
     ("invalid-client", grant("invalid client credentials", error="invalid_client"), Facts(),
-     "action_required", "action_required", "client_rejected", "invalid_client",
+     "action_required", "action_required", "misconfigured", "invalid_client",
      "connection.action_required"),
     ("invalid-client-id", grant("client identifier invalid", error="invalid_client_id"),
-     Facts(), "action_required", "action_required", "client_rejected", "invalid_client_id",
+     Facts(), "action_required", "action_required", "misconfigured", "invalid_client_id",
      "connection.action_required"),
     ("invalid-app-access",
      grant("user is not admin approved to access this app", error="invalid_app_access"),
-     Facts(), "action_required", "action_required", "app_access_denied", "invalid_app_access",
+     Facts(), "action_required", "action_required", "api_client_control", "app_not_approved",
      "connection.action_required"),
     ("ip-restricted", grant("IP restricted or invalid login hours"), Facts(),
-     "action_required", "action_required", "ip_locked", "ip_restricted_or_login_hours",
+     "action_required", "action_required", "ip_locked", "login_ip_restricted",
      "connection.action_required"),
     ("jwt-not-pre-authorized", grant("user hasn't approved this consumer"), Facts(),
-     "action_required", "action_required", "app_not_approved", "user_not_pre_authorized",
+     "action_required", "action_required", "api_client_control", "user_not_pre_authorized",
      "connection.action_required"),
     ("jwt-audience", grant("Audience validation failed"), Facts(),
      "action_required", "action_required", "misconfigured", "jwt_audience",
@@ -228,3 +228,54 @@ def test_retry_after_header_is_honoured_within_the_cap() -> None:
         rng=random.Random(0),
     )
     assert decision.retry_after == 120.0
+
+
+@pytest.mark.parametrize(
+    ("error", "stored_reason", "proxy_cause"),
+    [
+        (
+            grant("IP restricted or invalid login hours"),
+            "ip_locked:login_ip_restricted",
+            "ip_locked",
+        ),
+        (
+            grant("user is not admin approved to access this app", error="invalid_app_access"),
+            "api_client_control:app_not_approved",
+            "api_client_control",
+        ),
+        (
+            grant("user hasn't approved this consumer"),
+            "api_client_control:user_not_pre_authorized",
+            "api_client_control",
+        ),
+        (
+            grant("invalid client credentials", error="invalid_client"),
+            "misconfigured:invalid_client",
+            "unknown",
+        ),
+        (
+            grant("client identifier invalid", error="invalid_client_id"),
+            "misconfigured:invalid_client_id",
+            "unknown",
+        ),
+    ],
+)
+def test_action_required_reasons_start_with_a_cause_word_where_one_applies(
+    error: OAuthError, stored_reason: str, proxy_cause: str
+) -> None:
+    from tokenkeep.lifecycle.persist import status_reason_of
+    from tokenkeep.proxy.app import CAUSE_WORDS
+
+    decision = classify_refresh_failure(
+        error,
+        refresh_token_changed=False,
+        lease_expired_before=False,
+        rotation_enabled=False,
+        newer_connection_same_user_app=False,
+        attempts=1,
+        max_attempts=3,
+    )
+    assert decision.status == "action_required"
+    assert status_reason_of(decision) == stored_reason
+    # What the proxy's Tokenkeep-Cause says: the reason if it is a cause word, else unknown.
+    assert (decision.reason if decision.reason in CAUSE_WORDS else "unknown") == proxy_cause

@@ -93,19 +93,24 @@ _REAUTH_DESCRIPTIONS: tuple[tuple[str, str], ...] = (
 )
 # invalid_grant descriptions that are NOT revocations: an admin or the integration's
 # configuration must change, reconnecting does not help.
+# The reason (first word of ``status_reason``) is one of DESIGN.md's cause words where one
+# applies (``ip_locked``, ``api_client_control``, ``wrong_instance``): the proxy passes it on
+# as ``Tokenkeep-Cause``. Configuration faults are ``misconfigured`` (not a cause word: the
+# proxy then says ``unknown``).
 _ACTION_DESCRIPTIONS: tuple[tuple[str, str, str], ...] = (
-    ("ip restricted", "ip_locked", "ip_restricted_or_login_hours"),
-    ("invalid login hours", "ip_locked", "ip_restricted_or_login_hours"),
-    ("hasn't approved this consumer", "app_not_approved", "user_not_pre_authorized"),
-    ("has not approved this consumer", "app_not_approved", "user_not_pre_authorized"),
+    ("ip restricted", "ip_locked", "login_ip_restricted"),
+    ("invalid login hours", "ip_locked", "login_ip_restricted"),
+    ("hasn't approved this consumer", "api_client_control", "user_not_pre_authorized"),
+    ("has not approved this consumer", "api_client_control", "user_not_pre_authorized"),
     ("audience validation failed", "misconfigured", "jwt_audience"),
     ("not supported on this domain", "misconfigured", "not_my_domain"),
     ("no client credentials user enabled", "misconfigured", "no_run_as_user"),
 )
 _APP_REFUSALS = {
-    "invalid_client": ("client_rejected", "invalid_client"),
-    "invalid_client_id": ("client_rejected", "invalid_client_id"),
-    "invalid_app_access": ("app_access_denied", "invalid_app_access"),
+    "invalid_client": ("misconfigured", "invalid_client"),
+    "invalid_client_id": ("misconfigured", "invalid_client_id"),
+    # "user is not admin approved to access this app": the app's access policy.
+    "invalid_app_access": ("api_client_control", "app_not_approved"),
     "unsupported_grant_type": ("misconfigured", "unsupported_grant_type"),
     # Raised locally (IntegrationConfigError) before any request: fix the integration.
     "invalid_configuration": ("misconfigured", "invalid_configuration"),
