@@ -21,11 +21,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
-import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from random import getrandbits
 from typing import Any
 
 import aiohttp
@@ -117,7 +118,7 @@ class _Call:
 
     request_id: str
     method: str
-    path: str
+    path: str | None  # None until the path is validated (then the escaped raw path is logged)
     connection_id: str | None = None
     org_id: str | None = None
     status: int | None = None
@@ -151,6 +152,11 @@ class ProxyApp:
         self._owns_http = http is None
         self._log = logger or get_logger("tokenkeep.proxy")
         self._call_log: Any = None  # bound once: a lazy structlog proxy re-binds per call
+        # A token source may offer a synchronous cache look-up (the refresh coordinator
+        # does): a cached, still-valid token then costs no coroutine per call.
+        self._cached_token: Callable[[str], ProxyToken | None] | None = getattr(
+            tokens, "cached_token", None
+        )
         self._auth_cache_seconds = auth_cache_seconds
         self._auth_cache: dict[bytes, float] = {}
         self._pool_limit = pool_limit
@@ -222,10 +228,8 @@ class ProxyApp:
 
     async def _handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = self._clock.monotonic()
-        raw = scope.get("raw_path") or scope.get("path", "").encode("utf-8", "replace")
-        # Until the path is validated, log it escaped: a refused path may carry CR/LF.
-        printable = raw[:256].decode("latin-1").encode("unicode_escape").decode("ascii")
-        call = _Call(secrets.token_hex(8), scope["method"], printable)
+        # A correlation id, not a secret: no os.urandom syscall per call.
+        call = _Call(f"{getrandbits(64):016x}", scope["method"], None)
         try:
             await self._proxy(scope, receive, send, call)
         except TokenkeepError as exc:
@@ -236,20 +240,24 @@ class ProxyApp:
             self._log.error("proxy.internal_error", request_id=call.request_id, error=repr(exc))
             await self._send_error(send, call, TokenkeepError("Internal proxy error."))
         finally:
-            if self._call_log is None:
-                self._call_log = self._log.bind()
-            self._call_log.info(
-                "proxy.call",
-                request_id=call.request_id,
-                connection_id=call.connection_id,
-                org_id=call.org_id,
-                method=call.method,
-                path=call.path,
-                status=call.status,
-                duration_ms=round((self._clock.monotonic() - started) * 1000, 2),
-                retried=call.retried,
-                cause=call.cause,
-            )
+            log = self._call_log
+            if log is None:
+                log = self._call_log = self._log.bind()
+            # Every call is logged at INFO; when INFO is off, the fields are not even built.
+            enabled = getattr(log, "is_enabled_for", None)
+            if enabled is None or enabled(logging.INFO):
+                log.info(
+                    "proxy.call",
+                    request_id=call.request_id,
+                    connection_id=call.connection_id,
+                    org_id=call.org_id,
+                    method=call.method,
+                    path=call.path if call.path is not None else _printable(scope),
+                    status=call.status,
+                    duration_ms=round((self._clock.monotonic() - started) * 1000, 2),
+                    retried=call.retried,
+                    cause=call.cause,
+                )
 
     async def _send_error(self, send: Send, call: _Call, exc: TokenkeepError) -> None:
         if call.started:
@@ -298,9 +306,20 @@ class ProxyApp:
         target = split_target(raw_path, scope.get("query_string", b""), scanned.connection_id)
         call.connection_id, call.path = target.connection_id, target.path
         credential = scanned.credential
-        if credential is None or not await self._authenticated(credential.key):
+        if credential is None:
             raise UnauthorizedError("A valid tokenkeep API key is required (Bearer).")
-        token = await self._tokens.token_for(target.connection_id)
+        # The positive cache is checked synchronously: an await only on a miss.
+        key = credential.key
+        digest = hashlib.sha256(key.encode()).digest()
+        expiry = self._auth_cache.get(digest)
+        if (expiry is None or expiry <= self._clock.monotonic()) and not await self._authenticated(
+            key, digest
+        ):
+            raise UnauthorizedError("A valid tokenkeep API key is required (Bearer).")
+        cached_token = self._cached_token
+        token = cached_token(target.connection_id) if cached_token is not None else None
+        if token is None:
+            token = await self._tokens.token_for(target.connection_id)
         call.org_id = token.org_id
         org_key = token.org_id or token.instance_url
         method = call.method
@@ -335,12 +354,9 @@ class ProxyApp:
                     details={"connection_id": target.connection_id, "method": method},
                 )
 
-    async def _authenticated(self, key: str) -> bool:
-        digest = hashlib.sha256(key.encode()).digest()
+    async def _authenticated(self, key: str, digest: bytes) -> bool:
+        """The key check on a cache miss (``digest``: the key's SHA-256)."""
         now = self._clock.monotonic()
-        expiry = self._auth_cache.get(digest)
-        if expiry is not None and expiry > now:
-            return True
         if not await self._authenticate(key):
             self._auth_cache.pop(digest, None)
             return False
@@ -506,3 +522,9 @@ class ProxyApp:
             self._log.warning("proxy.upstream_cut", request_id=call.request_id, error=repr(exc))
             return
         await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+def _printable(scope: Scope) -> str:
+    """The request's raw path, escaped: a path refused before validation may carry CR/LF."""
+    raw = scope.get("raw_path") or scope.get("path", "").encode("utf-8", "replace")
+    return str(raw[:256].decode("latin-1").encode("unicode_escape").decode("ascii"))
