@@ -149,6 +149,8 @@ class RefreshCoordinator:
         self.cache = TokenCache()
         # When each cached token's row was last seen unchanged (clock.monotonic()).
         self._checked: dict[str, float] = {}
+        # cached_token's memo: (the cached FreshToken, its ProxyToken, expiry epoch seconds).
+        self._proxy_tokens: dict[str, tuple[FreshToken, ProxyToken, float]] = {}
         self.revalidate_seconds = revalidate_seconds
         self.lease_seconds = settings.refresh_lease_seconds
         self.poll_interval = poll_interval
@@ -255,7 +257,33 @@ class RefreshCoordinator:
 
     async def token_for(self, connection_id: str) -> ProxyToken:
         """The proxy's token: from the cache while it lives long enough, else fresh."""
-        return _proxy_token(await self.fresh_token(connection_id, min_ttl=PROXY_MIN_TTL))
+        return self.cached_token(connection_id) or _proxy_token(
+            await self.fresh_token(connection_id, min_ttl=PROXY_MIN_TTL)
+        )
+
+    def cached_token(self, connection_id: str) -> ProxyToken | None:
+        """The proxy's token when :meth:`fresh_token` would serve it from the cache without
+        any read (valid for ``PROXY_MIN_TTL``, its row confirmed within
+        ``revalidate_seconds``); else None, and the caller awaits :meth:`token_for`.
+
+        Synchronous on purpose: the proxy's hot path, no coroutine per call. The
+        ``ProxyToken`` and the expiry as a float are built once per cached token.
+        """
+        cached = self.cache.get(connection_id)
+        if cached is None:
+            return None
+        memo = self._proxy_tokens.get(connection_id)
+        if memo is None or memo[0] is not cached:
+            if cached.expires_at is None:
+                return None  # expiry unknown: never "valid for" (FreshToken.valid_for)
+            memo = (cached, _proxy_token(cached), cached.expires_at.timestamp())
+            self._proxy_tokens[connection_id] = memo
+        checked = self._checked.get(connection_id)
+        if checked is None or self.clock.monotonic() - checked >= self.revalidate_seconds:
+            return None
+        if memo[2] - self.clock.time() < PROXY_MIN_TTL:
+            return None
+        return memo[1]
 
     async def report_cause(self, connection_id: str, cause: str, evidence: dict[str, Any]) -> None:
         """Record why a proxied call failed for good (diagnosis builds on the log)."""
@@ -265,6 +293,7 @@ class RefreshCoordinator:
         """Drop a connection from the cache (deleted, re-connected)."""
         self.cache.drop(connection_id)
         self._checked.pop(connection_id, None)
+        self._proxy_tokens.pop(connection_id, None)
 
     # -- single flight ----------------------------------------------------------------------
     async def _single_flight(self, connection_id: str, need: _Need) -> FreshToken:

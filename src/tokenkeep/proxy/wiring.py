@@ -43,6 +43,12 @@ class _GatewayTokens:
     async def token_for(self, connection_id: str) -> ProxyToken:
         return await self._source().token_for(connection_id)
 
+    def cached_token(self, connection_id: str) -> ProxyToken | None:
+        """The source's synchronous cache hit, if it offers one (the coordinator does)."""
+        source = getattr(self._gateway, "token_source", None)
+        cached = getattr(source, "cached_token", None)
+        return cached(connection_id) if cached is not None else None
+
     async def refresh_after_rejection(
         self, connection_id: str, rejected_version: int
     ) -> ProxyToken:
