@@ -9,8 +9,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import aiohttp
 import httpx
 import pytest
+from aiohttp import web
 from sqlalchemy import func, select
 
 from tokenkeep.clock import ManualClock
@@ -184,6 +186,54 @@ async def test_an_insecure_instance_url_gives_a_clear_page_and_stores_nothing(
     assert "https://" in r.text
     assert "Nothing was stored" in r.text
     assert await flow.count(ConnectionRow) == 0
+
+
+async def test_a_failing_introspection_falls_back_to_the_session_timeout(flow: Flow) -> None:
+    """Introspection answers 503 (a relay in front of the emulator): the connection is
+    stored anyway, expiring at issued_at + the integration's session timeout."""
+    emu_url = flow.emu.login_url
+    http = aiohttp.ClientSession()
+
+    async def relay(request: web.Request) -> web.Response:
+        if request.path.startswith("/services/oauth2/introspect"):
+            return web.Response(status=503, text="Service Unavailable")
+        form = dict(await request.post())
+        async with http.request(request.method, emu_url + request.path_qs, data=form) as up:
+            body = await up.read()
+            return web.Response(status=up.status, body=body, content_type=up.content_type)
+
+    server = web.Application()
+    server.router.add_route("*", "/{tail:.*}", relay)
+    runner = web.AppRunner(server)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    relay_url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
+    try:
+        app = flow.emu.app_config
+        await flow.gateway.store.integrations.put(
+            "sf",
+            provider="salesforce",
+            client_id=app.client_id,
+            client_secret=app.client_secret,
+            login_url=relay_url,
+            scopes=["api", "refresh_token"],
+            session_timeout_seconds=5400,
+        )
+        r = await flow.http.get(await flow.start(), headers={"Authorization": ""})
+        assert r.status_code == 302
+        params = {k: v[0] for k, v in parse_qs(urlsplit(r.headers["location"]).query).items()}
+        r = await flow.callback(flow.consent(params, flow.emu.orgs[0].users[0].username))
+        assert r.status_code == 200, r.text
+        assert await flow.count(ConnectionRow) == 1
+        page = await flow.gateway.store.connections.list(limit=10)
+        conn = page.items[0]
+        assert conn.issued_at is not None
+        assert conn.expires_at is not None
+        assert (conn.expires_at - conn.issued_at).total_seconds() == 5400
+    finally:
+        await runner.cleanup()
+        await http.close()
 
 
 async def test_a_used_connect_link_cannot_be_opened_again(flow: Flow) -> None:

@@ -328,15 +328,19 @@ class ConnectFlow:
             raise ConnectFlowError("identity_error", "The token answer named no identity URL.")
         try:
             identity = await self.client.identity(tokens.id_url, tokens.access_token)
-            introspection = await self.client.introspect(app, tokens.access_token)
         except (OAuthError, UpstreamTransportError) as exc:
             raise ConnectFlowError(
                 "identity_error", f"The provider did not confirm the identity: {exc.message}"
             ) from exc
-        lifetime = estimate_lifetime(
-            introspection.lifetime_seconds if introspection else None,
-            integration.session_timeout_seconds,
-        )
+        introspected = None
+        if app.client_secret:  # introspection needs client authentication
+            try:
+                result = await self.client.introspect(app, tokens.access_token)
+                introspected = result.lifetime_seconds if result else None
+            except (OAuthError, UpstreamTransportError) as exc:
+                # Only the expiry is at stake: issued_at + the session timeout stands.
+                _log.info("introspection failed at connect; using the estimate", error=str(exc))
+        lifetime = estimate_lifetime(introspected, integration.session_timeout_seconds)
         expires = tokens.received_at + lifetime
         refresh_at = next_refresh_at(
             expires, lifetime, self.settings.refresh_margin_seconds, 0.1, secrets.SystemRandom()
