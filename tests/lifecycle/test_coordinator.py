@@ -290,3 +290,24 @@ async def test_a_refused_app_is_action_required_not_retried(rig: Rig) -> None:
     with pytest.raises(ActionRequiredError):
         await rig.new_coordinator().fresh_token("c1")
     assert rig.refresh_grants() == 1
+
+
+async def test_without_rotation_a_dead_workers_lease_is_not_called_a_lost_rotation(
+    rig: Rig,
+) -> None:
+    """Rotation is inferred per connection (its last refresh carried no new refresh token):
+    a revoked token met after taking over an expired lease is a revocation, not a lost
+    rotation."""
+    user = rig.emu.orgs[0].users[0]
+    await connect(rig.store, rig.emu, rig.client, user, "c1", clock=rig.clock)
+    rig.advance(7300)
+    await rig.coordinator.fresh_token("c1")  # one refresh: no rotated token came back
+    dead = await acquire_lease(rig.store.db, "c1", "dead-worker", now=rig.clock.now(), seconds=30)
+    assert dead.acquired
+    rig.emu.admin.revoke_app(rig.emu.app_config.client_id, user.username)
+    rig.advance(7300)  # the dead worker's lease expires; the token too
+    with pytest.raises(NeedsReauthError):
+        await rig.coordinator.fresh_token("c1")
+    after = await rig.store.connections.get("c1")
+    assert after.status == "needs_reauth"
+    assert after.status_reason == "revoked:expired_or_revoked"

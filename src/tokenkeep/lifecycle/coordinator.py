@@ -67,7 +67,7 @@ from tokenkeep.observability.logging import get_logger
 from tokenkeep.proxy.source import ProxyToken
 from tokenkeep.secret import Secret
 from tokenkeep.store import Connection, Integration, Store
-from tokenkeep.store.models import ConnectionRow
+from tokenkeep.store.models import ConnectionRow, OperationRow
 
 __all__ = ["RefreshCoordinator", "oauth_app_for"]
 
@@ -606,13 +606,18 @@ class RefreshCoordinator:
         if isinstance(error, OAuthError) and not changed:
             newer = await self._newer_connection_exists(conn)
         attempts = conn.refresh_attempts + 1
+        # Whether the app rotates matters only when an expired lease was taken over (a lost
+        # rotation is then the likely story): only then is it looked up.
+        rotation = (
+            await self._rotation_seen(conn.id)
+            if grant.took_over_expired and isinstance(error, OAuthError) and not changed
+            else True
+        )
         decision = classify_refresh_failure(
             error,
             refresh_token_changed=changed,
             lease_expired_before=grant.took_over_expired,
-            # Whether the app rotates is not recorded yet; an expired lease taken over is
-            # the only case where it matters, and there a lost rotation is the likely story.
-            rotation_enabled=True,
+            rotation_enabled=rotation,
             newer_connection_same_user_app=newer,
             attempts=attempts,
             max_attempts=self.settings.refresh_max_attempts,
@@ -672,6 +677,26 @@ class RefreshCoordinator:
             f"connection {conn.id}: the token endpoint failed ({error}); retrying later",
             details=details,
         )
+
+    async def _rotation_seen(self, connection_id: str) -> bool:
+        """Does this connection's app rotate refresh tokens? Inferred per connection from
+        its last successful refresh (the operation log records whether the answer carried
+        a new refresh token). Unknown (never refreshed, log pruned): assume it does."""
+        query = (
+            select(OperationRow.detail)
+            .where(
+                OperationRow.connection_id == connection_id,
+                OperationRow.kind == "refresh",
+                OperationRow.outcome == "ok",
+            )
+            .order_by(OperationRow.at.desc(), OperationRow.id.desc())
+            .limit(1)
+        )
+        async with self.store.db.read() as session:
+            detail = await session.scalar(query)
+        if not isinstance(detail, dict) or not isinstance(detail.get("rotated"), bool):
+            return True
+        return bool(detail["rotated"])
 
     async def _newer_connection_exists(self, conn: Connection) -> bool:
         """Another connection of the same user and app, created later (the 5-approval cap
