@@ -148,8 +148,9 @@ async def test_an_ip_lock_on_refresh_is_named_to_the_proxy_client(rig: Rig) -> N
             "action_required",
             "ip_locked:login_ip_restricted",
         )
-        status, _ = await _proxied_get(app, "c1")
+        status, headers = await _proxied_get(app, "c1")
         assert status == 424
+        assert headers["tokenkeep-cause"] == "ip_locked"
         assert rig.refresh_grants() == 1
     finally:
         await app.aclose()

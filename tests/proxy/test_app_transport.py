@@ -372,9 +372,9 @@ async def test_connections_known_as_broken_answer_at_once(echo: EchoUpstream) ->
     tokens.conns["gone"].needs_reauth = True
     tokens.conns["locked"].action_required = True
     async with running_proxy(tokens) as (url, _), aiohttp.ClientSession() as http:
-        for conn, status, code in (
-            ("gone", 409, "needs_reauth"),
-            ("locked", 424, "action_required"),
+        for conn, status, code, cause in (
+            ("gone", 409, "needs_reauth", "revoked"),
+            ("locked", 424, "action_required", "ip_locked"),
         ):
             async with http.get(
                 url + f"/c/{conn}/services/data/v60.0/limits",
@@ -382,4 +382,5 @@ async def test_connections_known_as_broken_answer_at_once(echo: EchoUpstream) ->
             ) as resp:
                 assert resp.status == status
                 assert (await resp.json())["error"]["code"] == code
+                assert resp.headers["Tokenkeep-Cause"] == cause
     assert echo.seen == []

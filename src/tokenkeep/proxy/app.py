@@ -271,6 +271,11 @@ class ProxyApp:
         retry_after = self._error_retry_after(exc)
         if retry_after is not None:
             headers.append((b"retry-after", str(retry_after).encode()))
+        cause = _known_cause(exc)
+        if cause is not None:
+            # Our own 409/424 name the cause too, like a relayed Salesforce failure does.
+            headers.append((b"tokenkeep-cause", cause.encode()))
+            call.cause = cause
         call.status = exc.status_code
         call.started = True
         await send({"type": "http.response.start", "status": exc.status_code, "headers": headers})
@@ -528,3 +533,13 @@ def _printable(scope: Scope) -> str:
     """The request's raw path, escaped: a path refused before validation may carry CR/LF."""
     raw = scope.get("raw_path") or scope.get("path", "").encode("utf-8", "replace")
     return str(raw[:256].decode("latin-1").encode("unicode_escape").decode("ascii"))
+
+
+def _known_cause(exc: TokenkeepError) -> str | None:
+    """The cause word for a connection already known to be broken (no upstream call)."""
+    if isinstance(exc, NeedsReauthError):
+        return "revoked"
+    if isinstance(exc, ActionRequiredError):
+        named = exc.details.get("cause")
+        return named if named in CAUSE_WORDS else "unknown"
+    return None
