@@ -42,7 +42,6 @@ from tokenkeep.errors import (
     NotFoundError,
     TokenkeepError,
     TransientUpstreamError,
-    ValidationError,
 )
 from tokenkeep.lifecycle.coordinator import RefreshCoordinator
 from tokenkeep.lifecycle.lease import claim_owner
@@ -320,10 +319,6 @@ class RefreshScheduler:
                 return "failed"
             except (NeedsReauthError, ActionRequiredError, NotFoundError):
                 return "failed"  # recorded by the coordinator (or the row is gone)
-            except ValidationError as exc:
-                # Nothing to refresh with (an oauth2 import without a refresh token).
-                await self._stop_scheduling(connection_id, str(exc))
-                return "failed"
             except Exception:
                 # One row's bug must not abandon the rest of the batch (or its claims).
                 _log.exception("scheduled refresh crashed", connection_id=connection_id)
@@ -348,11 +343,4 @@ class RefreshScheduler:
                 update(_T)
                 .where(_T.c.id == connection_id, _T.c.version == version)
                 .values(next_refresh_at=self.clock.now(), lease_owner=None, lease_until=None)
-            )
-
-    async def _stop_scheduling(self, connection_id: str, reason: str) -> None:
-        _log.warning("connection cannot be refreshed", connection_id=connection_id, reason=reason)
-        async with self.store.db.write() as session:
-            await session.execute(
-                update(_T).where(_T.c.id == connection_id).values(next_refresh_at=None)
             )
