@@ -20,22 +20,22 @@ from typing import Any
 from tokenkeep.clock import SystemClock
 from tokenkeep.config import load_settings
 from tokenkeep.observability.logging import configure_logging
-from tokenkeep.proxy import ProxyApp, ProxyToken
+from tokenkeep.proxy import ProxyApp, FreshToken
 from tokenkeep.secret import Secret
 
 
 class _Tokens:
     """A TokenSource that always has a good token (the coordinator's cache-hit path)."""
 
-    def __init__(self, token: ProxyToken) -> None:
+    def __init__(self, token: FreshToken) -> None:
         self._token = token
 
-    async def token_for(self, connection_id: str) -> ProxyToken:
+    async def token_for(self, connection_id: str) -> FreshToken:
         return self._token
 
     async def refresh_after_rejection(
         self, connection_id: str, rejected_version: int
-    ) -> ProxyToken:
+    ) -> FreshToken:
         return self._token
 
     async def confirm_recovered(self, connection_id: str, rejected_version: int) -> None:
@@ -50,7 +50,7 @@ def create_app() -> Any:
     configure_logging("json", "WARNING", stream=open(os.devnull, "w"))  # noqa: SIM115
     upstream = os.environ["BENCH_UPSTREAM"]
     api_key = os.environ["BENCH_API_KEY"]
-    token = ProxyToken("bench", "00Dbx0000000001AAA", upstream, Secret("00Dbx!AQ4AQbench"), 1)
+    token = FreshToken("bench", "00Dbx0000000001AAA", upstream, Secret("00Dbx!AQ4AQbench"), 1)
 
     async def authenticate(key: str) -> bool:
         return key == api_key

@@ -26,7 +26,7 @@ from tokenkeep.config import Settings, load_settings
 from tokenkeep.emulator import Emulator
 from tokenkeep.errors import ActionRequiredError, NeedsReauthError, NotFoundError
 from tokenkeep.proxy.app import ProxyApp
-from tokenkeep.proxy.source import ProxyToken
+from tokenkeep.proxy.source import FreshToken
 from tokenkeep.secret import Secret
 
 API_KEY = "tk_test_proxy_key_0123456789abcdef"
@@ -78,7 +78,7 @@ async def serve(app: Any) -> AsyncIterator[str]:
 
 @dataclass
 class _Conn:
-    token: ProxyToken
+    token: FreshToken
     refresh_token: str | None
     needs_reauth: bool = False
     action_required: bool = False
@@ -112,7 +112,7 @@ class EmulatorTokens:
     ) -> None:
         """A connection with a fixed token (for the echo upstream)."""
         self.conns[connection_id] = _Conn(
-            ProxyToken(connection_id, org_id, instance_url, Secret(token), 1), None
+            FreshToken(connection_id, org_id, instance_url, Secret(token), 1), None
         )
 
     async def connect(self, connection_id: str, user_index: int = 0, org_index: int = 0) -> None:
@@ -133,7 +133,7 @@ class EmulatorTokens:
             }
         )
         org_id = body["id"].rstrip("/").split("/")[-2]
-        token = ProxyToken(
+        token = FreshToken(
             connection_id, org_id, body["instance_url"], Secret(body["access_token"]), 1
         )
         self.conns[connection_id] = _Conn(token, body["refresh_token"])
@@ -148,7 +148,7 @@ class EmulatorTokens:
                 raise NeedsReauthError(f"refresh failed: {body.get('error')}")
             return body
 
-    async def token_for(self, connection_id: str) -> ProxyToken:
+    async def token_for(self, connection_id: str) -> FreshToken:
         conn = self.conns.get(connection_id)
         if conn is None:
             raise NotFoundError(f"No connection {connection_id!r}.")
@@ -162,7 +162,7 @@ class EmulatorTokens:
 
     async def refresh_after_rejection(
         self, connection_id: str, rejected_version: int
-    ) -> ProxyToken:
+    ) -> FreshToken:
         self.refresh_calls.append((connection_id, rejected_version))
         conn = self.conns[connection_id]
         async with conn.lock:
@@ -185,7 +185,7 @@ class EmulatorTokens:
                 conn.needs_reauth = True
                 raise
             old = conn.token
-            conn.token = ProxyToken(
+            conn.token = FreshToken(
                 connection_id,
                 old.org_id,
                 body["instance_url"],

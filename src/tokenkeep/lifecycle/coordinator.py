@@ -64,7 +64,6 @@ from tokenkeep.oauth.errors import OAuthError, UpstreamTransportError
 from tokenkeep.oauth.expiry import estimate_lifetime
 from tokenkeep.oauth.models import OAuthApp, TokenResponse
 from tokenkeep.observability.logging import get_logger
-from tokenkeep.proxy.source import ProxyToken
 from tokenkeep.secret import Secret
 from tokenkeep.store import Connection, Integration, Store
 from tokenkeep.store.models import ConnectionRow, OperationRow
@@ -149,8 +148,6 @@ class RefreshCoordinator:
         self.cache = TokenCache()
         # When each cached token's row was last seen unchanged (clock.monotonic()).
         self._checked: dict[str, float] = {}
-        # cached_token's memo: (the cached FreshToken, its ProxyToken, expiry epoch seconds).
-        self._proxy_tokens: dict[str, tuple[FreshToken, ProxyToken, float]] = {}
         self.revalidate_seconds = revalidate_seconds
         self.lease_seconds = settings.refresh_lease_seconds
         self.poll_interval = poll_interval
@@ -225,7 +222,7 @@ class RefreshCoordinator:
 
     async def refresh_after_rejection(
         self, connection_id: str, rejected_version: int
-    ) -> ProxyToken:
+    ) -> FreshToken:
         """A token newer than ``rejected_version``: the one another worker already stored
         (no refresh then), or a single-flight refresh.
 
@@ -240,7 +237,7 @@ class RefreshCoordinator:
             if len(self._rejected) >= _REJECTED_MAX:
                 self._rejected.pop(next(iter(self._rejected)))  # oldest first: bounded
             self._rejected.setdefault((connection_id, rejected_version), (conn, rejected_at))
-        return _proxy_token(token)
+        return token
 
     async def confirm_recovered(self, connection_id: str, rejected_version: int) -> None:
         """The call replayed with a token newer than ``rejected_version`` was accepted.
@@ -255,35 +252,28 @@ class RefreshCoordinator:
         conn, rejected_at = pending
         await self.expiry.learn_if_early_death(conn, died_at=rejected_at)
 
-    async def token_for(self, connection_id: str) -> ProxyToken:
+    async def token_for(self, connection_id: str) -> FreshToken:
         """The proxy's token: from the cache while it lives long enough, else fresh."""
-        return self.cached_token(connection_id) or _proxy_token(
-            await self.fresh_token(connection_id, min_ttl=PROXY_MIN_TTL)
+        return self.cached_token(connection_id) or await self.fresh_token(
+            connection_id, min_ttl=PROXY_MIN_TTL
         )
 
-    def cached_token(self, connection_id: str) -> ProxyToken | None:
+    def cached_token(self, connection_id: str) -> FreshToken | None:
         """The proxy's token when :meth:`fresh_token` would serve it from the cache without
         any read (valid for ``PROXY_MIN_TTL``, its row confirmed within
         ``revalidate_seconds``); else None, and the caller awaits :meth:`token_for`.
 
-        Synchronous on purpose: the proxy's hot path, no coroutine per call. The
-        ``ProxyToken`` and the expiry as a float are built once per cached token.
+        Synchronous on purpose: the proxy's hot path, no coroutine per call.
         """
         cached = self.cache.get(connection_id)
-        if cached is None:
-            return None
-        memo = self._proxy_tokens.get(connection_id)
-        if memo is None or memo[0] is not cached:
-            if cached.expires_at is None:
-                return None  # expiry unknown: never "valid for" (FreshToken.valid_for)
-            memo = (cached, _proxy_token(cached), cached.expires_at.timestamp())
-            self._proxy_tokens[connection_id] = memo
+        if cached is None or cached.expires_epoch is None:
+            return None  # expiry unknown: never "valid for" (FreshToken.valid_for)
         checked = self._checked.get(connection_id)
         if checked is None or self.clock.monotonic() - checked >= self.revalidate_seconds:
             return None
-        if memo[2] - self.clock.time() < PROXY_MIN_TTL:
+        if cached.expires_epoch - self.clock.time() < PROXY_MIN_TTL:
             return None
-        return memo[1]
+        return cached
 
     async def report_cause(self, connection_id: str, cause: str, evidence: dict[str, Any]) -> None:
         """Record why a proxied call failed for good (diagnosis builds on the log)."""
@@ -293,7 +283,6 @@ class RefreshCoordinator:
         """Drop a connection from the cache (deleted, re-connected)."""
         self.cache.drop(connection_id)
         self._checked.pop(connection_id, None)
-        self._proxy_tokens.pop(connection_id, None)
 
     # -- single flight ----------------------------------------------------------------------
     async def _single_flight(self, connection_id: str, need: _Need) -> FreshToken:
@@ -745,12 +734,3 @@ class RefreshCoordinator:
         )
         return self._cache_put(token)
 
-
-def _proxy_token(token: FreshToken) -> ProxyToken:
-    return ProxyToken(
-        connection_id=token.connection_id,
-        org_id=token.org_id,
-        instance_url=token.instance_url,
-        access_token=token.access_token,
-        version=token.version,
-    )

@@ -9,7 +9,7 @@ coordinator re-reads the row first, and a newer version means another process re
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from tokenkeep.secret import Secret
@@ -26,18 +26,24 @@ class FreshToken:
     """
 
     connection_id: str
-    org_id: str
+    org_id: str | None
     instance_url: str
     access_token: Secret
     version: int
-    expires_at: datetime | None
+    expires_at: datetime | None = None
     issued_to_address: str | None = None
+    #: ``expires_at`` as epoch seconds, computed once (the proxy's hot path compares it).
+    expires_epoch: float | None = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        epoch = self.expires_at.timestamp() if self.expires_at is not None else None
+        object.__setattr__(self, "expires_epoch", epoch)
 
     def ttl(self, now: float) -> float | None:
         """Seconds left at ``now`` (epoch seconds), or None when the expiry is unknown."""
-        if self.expires_at is None:
+        if self.expires_epoch is None:
             return None
-        return self.expires_at.timestamp() - now
+        return self.expires_epoch - now
 
     def valid_for(self, seconds: float, now: float) -> bool:
         """True when the token is known to live at least ``seconds`` more."""

@@ -1,7 +1,7 @@
 """The forwarding proxy: a raw ASGI app in front of each connection's Salesforce instance.
 
 Public surface: :class:`ProxyApp` (the ASGI callable), the :class:`TokenSource` protocol it
-needs from the lifecycle layer, and :class:`ProxyToken`. Modules:
+needs from the lifecycle layer, and :class:`FreshToken`. Modules:
 
 * ``paths``: route and validate ``/proxy/{path}`` + ``Connection-Id`` and ``/c/{id}/{path}``;
   build the upstream URL from the stored ``instance_url`` only.
@@ -14,13 +14,13 @@ needs from the lifecycle layer, and :class:`ProxyToken`. Modules:
 """
 
 from tokenkeep.proxy.app import LimitInfo, ProxyApp, UpstreamTimeoutError, UpstreamUnreachableError
-from tokenkeep.proxy.source import ProxyToken, TokenSource
+from tokenkeep.proxy.source import FreshToken, TokenSource
 from tokenkeep.proxy.wiring import create_proxy_app
 
 __all__ = [
     "LimitInfo",
     "ProxyApp",
-    "ProxyToken",
+    "FreshToken",
     "TokenSource",
     "UpstreamTimeoutError",
     "UpstreamUnreachableError",

@@ -55,7 +55,7 @@ from tokenkeep.proxy.retry import (
     is_write,
     needs_body,
 )
-from tokenkeep.proxy.source import ProxyToken, TokenSource
+from tokenkeep.proxy.source import FreshToken, TokenSource
 from tokenkeep.proxy.upstream import (
     UpstreamTimeoutError,
     UpstreamUnreachableError,
@@ -154,7 +154,7 @@ class ProxyApp:
         self._call_log: Any = None  # bound once: a lazy structlog proxy re-binds per call
         # A token source may offer a synchronous cache look-up (the refresh coordinator
         # does): a cached, still-valid token then costs no coroutine per call.
-        self._cached_token: Callable[[str], ProxyToken | None] | None = getattr(
+        self._cached_token: Callable[[str], FreshToken | None] | None = getattr(
             tokens, "cached_token", None
         )
         self._auth_cache_seconds = auth_cache_seconds
@@ -371,7 +371,7 @@ class ProxyApp:
         return True
 
     async def _exchange(
-        self, send: Send, call: _Call, request: _Request, token: ProxyToken
+        self, send: Send, call: _Call, request: _Request, token: FreshToken
     ) -> Finding:
         """Send, maybe refresh and replay once, then relay the final response."""
         connection_id = request.target.connection_id
@@ -412,8 +412,8 @@ class ProxyApp:
             response.release()
 
     async def _refresh(
-        self, connection_id: str, token: ProxyToken
-    ) -> tuple[ProxyToken | None, str]:
+        self, connection_id: str, token: FreshToken
+    ) -> tuple[FreshToken | None, str]:
         try:
             return await self._tokens.refresh_after_rejection(connection_id, token.version), ""
         except NeedsReauthError:
@@ -444,7 +444,7 @@ class ProxyApp:
                 return
 
     async def _attempt(
-        self, request: _Request, token: ProxyToken
+        self, request: _Request, token: FreshToken
     ) -> tuple[aiohttp.ClientResponse, bytes]:
         """One upstream request; returns the response and, when policy needs it, its head."""
         method, body = request.method, request.body

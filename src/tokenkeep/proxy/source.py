@@ -6,35 +6,18 @@ small class over the emulator. The proxy never reads the database itself.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
-from tokenkeep.secret import Secret
+from tokenkeep.lifecycle.tokens import FreshToken
 
-__all__ = ["ProxyToken", "TokenSource"]
-
-
-@dataclass(frozen=True, slots=True)
-class ProxyToken:
-    """A usable access token for one connection, tagged with the row version it came from.
-
-    ``version`` is the fencing tag: the proxy hands it back to
-    :meth:`TokenSource.refresh_after_rejection` so a token that another caller (or process)
-    has already replaced is not refreshed twice.
-    """
-
-    connection_id: str
-    org_id: str | None
-    instance_url: str
-    access_token: Secret
-    version: int
+__all__ = ["FreshToken", "TokenSource"]
 
 
 @runtime_checkable
 class TokenSource(Protocol):
     """Hands out tokens to the proxy and refreshes them when Salesforce rejects one."""
 
-    async def token_for(self, connection_id: str) -> ProxyToken:
+    async def token_for(self, connection_id: str) -> FreshToken:
         """The current token (from an in-process cache when possible).
 
         Raises ``NotFoundError`` (404), ``NeedsReauthError`` (409) or
@@ -44,7 +27,7 @@ class TokenSource(Protocol):
 
     async def refresh_after_rejection(
         self, connection_id: str, rejected_version: int
-    ) -> ProxyToken:
+    ) -> FreshToken:
         """A token newer than ``rejected_version``: single-flight refresh, or the one that
         another caller already obtained (no refresh then). Raises like :meth:`token_for`."""
         ...

@@ -18,7 +18,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from tokenkeep.proxy.app import ProxyApp
-from tokenkeep.proxy.source import ProxyToken, TokenSource
+from tokenkeep.proxy.source import FreshToken, TokenSource
 
 if TYPE_CHECKING:
     from tokenkeep.runtime import Gateway
@@ -40,10 +40,10 @@ class _GatewayTokens:
             raise GatewayNotStartedError("The gateway's token service is not running yet.")
         return source
 
-    async def token_for(self, connection_id: str) -> ProxyToken:
+    async def token_for(self, connection_id: str) -> FreshToken:
         return await self._source().token_for(connection_id)
 
-    def cached_token(self, connection_id: str) -> ProxyToken | None:
+    def cached_token(self, connection_id: str) -> FreshToken | None:
         """The source's synchronous cache hit, if it offers one (the coordinator does)."""
         source = getattr(self._gateway, "token_source", None)
         cached = getattr(source, "cached_token", None)
@@ -51,7 +51,7 @@ class _GatewayTokens:
 
     async def refresh_after_rejection(
         self, connection_id: str, rejected_version: int
-    ) -> ProxyToken:
+    ) -> FreshToken:
         return await self._source().refresh_after_rejection(connection_id, rejected_version)
 
     async def confirm_recovered(self, connection_id: str, rejected_version: int) -> None:
