@@ -20,7 +20,7 @@ from typing import Any
 from tokenkeep.clock import SystemClock
 from tokenkeep.config import load_settings
 from tokenkeep.observability.logging import configure_logging
-from tokenkeep.proxy import ProxyApp, FreshToken
+from tokenkeep.proxy import FreshToken, ProxyApp
 from tokenkeep.secret import Secret
 
 

@@ -733,4 +733,3 @@ class RefreshCoordinator:
             issued_to_address=conn.issued_to_address,
         )
         return self._cache_put(token)
-

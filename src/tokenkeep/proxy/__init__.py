@@ -18,9 +18,9 @@ from tokenkeep.proxy.source import FreshToken, TokenSource
 from tokenkeep.proxy.wiring import create_proxy_app
 
 __all__ = [
+    "FreshToken",
     "LimitInfo",
     "ProxyApp",
-    "FreshToken",
     "TokenSource",
     "UpstreamTimeoutError",
     "UpstreamUnreachableError",
