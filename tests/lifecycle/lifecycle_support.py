@@ -17,8 +17,9 @@ from tokenkeep.clock import Clock, utc_from_timestamp
 from tokenkeep.config import Settings, load_settings
 from tokenkeep.emulator import Emulator
 from tokenkeep.emulator.state import User
-from tokenkeep.lifecycle.coordinator import RefreshCoordinator, oauth_app_for
+from tokenkeep.lifecycle.coordinator import RefreshCoordinator
 from tokenkeep.oauth.client import TokenEndpointClient, create_session
+from tokenkeep.oauth.models import oauth_app_for
 from tokenkeep.store import Connection, ConnectionInput, Store
 
 INTEGRATION = "sf"

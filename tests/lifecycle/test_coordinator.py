@@ -15,7 +15,6 @@ from tokenkeep.errors import (
     NotFoundError,
     TransientUpstreamError,
 )
-from tokenkeep.lifecycle.lease import acquire_lease
 from tokenkeep.store.models import OrgStateRow, OutboxRow
 
 
@@ -205,12 +204,12 @@ async def test_a_rotation_lost_in_a_crash_is_reported_not_retried(rig: Rig) -> N
     user = rig.emu.orgs[0].users[0]
     conn = await connect(rig.store, rig.emu, rig.client, user, "c1", clock=rig.clock)
     # A worker takes the lease, gets a rotated token, and dies before committing it.
-    dead = await acquire_lease(rig.store.db, "c1", "dead-worker", now=rig.clock.now(), seconds=30)
+    dead = await rig.store.leases.acquire("c1", "dead-worker", now=rig.clock.now(), seconds=30)
     assert dead.acquired
     stored = await rig.store.connections.get("c1", with_credentials=True)
     assert stored.credentials is not None
     assert stored.credentials.refresh_token is not None
-    from tokenkeep.lifecycle.coordinator import oauth_app_for
+    from tokenkeep.oauth.models import oauth_app_for
 
     app = oauth_app_for(await rig.store.integrations.get("sf", with_secrets=True))
     await rig.client.refresh(app, stored.credentials.refresh_token)  # result lost in the crash
@@ -236,7 +235,7 @@ async def test_an_early_session_death_shortens_the_org_estimate(rig: Rig) -> Non
     fresh = await rig.coordinator.refresh_after_rejection("c1", token.version)
     assert await _works(rig, fresh.instance_url, fresh.access_token.reveal())
     # Nothing is learned from the rejection alone: only once the new token has worked.
-    assert await rig.coordinator.expiry.read_learned_timeout(org.org_id) is None
+    assert await rig.coordinator.timeouts.read_learned_timeout(org.org_id) is None
     await rig.coordinator.confirm_recovered("c1", token.version)
     async with rig.store.db.read() as session:
         state = await session.get(OrgStateRow, org.org_id)
@@ -302,7 +301,7 @@ async def test_without_rotation_a_dead_workers_lease_is_not_called_a_lost_rotati
     await connect(rig.store, rig.emu, rig.client, user, "c1", clock=rig.clock)
     rig.advance(7300)
     await rig.coordinator.fresh_token("c1")  # one refresh: no rotated token came back
-    dead = await acquire_lease(rig.store.db, "c1", "dead-worker", now=rig.clock.now(), seconds=30)
+    dead = await rig.store.leases.acquire("c1", "dead-worker", now=rig.clock.now(), seconds=30)
     assert dead.acquired
     rig.emu.admin.revoke_app(rig.emu.app_config.client_id, user.username)
     rig.advance(7300)  # the dead worker's lease expires; the token too

@@ -51,7 +51,7 @@ async def _proxied_get(app: ProxyApp, connection_id: str) -> tuple[int, dict[str
 
 
 async def _learned(rig: Rig, org_id: str) -> float | None:
-    return await rig.coordinator.expiry.read_learned_timeout(org_id)
+    return await rig.coordinator.timeouts.read_learned_timeout(org_id)
 
 
 def _proxy(rig: Rig) -> ProxyApp:

@@ -21,9 +21,9 @@ from tokenkeep.api.urls import check_upstream_url
 from tokenkeep.clock import utc_from_timestamp
 from tokenkeep.config import Settings
 from tokenkeep.errors import NotFoundError
-from tokenkeep.lifecycle.coordinator import oauth_app_for
+from tokenkeep.lifecycle.expiry import next_refresh_at
 from tokenkeep.oauth.errors import OAuthError
-from tokenkeep.oauth.expiry import next_refresh_at
+from tokenkeep.oauth.models import oauth_app_for
 from tokenkeep.runtime import Gateway
 from tokenkeep.secret import Secret
 from tokenkeep.store import Store

@@ -2,9 +2,10 @@
 the hosted connect flow. See the "Lifecycle" section of docs/ARCHITECTURE.md."""
 
 from tokenkeep.lifecycle.connect import ConnectFlow, ConnectFlowError, ConnectResult
-from tokenkeep.lifecycle.coordinator import RefreshCoordinator, oauth_app_for
+from tokenkeep.lifecycle.coordinator import RefreshCoordinator
 from tokenkeep.lifecycle.scheduler import CycleReport, RefreshScheduler
-from tokenkeep.lifecycle.tokens import FreshToken, TokenCache
+from tokenkeep.lifecycle.tokens import FreshToken
+from tokenkeep.oauth.models import oauth_app_for
 
 __all__ = [
     "ConnectFlow",
@@ -14,6 +15,5 @@ __all__ = [
     "FreshToken",
     "RefreshCoordinator",
     "RefreshScheduler",
-    "TokenCache",
     "oauth_app_for",
 ]

@@ -22,39 +22,33 @@ Failures raise :class:`ConnectFlowError` with a ``reason`` word (``unknown_sessi
 from __future__ import annotations
 
 import hashlib
+import random
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, cast
+from typing import Any
 from urllib.parse import urlencode, urlsplit, urlunsplit
-
-from sqlalchemy import Table, select, update
 
 from tokenkeep.clock import Clock, utc_from_timestamp
 from tokenkeep.config import Settings
 from tokenkeep.errors import TokenkeepError, ValidationError
-from tokenkeep.lifecycle.coordinator import RefreshCoordinator, oauth_app_for
+from tokenkeep.lifecycle.coordinator import RefreshCoordinator
+from tokenkeep.lifecycle.expiry import configured_timeout, plan_expiry
+from tokenkeep.lifecycle.timeouts import introspected_lifetime
 from tokenkeep.oauth.client import TokenEndpointClient
 from tokenkeep.oauth.errors import OAuthError, UpstreamTransportError
-from tokenkeep.oauth.expiry import estimate_lifetime, next_refresh_at
+from tokenkeep.oauth.models import TokenResponse, oauth_app_for
 from tokenkeep.oauth.pkce import new_pkce_pair, new_state
 from tokenkeep.observability.logging import get_logger
-from tokenkeep.secret import fingerprint
-from tokenkeep.store import Store
-from tokenkeep.store.connections import (
-    ACCESS_TOKEN_FIELD,
-    REFRESH_TOKEN_FIELD,
-    new_connection_id,
-)
-from tokenkeep.store.models import ConnectionRow, ConnectSessionRow
+from tokenkeep.store import Integration, Store
+from tokenkeep.store.connect_sessions import CODE_VERIFIER_FIELD
+from tokenkeep.store.records import ConnectSession
 from tokenkeep.urls import upstream_url_problem
+from tokenkeep.vocabulary import AuthMode, EventType, Status
 
 __all__ = ["CODE_VERIFIER_FIELD", "ConnectFlow", "ConnectFlowError", "ConnectResult"]
 
 _log = get_logger("tokenkeep.connect")
-_S = cast(Table, ConnectSessionRow.__table__)
-_C = cast(Table, ConnectionRow.__table__)
-CODE_VERIFIER_FIELD = "connect_sessions.code_verifier"
 CALLBACK_PATH = "/oauth/callback"
 
 
@@ -102,6 +96,7 @@ class ConnectFlow:
         settings: Settings,
         clock: Clock | None = None,
         coordinator: RefreshCoordinator | None = None,
+        rng: random.Random | None = None,
     ) -> None:
         self.store = store
         self.client = client
@@ -109,6 +104,8 @@ class ConnectFlow:
         self.clock: Clock = clock or store.clock
         self.coordinator = coordinator
         self.redirect_uri = settings.base_url + CALLBACK_PATH
+        # Spreads the first proactive refresh of connections made together (tests seed it).
+        self._rng = rng or random.SystemRandom()
 
     # -- 1. the app asks for a link -------------------------------------------------------
     async def create_session(
@@ -126,22 +123,14 @@ class ConnectFlow:
         token = secrets.token_urlsafe(32)
         now = self.clock.now()
         expires_at = now + timedelta(seconds=self.settings.connect_session_ttl_seconds)
-        async with self.store.db.write() as session:
-            session.add(
-                ConnectSessionRow(
-                    token_hash=_hash(token),
-                    integration_key=integration_key,
-                    connection_id=connection_id,
-                    metadata_=dict(metadata or {}),
-                    return_url=return_url,
-                    state_hash=None,
-                    code_verifier_enc=None,
-                    key_id=None,
-                    expires_at=expires_at,
-                    used_at=None,
-                    created_at=now,
-                )
-            )
+        await self.store.connect_sessions.create(
+            _hash(token),
+            integration_key=integration_key,
+            connection_id=connection_id,
+            metadata=dict(metadata or {}),
+            return_url=return_url,
+            expires_at=expires_at,
+        )
         return f"{self.settings.base_url}/connect/{token}", expires_at
 
     # -- 2. the browser opens the link ----------------------------------------------------
@@ -153,54 +142,32 @@ class ConnectFlow:
         """
         token_hash = _hash(token)
         now = self.clock.now()
-        async with self.store.db.read() as session:
-            row = (
-                await session.execute(select(_S).where(_S.c.token_hash == token_hash))
-            ).one_or_none()
-        row = self._check_usable(row, now)
+        row = self._check_usable(await self.store.connect_sessions.find(token_hash), now)
         integration = await self.store.integrations.get(row.integration_key, with_secrets=True)
-        if integration.auth_mode != "oauth2":
+        if integration.auth_mode != AuthMode.OAUTH2:
             return await self._begin_direct(row, now)
         app = oauth_app_for(integration)
         state = new_state()
         pkce = new_pkce_pair()
-        keyring = self.store.keyring
-        async with self.store.db.write() as session:
-            result = await session.execute(
-                update(_S)
-                .where(_S.c.token_hash == token_hash, _S.c.used_at.is_(None))
-                .values(
-                    state_hash=_hash(state),
-                    code_verifier_enc=keyring.encrypt(
-                        pkce.code_verifier, row_id=token_hash, field=CODE_VERIFIER_FIELD
-                    ),
-                    key_id=keyring.primary_key_id,
-                )
+        bound = await self.store.connect_sessions.bind(
+            token_hash, state_hash=_hash(state), code_verifier=pkce.code_verifier
+        )
+        if not bound:
+            raise ConnectFlowError(
+                "replayed", "This connect link has already been used.", status_code=410
             )
-            if result.rowcount != 1:  # type: ignore[attr-defined]
-                raise ConnectFlowError(
-                    "replayed", "This connect link has already been used.", status_code=410
-                )
         return self.client.authorize_url(
             app, state=state, code_challenge=pkce.code_challenge, redirect_uri=self.redirect_uri
         )
 
-    async def _begin_direct(self, row: Any, now: datetime) -> ConnectResult:
-        async with self.store.db.write() as session:
-            result = await session.execute(
-                update(_S)
-                .where(_S.c.token_hash == row.token_hash, _S.c.used_at.is_(None))
-                .values(used_at=now)
+    async def _begin_direct(self, row: ConnectSession, now: datetime) -> ConnectResult:
+        if not await self.store.connect_sessions.consume(row.token_hash, now=now):
+            raise ConnectFlowError(
+                "replayed", "This connect link has already been used.", status_code=410
             )
-            if result.rowcount != 1:  # type: ignore[attr-defined]
-                raise ConnectFlowError(
-                    "replayed", "This connect link has already been used.", status_code=410
-                )
         try:
             done = await self.connect_direct(
-                row.integration_key,
-                connection_id=row.connection_id,
-                metadata=dict(row._mapping["metadata"] or {}),
+                row.integration_key, connection_id=row.connection_id, metadata=row.metadata
             )
         except (OAuthError, UpstreamTransportError) as exc:
             raise ConnectFlowError(
@@ -234,7 +201,7 @@ class ConnectFlow:
             )
 
     @staticmethod
-    def _check_usable(row: Any, now: datetime) -> Any:
+    def _check_usable(row: ConnectSession | None, now: datetime) -> ConnectSession:
         """The session row if it can still be used; else the reason it cannot."""
         if row is None:
             raise ConnectFlowError(
@@ -266,30 +233,19 @@ class ConnectFlow:
             raise ConnectFlowError("state_mismatch", "The sign-in answer carried no state.")
         now = self.clock.now()
         state_hash = _hash(state)
-        async with self.store.db.write() as session:
-            row = (
-                await session.execute(select(_S).where(_S.c.state_hash == state_hash))
-            ).one_or_none()
-            if row is None:
-                raise ConnectFlowError(
-                    "state_mismatch",
-                    "This sign-in answer does not belong to any connect session.",
-                )
-            row = self._check_usable(row, now)
-            # Single use: consumed before anything else, so a replay finds it used. The
-            # UPDATE is conditional and must hit the row: two concurrent callbacks may both
-            # have read it unused (PostgreSQL, READ COMMITTED); only one consumes it.
-            consumed = await session.execute(
-                update(_S)
-                .where(_S.c.token_hash == row.token_hash, _S.c.used_at.is_(None))
-                .values(used_at=now)
+        # Single use: consumed before anything else, so a replay finds it used.
+        found, consumed = await self.store.connect_sessions.consume_by_state(state_hash, now=now)
+        if found is None:
+            raise ConnectFlowError(
+                "state_mismatch", "This sign-in answer does not belong to any connect session."
             )
-            if consumed.rowcount != 1:  # type: ignore[attr-defined]
-                raise ConnectFlowError(
-                    "replayed",
-                    "This connect link has already been used. Ask for a new one.",
-                    status_code=410,
-                )
+        row = self._check_usable(found, now)
+        if not consumed:
+            raise ConnectFlowError(
+                "replayed",
+                "This connect link has already been used. Ask for a new one.",
+                status_code=410,
+            )
         if error:
             if error == "access_denied":
                 reason, message = "denied", "The connection was not approved"
@@ -299,13 +255,7 @@ class ConnectFlow:
             raise ConnectFlowError(reason, message + detail)
         if not code:
             raise ConnectFlowError("token_error", "The sign-in answer carried no code.")
-        verifier = (
-            self.store.keyring.decrypt(
-                row.code_verifier_enc, row_id=row.token_hash, field=CODE_VERIFIER_FIELD
-            )
-            if row.code_verifier_enc
-            else None
-        )
+        verifier = row.code_verifier.reveal() if row.code_verifier is not None else None
         integration = await self.store.integrations.get(row.integration_key, with_secrets=True)
         app = oauth_app_for(integration)
         try:
@@ -332,34 +282,13 @@ class ConnectFlow:
             raise ConnectFlowError(
                 "identity_error", f"The provider did not confirm the identity: {exc.message}"
             ) from exc
-        introspected = None
-        if app.client_secret:  # introspection needs client authentication
-            try:
-                result = await self.client.introspect(app, tokens.access_token)
-                introspected = result.lifetime_seconds if result else None
-            except (OAuthError, UpstreamTransportError) as exc:
-                # Only the expiry is at stake: issued_at + the session timeout stands.
-                _log.info("introspection failed at connect; using the estimate", error=str(exc))
-        lifetime = estimate_lifetime(introspected, integration.session_timeout_seconds)
-        expires = tokens.received_at + lifetime
-        refresh_at = next_refresh_at(
-            expires, lifetime, self.settings.refresh_margin_seconds, 0.1, secrets.SystemRandom()
-        )
+        columns = await self._connected_columns(integration, app, tokens, identity)
         connection_id, created, previous_status = await self._store_connection(
             integration_key=row.integration_key,
             connection_id=row.connection_id,
-            metadata=dict(row._mapping["metadata"] or {}),
-            org_id=identity.org_id,
-            user_id=identity.user_id,
-            username=identity.username,
-            instance_url=tokens.instance_url,
-            id_url=tokens.id_url,
-            access_token=tokens.access_token.reveal(),
-            refresh_token=tokens.refresh_token.reveal() if tokens.refresh_token else None,
-            issued_at=utc_from_timestamp(tokens.received_at),
-            expires_at=utc_from_timestamp(expires),
-            next_refresh_at=utc_from_timestamp(refresh_at),
-            issued_to_address=tokens.local_address,
+            metadata=row.metadata,
+            tokens=tokens,
+            columns=columns,
         )
         if self.coordinator is not None:
             self.coordinator.forget(connection_id)
@@ -394,7 +323,7 @@ class ConnectFlow:
         """Mint a token for a ``jwt_bearer`` or ``client_credentials`` integration and store
         the connection (there is no refresh token: "refresh" means minting again)."""
         integration = await self.store.integrations.get(integration_key, with_secrets=True)
-        if integration.auth_mode == "oauth2":
+        if integration.auth_mode == AuthMode.OAUTH2:
             raise ValidationError(
                 f"integration {integration_key!r} uses oauth2: the user must consent through "
                 "a connect session"
@@ -405,33 +334,14 @@ class ConnectFlow:
         if not tokens.id_url:
             raise ConnectFlowError("identity_error", "The token answer named no identity URL.")
         identity = await self.client.identity(tokens.id_url, tokens.access_token)
-        introspected = None
-        if app.client_secret:  # introspection needs client authentication
-            try:
-                result = await self.client.introspect(app, tokens.access_token)
-                introspected = result.lifetime_seconds if result else None
-            except (OAuthError, UpstreamTransportError):
-                introspected = None  # the configured timeout stands
-        lifetime = estimate_lifetime(introspected, integration.session_timeout_seconds)
-        expires = tokens.received_at + lifetime
-        refresh_at = next_refresh_at(
-            expires, lifetime, self.settings.refresh_margin_seconds, 0.1, secrets.SystemRandom()
-        )
+        columns = await self._connected_columns(integration, app, tokens, identity)
         conn_id, created, _ = await self._store_connection(
             integration_key=integration_key,
             connection_id=connection_id,
             metadata=dict(metadata or {}),
-            org_id=identity.org_id,
-            user_id=identity.user_id,
-            username=identity.username,
-            instance_url=tokens.instance_url,
-            id_url=tokens.id_url,
-            access_token=tokens.access_token.reveal(),
-            refresh_token=None,
-            issued_at=utc_from_timestamp(tokens.received_at),
-            expires_at=utc_from_timestamp(expires),
-            next_refresh_at=utc_from_timestamp(refresh_at),
-            issued_to_address=tokens.local_address,
+            tokens=tokens,
+            columns=columns,
+            keep_refresh_token=False,
         )
         if self.coordinator is not None:
             self.coordinator.forget(conn_id)
@@ -443,106 +353,84 @@ class ConnectFlow:
             return_url=None,
         )
 
+    async def _connected_columns(
+        self, integration: Integration, app: Any, tokens: TokenResponse, identity: Any
+    ) -> dict[str, Any]:
+        """The row columns of a finished connect: who, where, and the expiry plan
+        (introspection when possible, else the configured session timeout)."""
+        introspected = await introspected_lifetime(self.client, app, tokens.access_token)
+        plan = plan_expiry(
+            tokens.received_at,
+            configured=configured_timeout(integration),
+            introspected=introspected,
+            margin=self.settings.refresh_margin_seconds,
+            rng=self._rng,
+        )
+        return {
+            "org_id": identity.org_id,
+            "user_id": identity.user_id,
+            "username": identity.username,
+            "instance_url": tokens.instance_url,
+            "id_url": tokens.id_url,
+            "issued_at": utc_from_timestamp(tokens.received_at),
+            "expires_at": plan.expires_at,
+            "next_refresh_at": plan.next_refresh_at,
+            "issued_to_address": tokens.local_address,
+        }
+
     async def _store_connection(
         self,
         *,
         integration_key: str,
         connection_id: str | None,
         metadata: dict[str, Any],
-        **fields: Any,
+        tokens: TokenResponse,
+        columns: dict[str, Any],
+        keep_refresh_token: bool = True,
     ) -> tuple[str, bool, str | None]:
         """Create or update the connection, its outbox event and log entry: one commit."""
-        keyring = self.store.keyring
-        now = self.clock.now()
+        org_id = columns["org_id"]
         async with self.store.db.write() as session:
-            existing = None
-            if connection_id:
-                existing = (
-                    await session.execute(
-                        select(_C.c.id, _C.c.status).where(_C.c.id == connection_id)
-                    )
-                ).one_or_none()
-            elif self.settings.connect_update_existing:
-                existing = (
-                    await session.execute(
-                        select(_C.c.id, _C.c.status)
-                        .where(
-                            _C.c.integration_key == integration_key,
-                            _C.c.org_id == fields["org_id"],
-                            _C.c.user_id == fields["user_id"],
-                        )
-                        .order_by(_C.c.created_at.desc())
-                        .limit(1)
-                    )
-                ).one_or_none()
-            conn_id = existing.id if existing else (connection_id or new_connection_id())
-            refresh = fields.pop("refresh_token")
-            access = fields.pop("access_token")
-            values: dict[str, Any] = {
-                **fields,
-                "access_token_enc": keyring.encrypt(
-                    access, row_id=conn_id, field=ACCESS_TOKEN_FIELD
-                ),
-                "refresh_token_enc": (
-                    keyring.encrypt(refresh, row_id=conn_id, field=REFRESH_TOKEN_FIELD)
-                    if refresh
-                    else None
-                ),
-                "refresh_token_fingerprint": fingerprint(refresh) if refresh else None,
-                "key_id": keyring.primary_key_id,
-                "status": "active",
-                "status_reason": None,
-                "refresh_attempts": 0,
-                "last_error": None,
-                "lease_owner": None,
-                "lease_until": None,
-                "updated_at": now,
-            }
+            done = await self.store.refresh_state.upsert_connected(
+                session,
+                integration_key=integration_key,
+                connection_id=connection_id,
+                update_existing=self.settings.connect_update_existing,
+                metadata=metadata,
+                access_token=tokens.access_token,
+                refresh_token=tokens.refresh_token if keep_refresh_token else None,
+                columns=columns,
+            )
             payload = {
-                "connection_id": conn_id,
-                "org_id": fields["org_id"],
+                "connection_id": done.connection_id,
+                "org_id": org_id,
                 "integration": integration_key,
                 "metadata": dict(metadata),
             }
-            if existing:
-                # A new grant replaces the old: bump the version so any refresh in flight
-                # on the old grant is fenced off.
-                await session.execute(
-                    update(_C).where(_C.c.id == conn_id).values(**values, version=_C.c.version + 1)
-                )
-                if existing.status != "active":
-                    self.store.outbox.add_event(
-                        session,
-                        "connection.recovered",
-                        connection_id=conn_id,
-                        org_id=fields["org_id"],
-                        payload={**payload, "previous_status": existing.status},
-                    )
-            else:
-                session.add(
-                    ConnectionRow(
-                        id=conn_id,
-                        integration_key=integration_key,
-                        version=1,
-                        last_refresh_at=None,
-                        metadata_=dict(metadata),
-                        created_at=now,
-                        **values,
-                    )
-                )
+            if done.created:
                 self.store.outbox.add_event(
                     session,
-                    "connection.created",
-                    connection_id=conn_id,
-                    org_id=fields["org_id"],
+                    EventType.CONNECTION_CREATED,
+                    connection_id=done.connection_id,
+                    org_id=org_id,
                     payload=payload,
+                )
+            elif done.previous_status != Status.ACTIVE:
+                # A new grant replaced the old one (version bumped: a refresh in flight on
+                # the old grant is fenced off).
+                self.store.outbox.add_event(
+                    session,
+                    EventType.CONNECTION_RECOVERED,
+                    connection_id=done.connection_id,
+                    org_id=org_id,
+                    payload={**payload, "previous_status": done.previous_status},
                 )
             await self.store.operations.log(
                 "connect",
                 outcome="ok",
-                connection_id=conn_id,
-                org_id=fields["org_id"],
-                detail={"created": existing is None, "integration": integration_key},
+                connection_id=done.connection_id,
+                org_id=org_id,
+                detail={"created": done.created, "integration": integration_key},
                 session=session,
             )
-        return conn_id, existing is None, existing.status if existing else None
+        return done.connection_id, done.created, done.previous_status

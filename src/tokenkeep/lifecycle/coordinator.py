@@ -6,23 +6,17 @@ least ``min_ttl`` seconds, refreshing only when needed. The layers (DESIGN.md,
 
 1. **In-process**: one flight (an ``asyncio`` task) per connection; concurrent callers await
    it (shielded: a caller that gives up never cancels a refresh half-way).
-2. **Across processes/hosts**: a lease on the row (:mod:`tokenkeep.lifecycle.lease`), then a
-   re-read: another worker may have refreshed already. Workers that do not get the lease
-   poll the row (short, bounded interval) until the version moves or the lease frees.
-3. **Fencing**: the new tokens are written with ``WHERE id=? AND version=?``
-   (:func:`~tokenkeep.lifecycle.persist.commit_refresh`); a worker whose lease expired while
-   the provider was slow has its write rejected and uses the stored token instead.
-4. **Never lose a refresh token**: the commit is the first thing done with a token response
-   (nothing is awaited in between), and the caller sees the new access token only after it.
-   Introspection (to learn the real expiry) comes after the commit, once per refresh.
-5. **Failures are classified** (:func:`~tokenkeep.oauth.classify.classify_refresh_failure`)
-   after a re-read: a changed refresh token means a race (use the newer token); a confirmed
-   ``invalid_grant`` means ``needs_reauth``; transport faults back off and never revoke.
+2. **Across processes/hosts**: a lease on the row (:class:`~tokenkeep.store.leases.
+   LeaseRepository`), then a re-read: another worker may have refreshed already. Workers
+   that do not get the lease poll the row (short, bounded interval) until the version moves
+   or the lease frees.
+3. **Fencing and failures**: :class:`~tokenkeep.lifecycle.refresh.Refresher` commits with a
+   compare-and-swap on ``version`` and classifies failures after a re-read.
 
-It also implements the proxy's ``TokenSource`` protocol (``token_for``,
-``refresh_after_rejection``, ``confirm_recovered``, ``report_cause``) on top of an
-in-process cache tagged with the row version, so the proxy does not read the database per
-call.
+What to do at each read is :func:`tokenkeep.lifecycle.policy.decide` (pure); the
+in-process state is :class:`~tokenkeep.lifecycle.cache.ConnectionCache`. This module is
+the flight and the lease loop, plus the proxy's ``TokenSource`` surface (``token_for``,
+``cached_token``, ``refresh_after_rejection``, ``confirm_recovered``, ``report_cause``).
 """
 
 from __future__ import annotations
@@ -33,88 +27,41 @@ import os
 import random
 import secrets
 import socket
-from dataclasses import dataclass
-from datetime import timedelta
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import Table, select
-from sqlalchemy import exc as sa_exc
-
-from tokenkeep.clock import Clock
+from tokenkeep.clock import Clock, utc_from_timestamp
 from tokenkeep.config import Settings
-from tokenkeep.errors import (
-    ActionRequiredError,
-    DatabaseUnavailableError,
-    NeedsReauthError,
-    NotFoundError,
-    TransientUpstreamError,
+from tokenkeep.errors import NotFoundError, TransientUpstreamError
+from tokenkeep.lifecycle.cache import ConnectionCache, TtlCache
+from tokenkeep.lifecycle.expiry import integration_ladder
+from tokenkeep.lifecycle.policy import (
+    Need,
+    Refuse,
+    Serve,
+    Snapshot,
+    Wait,
+    decide,
+    refusal_error,
 )
-from tokenkeep.lifecycle.expiry import ExpiryKeeper
-from tokenkeep.lifecycle.lease import LeaseGrant, LeaseHeartbeat, acquire_lease, release_lease
-from tokenkeep.lifecycle.persist import (
-    CommitResult,
-    commit_refresh,
-    record_failure,
-    status_reason_of,
-)
-from tokenkeep.lifecycle.tokens import FreshToken, TokenCache
-from tokenkeep.oauth.classify import classify_refresh_failure
+from tokenkeep.lifecycle.refresh import Refresher
+from tokenkeep.lifecycle.timeouts import SessionTimeouts
+from tokenkeep.lifecycle.tokens import FreshToken
 from tokenkeep.oauth.client import TokenEndpointClient
-from tokenkeep.oauth.errors import OAuthError, UpstreamTransportError
-from tokenkeep.oauth.expiry import estimate_lifetime
-from tokenkeep.oauth.models import OAuthApp, TokenResponse
 from tokenkeep.observability.logging import get_logger
-from tokenkeep.secret import Secret
 from tokenkeep.store import Connection, Integration, Store
-from tokenkeep.store.models import ConnectionRow, OperationRow
+from tokenkeep.vocabulary import AuthMode, Status
 
-__all__ = ["RefreshCoordinator", "oauth_app_for"]
+__all__ = ["PROXY_MIN_TTL", "RefreshCoordinator"]
 
 _log = get_logger("tokenkeep.lifecycle")
-_T = cast(Table, ConnectionRow.__table__)
 
 # A flight re-reads and retries after a lost race or a fenced write; each round makes
 # progress (someone else committed), so a handful is plenty and the loop stays bounded.
 _MAX_ROUNDS = 6
-_COMMIT_RETRIES = 3
 # The proxy asks for a token that lives at least this long (a call plus its one retry).
 PROXY_MIN_TTL = 30.0
-_JITTER_FRACTION = 0.1
 _CONFIG_TTL = 30.0
-_DUE = ("active", "error")  # statuses whose cached token may still be served
-_REJECTED_MAX = 4096  # rejected tokens remembered until their replay's outcome is known
-
-
-def oauth_app_for(integration: Integration) -> OAuthApp:
-    """The token-endpoint view of an integration read ``with_secrets=True``."""
-    secrets_ = integration.secrets
-    return OAuthApp(
-        client_id=integration.client_id,
-        login_url=integration.login_url,
-        client_secret=secrets_.client_secret if secrets_ else None,
-        scopes=tuple(integration.scopes),
-        auth_mode=integration.auth_mode,  # type: ignore[arg-type]
-        private_key=secrets_.private_key if secrets_ else None,
-        username=integration.username,
-        session_timeout_seconds=integration.session_timeout_seconds,
-        provider=integration.provider,
-    )
-
-
-@dataclass(frozen=True, slots=True)
-class _Need:
-    """What a caller needs; a flight's result is reused by joiners whose need it meets.
-
-    ``min_ttl``: the token must live at least this long. ``newer_than``: the token must come
-    from a row version greater than this (a rejected token, a forced refresh, a scheduler
-    claim).
-    """
-
-    min_ttl: float | None = None
-    newer_than: int | None = None
-    # The scheduler and an explicit refresh may try while a failing connection backs off
-    # (the scheduler only claims a row once its retry time has come).
-    ignore_backoff: bool = False
+_DUE = (Status.ACTIVE, Status.ERROR)  # statuses whose cached token may still be served
 
 
 class RefreshCoordinator:
@@ -145,30 +92,43 @@ class RefreshCoordinator:
         self.settings = settings
         self.clock: Clock = clock or store.clock
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
-        self.cache = TokenCache()
-        # When each cached token's row was last seen unchanged (clock.monotonic()).
-        self._checked: dict[str, float] = {}
-        self.revalidate_seconds = revalidate_seconds
+        self.cache = ConnectionCache(
+            revalidate_seconds=revalidate_seconds, monotonic=self.clock.monotonic
+        )
         self.lease_seconds = settings.refresh_lease_seconds
         self.poll_interval = poll_interval
-        self.heartbeat_interval = heartbeat_interval
         self._rng = rng or random.Random()
-        self.expiry = ExpiryKeeper(
+        self.timeouts = SessionTimeouts(
             store, client, settings=settings, clock=self.clock, rng=self._rng
         )
+        # An edited integration is picked up within _CONFIG_TTL seconds.
+        self._integrations: TtlCache[Integration] = TtlCache(_CONFIG_TTL, self.clock.monotonic)
+        self.refresher = Refresher(
+            store,
+            client,
+            settings=settings,
+            clock=self.clock,
+            owner=self.owner,
+            cache=self.cache,
+            timeouts=self.timeouts,
+            integration=self._integration,
+            rng=self._rng,
+            heartbeat_interval=heartbeat_interval,
+        )
         self._flights: dict[str, asyncio.Task[FreshToken]] = {}
-        # Rejected tokens awaiting proof that the replacement works (confirm_recovered):
-        # (connection id, rejected version) -> (the row as rejected, when, our clock).
-        self._rejected: dict[tuple[str, int], tuple[Connection, float]] = {}
-        # Short-lived caches of what every refresh reads but rarely changes (an edited
-        # integration or a learned org timeout is picked up within _CONFIG_TTL seconds).
-        self._integrations: dict[str, tuple[float, Integration]] = {}
-        # Counters for tests and metrics.
-        self.refreshes = 0
-        self.fenced_writes = 0
 
     def __repr__(self) -> str:
         return f"RefreshCoordinator(owner={self.owner!r})"
+
+    @property
+    def refreshes(self) -> int:
+        """Token-endpoint answers this process committed (or tried to)."""
+        return self.refresher.refreshes
+
+    @property
+    def fenced_writes(self) -> int:
+        """Refresh answers whose commit was fenced off by a newer stored token."""
+        return self.refresher.fenced_writes
 
     # -- the public surface ---------------------------------------------------------------
     async def fresh_token(self, connection_id: str, min_ttl: float = 60.0) -> FreshToken:
@@ -177,30 +137,27 @@ class RefreshCoordinator:
         Raises ``NotFoundError``, ``NeedsReauthError`` (no upstream call), or
         ``ActionRequiredError``; ``TransientUpstreamError`` while the provider is failing.
         """
+        served = self.cache.servable(connection_id, min_ttl, self.clock.time())
+        if served is not None:
+            return served
         cached = self.cache.get(connection_id)
-        if cached is not None and cached.valid_for(min_ttl, self.clock.time()):
-            checked = self._checked.get(connection_id)
-            if checked is not None and self.clock.monotonic() - checked < self.revalidate_seconds:
-                return cached
-            if await self._still_current(cached):
-                return cached
-        return await self._single_flight(connection_id, _Need(min_ttl=min_ttl))
+        if (
+            cached is not None
+            and cached.valid_for(min_ttl, self.clock.time())
+            and await self._still_current(cached)
+        ):
+            return cached
+        return await self._single_flight(connection_id, Need(min_ttl=min_ttl))
 
     async def _still_current(self, cached: FreshToken) -> bool:
         """A cheap look at the row (version, status) behind a cached token, at most every
         ``revalidate_seconds`` per connection: another process may have refreshed it,
         marked it ``needs_reauth`` or deleted it."""
-        async with self.store.db.read() as session:
-            row = (
-                await session.execute(
-                    select(_T.c.version, _T.c.status).where(_T.c.id == cached.connection_id)
-                )
-            ).one_or_none()
+        row = await self.store.refresh_state.peek(cached.connection_id)
         if row is None or row.version != cached.version or row.status not in _DUE:
-            self.cache.drop(cached.connection_id)
-            self._checked.pop(cached.connection_id, None)
+            self.cache.forget(cached.connection_id)
             return False
-        self._checked[cached.connection_id] = self.clock.monotonic()
+        self.cache.confirm(cached.connection_id)
         return True
 
     async def refresh(self, connection_id: str) -> FreshToken:
@@ -209,15 +166,15 @@ class RefreshCoordinator:
         Unless another worker refreshes in the meantime, the token stored now is replaced.
         """
         conn = await self.store.connections.get(connection_id)
-        self._raise_for_status(conn)
+        self._refuse_if_broken(conn)
         return await self._single_flight(
-            connection_id, _Need(newer_than=conn.version, ignore_backoff=True)
+            connection_id, Need(newer_than=conn.version, ignore_backoff=True)
         )
 
     async def refresh_if_unchanged(self, connection_id: str, version: int) -> FreshToken:
         """Refresh unless the row has moved past ``version`` (the scheduler's claim)."""
         return await self._single_flight(
-            connection_id, _Need(newer_than=version, ignore_backoff=True)
+            connection_id, Need(newer_than=version, ignore_backoff=True)
         )
 
     async def refresh_after_rejection(
@@ -232,11 +189,9 @@ class RefreshCoordinator:
         """
         conn = await self.store.connections.get(connection_id)
         rejected_at = self.clock.time()
-        token = await self._single_flight(connection_id, _Need(newer_than=rejected_version))
+        token = await self._single_flight(connection_id, Need(newer_than=rejected_version))
         if conn.version == rejected_version:
-            if len(self._rejected) >= _REJECTED_MAX:
-                self._rejected.pop(next(iter(self._rejected)))  # oldest first: bounded
-            self._rejected.setdefault((connection_id, rejected_version), (conn, rejected_at))
+            self.cache.remember_rejection(conn, rejected_at)
         return token
 
     async def confirm_recovered(self, connection_id: str, rejected_version: int) -> None:
@@ -246,11 +201,13 @@ class RefreshCoordinator:
         accepted, so the old one died of age. If it died before its predicted expiry, the
         org's session timeout is shorter than we think: learn it (once per rejected token).
         """
-        pending = self._rejected.pop((connection_id, rejected_version), None)
+        pending = self.cache.take_rejection(connection_id, rejected_version)
         if pending is None:
             return
-        conn, rejected_at = pending
-        await self.expiry.learn_if_early_death(conn, died_at=rejected_at)
+        integration = await self._integration(pending.connection.integration_key)
+        await self.timeouts.learn_if_early_death(
+            pending.connection, died_at=pending.at, ladder=integration_ladder(integration)
+        )
 
     async def token_for(self, connection_id: str) -> FreshToken:
         """The proxy's token: from the cache while it lives long enough, else fresh."""
@@ -265,15 +222,7 @@ class RefreshCoordinator:
 
         Synchronous on purpose: the proxy's hot path, no coroutine per call.
         """
-        cached = self.cache.get(connection_id)
-        if cached is None or cached.expires_epoch is None:
-            return None  # expiry unknown: never "valid for" (FreshToken.valid_for)
-        checked = self._checked.get(connection_id)
-        if checked is None or self.clock.monotonic() - checked >= self.revalidate_seconds:
-            return None
-        if cached.expires_epoch - self.clock.time() < PROXY_MIN_TTL:
-            return None
-        return cached
+        return self.cache.servable(connection_id, PROXY_MIN_TTL, self.clock.time())
 
     async def report_cause(self, connection_id: str, cause: str, evidence: dict[str, Any]) -> None:
         """Record why a proxied call failed for good (diagnosis builds on the log)."""
@@ -281,11 +230,10 @@ class RefreshCoordinator:
 
     def forget(self, connection_id: str) -> None:
         """Drop a connection from the cache (deleted, re-connected)."""
-        self.cache.drop(connection_id)
-        self._checked.pop(connection_id, None)
+        self.cache.forget(connection_id)
 
     # -- single flight ----------------------------------------------------------------------
-    async def _single_flight(self, connection_id: str, need: _Need) -> FreshToken:
+    async def _single_flight(self, connection_id: str, need: Need) -> FreshToken:
         for _ in range(_MAX_ROUNDS):
             task = self._flights.get(connection_id)
             if task is None:
@@ -296,7 +244,7 @@ class RefreshCoordinator:
                 task.add_done_callback(functools.partial(self._landed, connection_id))
                 return await asyncio.shield(task)
             token = await asyncio.shield(task)
-            if self._meets(token, need):
+            if need.met_by(token.version, token.expires_epoch, self.clock.time()):
                 return token
             # The flight we joined was for a weaker need (e.g. a shorter min_ttl): go again.
         raise TransientUpstreamError(f"connection {connection_id}: could not get a fresh token")
@@ -307,21 +255,7 @@ class RefreshCoordinator:
         if not task.cancelled():
             task.exception()  # mark retrieved: every joiner gets it re-raised
 
-    def _meets(self, token: FreshToken, need: _Need) -> bool:
-        if need.newer_than is not None and token.version <= need.newer_than:
-            return False
-        return need.min_ttl is None or token.valid_for(need.min_ttl, self.clock.time())
-
-    def _satisfied(self, conn: Connection, need: _Need) -> bool:
-        if need.newer_than is not None and conn.version <= need.newer_than:
-            return False
-        if need.min_ttl is None:
-            return True
-        if conn.expires_at is None:
-            return False  # never assume a token lives longer than we know
-        return conn.expires_at.timestamp() - self.clock.time() >= need.min_ttl
-
-    async def _flight(self, connection_id: str, need: _Need) -> FreshToken:
+    async def _flight(self, connection_id: str, need: Need) -> FreshToken:
         for round_ in range(_MAX_ROUNDS):
             if round_ == 0 and need.ignore_backoff and need.newer_than is not None:
                 # A forced or scheduled refresh almost always refreshes: go straight for
@@ -329,35 +263,31 @@ class RefreshCoordinator:
                 seen_version = need.newer_than
             else:
                 conn = await self.store.connections.get(connection_id, with_credentials=True)
-                self._raise_for_status(conn)
-                if self._satisfied(conn, need):
-                    return self._remember(conn)
-                backing_off = None if need.ignore_backoff else self._backoff_answer(conn, need)
-                if backing_off is not None:
-                    return backing_off
-                unrefreshable = await self._unrefreshable_answer(conn, need)
-                if unrefreshable is not None:
-                    return unrefreshable
+                served = await self._apply(conn, need, under_lease=False)
+                if served is not None:
+                    return served
                 seen_version = conn.version
-            grant = await acquire_lease(
-                self.store.db,
-                connection_id,
-                self.owner,
-                now=self.clock.now(),
-                seconds=self.lease_seconds,
+            grant = await self.store.leases.acquire(
+                connection_id, self.owner, now=self.clock.now(), seconds=self.lease_seconds
             )
             if not grant.acquired:
                 await self._wait_for_holder(connection_id, seen_version)
                 continue
+            if grant.took_over_expired:
+                _log.warning(
+                    "took over an expired refresh lease",
+                    connection_id=connection_id,
+                    previous_owner=grant.holder,
+                )
             released = False
             try:
                 # Re-read under the lease: someone may have refreshed since our first read.
                 conn = await self.store.connections.get(connection_id, with_credentials=True)
-                self._raise_for_status(conn)
-                if self._satisfied(conn, need):
-                    return self._remember(conn)
+                served = await self._apply(conn, need, under_lease=True)
+                if served is not None:
+                    return served
                 released = True  # every path below ends in a write that frees the lease
-                token = await self._refresh_holding_lease(conn, grant)
+                token = await self.refresher.refresh(conn, grant)
                 if token is not None:
                     return token
             except BaseException:
@@ -365,78 +295,66 @@ class RefreshCoordinator:
                 raise
             finally:
                 if not released:
-                    await asyncio.shield(release_lease(self.store.db, connection_id, self.owner))
+                    await asyncio.shield(self.store.leases.release(connection_id, self.owner))
         raise TransientUpstreamError(
             f"connection {connection_id}: the token kept changing; try again",
             details={"connection_id": connection_id},
         )
 
-    def _raise_for_status(self, conn: Connection) -> None:
-        if conn.status == "needs_reauth":
-            self.cache.drop(conn.id)
-            raise NeedsReauthError(
-                f"connection {conn.id} needs to be re-authorized ({conn.status_reason})",
-                details={"connection_id": conn.id, "reason": conn.status_reason},
-            )
-        if conn.status == "action_required":
-            self.cache.drop(conn.id)
-            reason = conn.status_reason or "action_required"
-            raise ActionRequiredError(
-                f"connection {conn.id} needs an org admin to act ({reason})",
-                details={"connection_id": conn.id, "cause": reason.split(":", 1)[0]},
-            )
-
-    def _backoff_answer(self, conn: Connection, need: _Need) -> FreshToken | None:
-        """While a failing refresh backs off: the current token if it still lives, else a
-        clear 503. Callers must not hammer a provider that is down."""
-        if conn.refresh_attempts <= 0 or conn.next_refresh_at is None:
-            return None
-        now = self.clock.time()
-        if conn.next_refresh_at.timestamp() <= now:
-            return None
-        alive = conn.expires_at is not None and conn.expires_at.timestamp() > now
-        if alive and need.newer_than is None:
-            return self._remember(conn)
-        raise TransientUpstreamError(
-            f"connection {conn.id}: the token endpoint is failing; next attempt at "
-            f"{conn.next_refresh_at.isoformat()}",
-            details={
-                "connection_id": conn.id,
-                "retry_at": conn.next_refresh_at.isoformat(),
-                "attempts": conn.refresh_attempts,
-            },
+    async def _apply(self, conn: Connection, need: Need, *, under_lease: bool) -> FreshToken | None:
+        """Run :func:`~tokenkeep.lifecycle.policy.decide` on ``conn``: the token to serve,
+        None to refresh, or the error to answer with (raised)."""
+        auth_mode = AuthMode.OAUTH2
+        has_refresh = conn.credentials is not None and conn.credentials.refresh_token is not None
+        if not has_refresh and not under_lease:
+            auth_mode = (await self._integration(conn.integration_key)).auth_mode
+        snapshot = Snapshot(
+            version=conn.version,
+            status=conn.status,
+            status_reason=conn.status_reason,
+            expires_at=Snapshot.epoch(conn.expires_at),
+            refresh_attempts=conn.refresh_attempts,
+            next_refresh_at=Snapshot.epoch(conn.next_refresh_at),
+            has_refresh_token=has_refresh,
+            auth_mode=AuthMode(auth_mode),
         )
+        decision = decide(snapshot, need, self.clock.time(), under_lease=under_lease)
+        if isinstance(decision, Serve):
+            return self._remember(conn)
+        if isinstance(decision, Refuse):
+            self.cache.forget(conn.id)
+            raise refusal_error(conn.id, decision.status, decision.reason)
+        if isinstance(decision, Wait):
+            retry_at = utc_from_timestamp(decision.retry_at).isoformat()
+            raise TransientUpstreamError(
+                f"connection {conn.id}: the token endpoint is failing; next attempt at {retry_at}",
+                retry_at=decision.retry_at,
+                details={
+                    "connection_id": conn.id,
+                    "retry_at": retry_at,
+                    "attempts": decision.attempts,
+                },
+            )
+        return None  # Refresh
 
-    async def _unrefreshable_answer(self, conn: Connection, need: _Need) -> FreshToken | None:
-        """An oauth2 connection without a refresh token (an import) cannot refresh: its
-        token is served, however short its remaining life, until its known expiry; only
-        after that does the refresh attempt answer ``needs_reauth`` (``no_refresh_token``).
-        """
-        if need.newer_than is not None or conn.expires_at is None:
-            return None
-        if conn.credentials is None or conn.credentials.refresh_token is not None:
-            return None
-        if conn.expires_at.timestamp() <= self.clock.time():
-            return None
-        integration = await self._integration(conn.integration_key)
-        if integration.auth_mode != "oauth2":
-            return None
-        return self._remember(conn)
+    def _refuse_if_broken(self, conn: Connection) -> None:
+        if conn.status in (Status.NEEDS_REAUTH, Status.ACTION_REQUIRED):
+            self.cache.forget(conn.id)
+            raise refusal_error(conn.id, Status(conn.status), conn.status_reason)
 
     async def _wait_for_holder(self, connection_id: str, seen_version: int) -> None:
         """Poll the row while another worker refreshes it (bounded)."""
         budget = 2 * self.lease_seconds + self.settings.upstream_timeout_seconds
         polls = max(1, int(budget / self.poll_interval))
-        query = select(_T.c.version, _T.c.status, _T.c.lease_owner, _T.c.lease_until).where(
-            _T.c.id == connection_id
-        )
         for _ in range(polls):
             await asyncio.sleep(self.poll_interval)
-            async with self.store.db.read() as session:
-                row = (await session.execute(query)).one_or_none()
+            row = await self.store.refresh_state.peek(connection_id)
             if row is None:
                 raise NotFoundError(f"connection {connection_id!r} does not exist")
-            if row.version != seen_version or row.status in ("needs_reauth", "action_required"):
+            if row.version != seen_version or row.status in (
+                Status.NEEDS_REAUTH,
+                Status.ACTION_REQUIRED,
+            ):
                 return
             if row.lease_owner is None or row.lease_until is None:
                 return
@@ -446,290 +364,24 @@ class RefreshCoordinator:
             f"connection {connection_id}: another worker's refresh did not finish in time"
         )
 
-    # -- the refresh itself -----------------------------------------------------------------
-    async def _refresh_holding_lease(
-        self, conn: Connection, grant: LeaseGrant
-    ) -> FreshToken | None:
-        """Call the token endpoint and commit; None when the stored row moved on (use it)."""
-        integration = await self._integration(conn.integration_key)
-        app = oauth_app_for(integration)
-        learned = await self.expiry.learned_timeout(conn.org_id)
-        used = conn.credentials.refresh_token if conn.credentials else None
-        grant_name = "refresh_token" if app.auth_mode == "oauth2" else app.auth_mode
-        started = self.clock.monotonic()
-        failure: OAuthError | UpstreamTransportError | None = None
-        commit: CommitResult | None = None
-        response: TokenResponse | None = None
-        async with LeaseHeartbeat(
-            self.store.db,
-            conn.id,
-            self.owner,
-            clock=self.clock,
-            seconds=self.lease_seconds,
-            interval=self.heartbeat_interval,
-        ):
-            try:
-                response = await self.client.obtain(app, used)
-            except (OAuthError, UpstreamTransportError) as exc:
-                failure = exc
-            else:
-                self.refreshes += 1
-                # Straight from the response to the durable commit: nothing in between.
-                commit = await self._commit(
-                    conn,
-                    response,
-                    used=used,
-                    integration=integration,
-                    learned=learned,
-                    grant_name=grant_name,
-                    started=started,
-                )
-        duration_ms = max(0.0, (self.clock.monotonic() - started) * 1000)
-        if failure is not None:
-            await self._on_failure(conn, grant, failure, grant_name, duration_ms)
-            return None
-        if commit is None or response is None:  # pragma: no cover - obtain() returned
-            raise TransientUpstreamError(f"connection {conn.id}: refresh produced nothing")
-        if not commit.committed:
-            self.fenced_writes += 1
-            _log.warning(
-                "refresh result fenced off: a newer token is stored",
-                connection_id=conn.id,
-                read_version=conn.version,
-            )
-            return None
-        if commit.action_required is not None:
-            # Tokens are stored; the connection waits for an admin (e.g. an insecure URL).
-            self.cache.drop(conn.id)
-            _log.warning(
-                "refreshed tokens stored, but the connection needs an admin",
-                connection_id=conn.id,
-                reason=commit.action_required,
-            )
-            raise ActionRequiredError(
-                f"connection {conn.id} needs an org admin to act ({commit.action_required})",
-                details={
-                    "connection_id": conn.id,
-                    "reason": commit.action_required,
-                    "cause": commit.action_required.split(":", 1)[0],
-                },
-            )
-        if commit.recovered:
-            _log.info("connection recovered", connection_id=conn.id)
-        if response.signature_mismatch:
-            _log.warning(
-                "refresh answer's signature does not verify: tokens kept; check the "
-                "integration's client_secret",
-                connection_id=conn.id,
-                integration=conn.integration_key,
-            )
-        expires_at = await self.expiry.refine(
-            conn.id, app, response, version=commit.version, integration=integration, learned=learned
-        )
-        token = FreshToken(
-            connection_id=conn.id,
-            org_id=conn.org_id,
-            instance_url=response.instance_url or conn.instance_url,
-            access_token=response.access_token,
-            version=commit.version,
-            expires_at=expires_at,
-            issued_to_address=response.local_address or conn.issued_to_address,
-        )
-        return self._cache_put(token)
-
-    async def _commit(
-        self,
-        conn: Connection,
-        response: TokenResponse,
-        *,
-        used: Secret | None,
-        integration: Integration,
-        learned: float | None,
-        grant_name: str,
-        started: float,
-    ) -> CommitResult:
-        lifetime = estimate_lifetime(None, integration.session_timeout_seconds, learned)
-        expires, refresh_at = self.expiry.schedule(response.received_at, lifetime)
-        for attempt in range(1, _COMMIT_RETRIES + 1):
-            try:
-                return await asyncio.shield(
-                    commit_refresh(
-                        self.store,
-                        conn,
-                        response,
-                        used_refresh_token=used,
-                        owner=self.owner,
-                        expires_at=expires,
-                        next_refresh_at=refresh_at,
-                        duration_ms=max(0.0, (self.clock.monotonic() - started) * 1000),
-                        grant=grant_name,
-                        allow_insecure_loopback=self.settings.allow_insecure_loopback,
-                    )
-                )
-            except (DatabaseUnavailableError, sa_exc.OperationalError):
-                # The one place a refresh token could be lost: insist a little.
-                if attempt == _COMMIT_RETRIES:
-                    raise
-                _log.error("could not store a refreshed token; retrying", connection_id=conn.id)
-                await asyncio.sleep(0.2 * attempt)
-        raise TransientUpstreamError(f"connection {conn.id}: could not store the token")
-
-    async def _on_failure(
-        self,
-        conn: Connection,
-        grant: LeaseGrant,
-        error: OAuthError | UpstreamTransportError,
-        grant_name: str,
-        duration_ms: float,
-    ) -> None:
-        """Classify a failed attempt on a re-read row; store the verdict; raise it.
-
-        Returns (None) only for a race: the refresh token changed under us, use the newer.
-        """
-        current = await self.store.connections.get(conn.id)
-        changed = (
-            current.version != conn.version
-            or current.refresh_token_fingerprint != conn.refresh_token_fingerprint
-        )
-        newer = False
-        if isinstance(error, OAuthError) and not changed:
-            newer = await self._newer_connection_exists(conn)
-        attempts = conn.refresh_attempts + 1
-        # Whether the app rotates matters only when an expired lease was taken over (a lost
-        # rotation is then the likely story): only then is it looked up.
-        rotation = (
-            await self._rotation_seen(conn.id)
-            if grant.took_over_expired and isinstance(error, OAuthError) and not changed
-            else True
-        )
-        decision = classify_refresh_failure(
-            error,
-            refresh_token_changed=changed,
-            lease_expired_before=grant.took_over_expired,
-            rotation_enabled=rotation,
-            newer_connection_same_user_app=newer,
-            attempts=attempts,
-            max_attempts=self.settings.refresh_max_attempts,
-            rng=self._rng,
-        )
-        if decision.action == "use_newer_token":
-            await release_lease(self.store.db, conn.id, self.owner)
-            return
-        retry_at = (
-            self.clock.now() + timedelta(seconds=decision.retry_after)
-            if decision.retry_after is not None
-            else None
-        )
-        written = await record_failure(
-            self.store,
-            conn,
-            decision,
-            owner=self.owner,
-            attempts=attempts,
-            retry_at=retry_at,
-            duration_ms=duration_ms,
-            grant=grant_name,
-            error_text=str(error),
-        )
-        if not written:
-            return  # the row moved on meanwhile: the loop re-reads and uses it
-        log = _log.warning if decision.status else _log.info
-        log(
-            "refresh failed",
-            connection_id=conn.id,
-            org_id=conn.org_id,
-            action=decision.action,
-            reason=decision.reason,
-            sub_reason=decision.sub_reason,
-            attempts=attempts,
-        )
-        details = {
-            "connection_id": conn.id,
-            "reason": status_reason_of(decision),
-            "attempts": attempts,
-        }
-        if decision.status == "needs_reauth":
-            self.cache.drop(conn.id)
-            raise NeedsReauthError(
-                f"connection {conn.id} needs to be re-authorized ({status_reason_of(decision)})",
-                details=details,
-            )
-        if decision.status == "action_required":
-            self.cache.drop(conn.id)
-            raise ActionRequiredError(
-                f"connection {conn.id} needs an org admin to act ({status_reason_of(decision)})",
-                details={**details, "cause": decision.reason},
-            )
-        if retry_at is not None:
-            details["retry_at"] = retry_at.isoformat()
-        raise TransientUpstreamError(
-            f"connection {conn.id}: the token endpoint failed ({error}); retrying later",
-            details=details,
-        )
-
-    async def _rotation_seen(self, connection_id: str) -> bool:
-        """Does this connection's app rotate refresh tokens? Inferred per connection from
-        its last successful refresh (the operation log records whether the answer carried
-        a new refresh token). Unknown (never refreshed, log pruned): assume it does."""
-        query = (
-            select(OperationRow.detail)
-            .where(
-                OperationRow.connection_id == connection_id,
-                OperationRow.kind == "refresh",
-                OperationRow.outcome == "ok",
-            )
-            .order_by(OperationRow.at.desc(), OperationRow.id.desc())
-            .limit(1)
-        )
-        async with self.store.db.read() as session:
-            detail = await session.scalar(query)
-        if not isinstance(detail, dict) or not isinstance(detail.get("rotated"), bool):
-            return True
-        return bool(detail["rotated"])
-
-    async def _newer_connection_exists(self, conn: Connection) -> bool:
-        """Another connection of the same user and app, created later (the 5-approval cap
-        evicts the oldest family, so ours is the one that died)."""
-        query = (
-            select(_T.c.id)
-            .where(
-                _T.c.integration_key == conn.integration_key,
-                _T.c.org_id == conn.org_id,
-                _T.c.user_id == conn.user_id,
-                _T.c.id != conn.id,
-                _T.c.created_at > conn.created_at,
-            )
-            .limit(1)
-        )
-        async with self.store.db.read() as session:
-            return (await session.execute(query)).first() is not None
-
-    # -- expiry learning --------------------------------------------------------------------
     async def _integration(self, key: str) -> Integration:
-        now = self.clock.monotonic()
-        cached = self._integrations.get(key)
-        if cached is not None and now - cached[0] < _CONFIG_TTL:
-            return cached[1]
+        fresh, cached = self._integrations.get(key)
+        if fresh and cached is not None:
+            return cached
         integration = await self.store.integrations.get(key, with_secrets=True)
-        self._integrations[key] = (now, integration)
-        return integration
-
-    def _cache_put(self, token: FreshToken) -> FreshToken:
-        cached = self.cache.put(token)
-        if cached is token:
-            self._checked[token.connection_id] = self.clock.monotonic()
-        return cached
+        return self._integrations.put(key, integration)
 
     def _remember(self, conn: Connection) -> FreshToken:
         if conn.credentials is None:
             raise NotFoundError(f"connection {conn.id!r} has no stored token")
-        token = FreshToken(
-            connection_id=conn.id,
-            org_id=conn.org_id,
-            instance_url=conn.instance_url,
-            access_token=conn.credentials.access_token,
-            version=conn.version,
-            expires_at=conn.expires_at,
-            issued_to_address=conn.issued_to_address,
+        return self.cache.put(
+            FreshToken(
+                connection_id=conn.id,
+                org_id=conn.org_id,
+                instance_url=conn.instance_url,
+                access_token=conn.credentials.access_token,
+                version=conn.version,
+                expires_at=conn.expires_at,
+                issued_to_address=conn.issued_to_address,
+            )
         )
-        return self._cache_put(token)

@@ -1,179 +1,202 @@
-"""Expiry without ``expires_in``: the coordinator's glue around :mod:`tokenkeep.oauth.expiry`.
+"""When a token expires and when to refresh it, without ``expires_in``. Pure functions.
 
-* :meth:`ExpiryKeeper.schedule` turns a lifetime into ``(expires_at, next_refresh_at)``,
-  anchored on OUR clock at receipt (never on the provider's timestamps).
-* :meth:`ExpiryKeeper.refine` introspects a new token once (``exp - iat``, a duration) and
-  writes a shorter expiry if introspection says so.
-* :meth:`ExpiryKeeper.learn_if_early_death` shortens an org's estimate
-  (``org_state.session_timeout_estimate_seconds``) when a token dies before its predicted
-  expiry; the estimate only ever shrinks.
+Salesforce says nothing about expiry in the token answer. What we know, in order of trust:
+
+1. introspection ``exp - iat`` right after we got the token (a DURATION: the provider's
+   clock may be minutes or hours away from ours, so its absolute ``exp`` is never compared
+   with our time);
+2. the integration's configured ``session_timeout_seconds`` (the provider catalog's
+   ``default_session_timeout_seconds`` when it has none);
+3. what we learned when a session died earlier than predicted (snapped to the provider's
+   ``session_timeout_ladder``: the timeouts an org admin can choose).
+
+The org timeout is inactivity based, so use could extend a session; we never count on it:
+the estimate is the SHORTEST of what we know, anchored on our own clock at receipt.
+
+:func:`plan_expiry` is the one place that turns those into ``(expires_at,
+next_refresh_at)``: after a refresh, at connect, for an import and in the scheduler.
 """
 
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import exc as sa_exc
-from sqlalchemy import select
+from tokenkeep.clock import utc_from_timestamp
+from tokenkeep.errors import NotFoundError
+from tokenkeep.providers.catalog import Provider, get_provider
+from tokenkeep.store.records import Integration
 
-from tokenkeep.clock import Clock, utc_from_timestamp
-from tokenkeep.config import Settings
-from tokenkeep.lifecycle.persist import update_expiry
-from tokenkeep.oauth.client import TokenEndpointClient
-from tokenkeep.oauth.errors import OAuthError, UpstreamTransportError
-from tokenkeep.oauth.expiry import estimate_lifetime, learn_from_early_death, next_refresh_at
-from tokenkeep.oauth.models import OAuthApp, TokenResponse
-from tokenkeep.observability.logging import get_logger
-from tokenkeep.store import Connection, Integration, Store
-from tokenkeep.store.models import OrgStateRow
+__all__ = [
+    "DEFAULT_TIMEOUT_LADDER",
+    "JITTER_FRACTION",
+    "MIN_LEARNED_LIFETIME",
+    "SAFE_FRACTION",
+    "ExpiryPlan",
+    "configured_timeout",
+    "estimate_expiry",
+    "estimate_lifetime",
+    "integration_ladder",
+    "learn_from_early_death",
+    "next_refresh_at",
+    "plan_expiry",
+    "timeout_ladder",
+]
 
-__all__ = ["ExpiryKeeper"]
+# The session timeouts a Salesforce admin can choose (Setup → Session Settings), in
+# seconds: used when the provider catalog names none.
+DEFAULT_TIMEOUT_LADDER: tuple[int, ...] = (900, 1800, 3600, 7200, 14400, 28800, 43200, 86400)
+# A session that died sooner than this was most likely killed by hand (or by a revocation),
+# not timed out: learning a shorter "timeout" from it would make us refresh in a loop.
+MIN_LEARNED_LIFETIME = 60.0
+#: Refresh at this fraction of a token's lifetime...
+SAFE_FRACTION = 0.75
+#: ...minus a random jitter of up to this fraction of the lifetime, so 10,000 connections
+#: imported (or connected) together spread their refreshes out.
+JITTER_FRACTION = 0.1
 
-_log = get_logger("tokenkeep.lifecycle")
-_JITTER_FRACTION = 0.1  # of the lifetime: spreads refreshes of tokens issued together
-_CONFIG_TTL = 30.0
+
+@dataclass(frozen=True, slots=True)
+class ExpiryPlan:
+    """A token's estimated life on our clock, and when to refresh it proactively."""
+
+    lifetime: float
+    expires_at: datetime
+    next_refresh_at: datetime
 
 
-class ExpiryKeeper:
-    """Knows when tokens expire and when to refresh them; learns from early deaths."""
+def timeout_ladder(provider: Provider | None) -> tuple[int, ...]:
+    """The provider's admin-selectable session timeouts (the catalog's data)."""
+    if provider is not None and provider.session_timeout_ladder:
+        return provider.session_timeout_ladder
+    return DEFAULT_TIMEOUT_LADDER
 
-    def __init__(
-        self,
-        store: Store,
-        client: TokenEndpointClient,
-        *,
-        settings: Settings,
-        clock: Clock,
-        rng: random.Random,
-    ) -> None:
-        self.store = store
-        self.client = client
-        self.settings = settings
-        self.clock = clock
-        self._rng = rng
-        self._org_timeouts: dict[str, tuple[float, float | None]] = {}
 
-    def schedule(self, received_at: float, lifetime: float) -> tuple[datetime, datetime]:
-        """``(expires_at, next_refresh_at)`` for a token received at ``received_at``."""
-        expires = received_at + lifetime
-        refresh_at = next_refresh_at(
-            expires,
-            lifetime,
-            self.settings.refresh_margin_seconds,
-            _JITTER_FRACTION,
-            self._rng,
-        )
-        return utc_from_timestamp(expires), utc_from_timestamp(refresh_at)
+def estimate_lifetime(
+    introspection_lifetime: float | None,
+    session_timeout_seconds: float,
+    learned_timeout: float | None = None,
+) -> float:
+    """The shortest credible lifetime (seconds) from every source we have."""
+    candidates = [float(session_timeout_seconds)] if session_timeout_seconds > 0 else []
+    candidates.extend(
+        float(value)
+        for value in (introspection_lifetime, learned_timeout)
+        if value is not None and value > 0
+    )
+    if not candidates:
+        raise ValueError("no positive lifetime to estimate from")
+    return min(candidates)
 
-    async def refine(
-        self,
-        connection_id: str,
-        app: OAuthApp,
-        response: TokenResponse,
-        *,
-        version: int,
-        integration: Integration,
-        learned: float | None,
-    ) -> datetime:
-        """One introspection per refresh: its ``exp - iat`` (a duration) anchored on our
-        clock at receipt. On any failure the configured/learned estimate stands."""
-        introspected: float | None = None
-        if not app.client_secret:
-            # Introspection needs client authentication (a JWT-bearer app may have none).
-            return utc_from_timestamp(
-                response.received_at
-                + estimate_lifetime(None, integration.session_timeout_seconds, learned)
-            )
-        try:
-            result = await self.client.introspect(app, response.access_token)
-            introspected = result.lifetime_seconds if result is not None else None
-        except (OAuthError, UpstreamTransportError) as exc:
-            _log.info(
-                "introspection failed; keeping the estimate",
-                connection_id=connection_id,
-                error=str(exc),
-            )
-        estimate = estimate_lifetime(None, integration.session_timeout_seconds, learned)
-        lifetime = estimate_lifetime(introspected, integration.session_timeout_seconds, learned)
-        if lifetime >= estimate:
-            # Introspection confirms what the commit stored: no second write.
-            return utc_from_timestamp(response.received_at + estimate)
-        expires, refresh_at = self.schedule(response.received_at, lifetime)
-        await update_expiry(
-            self.store, connection_id, version, expires_at=expires, next_refresh_at=refresh_at
-        )
-        return expires
 
-    async def learned_timeout(self, org_id: str) -> float | None:
-        """The org's learned session timeout (cached for a few seconds), if any."""
-        now = self.clock.monotonic()
-        cached = self._org_timeouts.get(org_id)
-        if cached is not None and now - cached[0] < _CONFIG_TTL:
-            return cached[1]
-        value = await self.read_learned_timeout(org_id)
-        self._org_timeouts[org_id] = (now, value)
-        return value
+def estimate_expiry(
+    received_at: float,
+    introspection_lifetime: float | None,
+    session_timeout_seconds: float,
+    learned_timeout: float | None = None,
+) -> float:
+    """Epoch seconds (OUR clock) when the token received at ``received_at`` expires.
 
-    async def read_learned_timeout(self, org_id: str) -> float | None:
-        """The org's learned session timeout, read now."""
-        async with self.store.db.read() as session:
-            value = await session.scalar(
-                select(OrgStateRow.session_timeout_estimate_seconds).where(
-                    OrgStateRow.org_id == org_id
-                )
-            )
-        return float(value) if value else None
+    Never later than introspection or the configured/learned timeout allow.
+    """
+    return received_at + estimate_lifetime(
+        introspection_lifetime, session_timeout_seconds, learned_timeout
+    )
 
-    async def learn_if_early_death(self, conn: Connection, *, died_at: float | None = None) -> None:
-        """A token that EXPIRED (``died_at``, our clock; now by default) before its predicted
-        expiry: the org's timeout is shorter than we think. Shorten the org's estimate
-        (never lengthen it). Call it only on evidence of expiry (a refresh that worked and
-        a new token that was accepted), never on a bare rejection."""
-        if conn.expires_at is None or conn.issued_at is None:
-            return
-        now = self.clock.time() if died_at is None else died_at
-        predicted = conn.expires_at.timestamp() - conn.issued_at.timestamp()
-        observed = now - conn.issued_at.timestamp()
-        if observed >= predicted or observed <= 0:
-            return
-        current = await self.read_learned_timeout(conn.org_id) or predicted
-        learned = learn_from_early_death(observed, current)
-        if learned >= current:
-            return
-        await self._store_learned_timeout(conn.org_id, learned)
-        self._org_timeouts[conn.org_id] = (self.clock.monotonic(), learned)
-        _log.info(
-            "session died earlier than predicted; org estimate shortened",
-            org_id=conn.org_id,
-            observed_seconds=round(observed),
-            estimate_seconds=round(learned),
-        )
 
-    async def _store_learned_timeout(self, org_id: str, seconds: float) -> None:
-        now = self.clock.now()
-        try:
-            async with self.store.db.write() as session:
-                row = await session.get(OrgStateRow, org_id)
-                if row is None:
-                    session.add(
-                        OrgStateRow(
-                            org_id=org_id,
-                            session_timeout_estimate_seconds=int(seconds),
-                            updated_at=now,
-                        )
-                    )
-                else:
-                    current = row.session_timeout_estimate_seconds
-                    if current is None or seconds < current:
-                        row.session_timeout_estimate_seconds = int(seconds)
-                        row.updated_at = now
-                await self.store.operations.log(
-                    "expiry_learned",
-                    outcome="ok",
-                    org_id=org_id,
-                    detail={"session_timeout_estimate_seconds": int(seconds)},
-                    session=session,
-                )
-        except sa_exc.IntegrityError:
-            pass  # another process inserted the org's row at the same moment: it learned too
+def next_refresh_at(
+    expires_at: float,
+    lifetime: float,
+    margin: float,
+    jitter_fraction: float,
+    rng: random.Random,
+    *,
+    safe_fraction: float = SAFE_FRACTION,
+) -> float:
+    """When to refresh proactively: at ``safe_fraction`` of the lifetime and at least
+    ``margin`` before expiry, minus a random jitter of up to ``jitter_fraction`` of the
+    lifetime.
+
+    The margin is capped at half the lifetime: a 5-minute token with a 5-minute margin would
+    otherwise be "due" the moment it arrives, forever. The result is never before issuance.
+    """
+    if lifetime <= 0:
+        return expires_at
+    issued = expires_at - lifetime
+    effective_margin = min(max(0.0, margin), lifetime / 2)
+    target = min(issued + lifetime * safe_fraction, expires_at - effective_margin)
+    jitter = rng.uniform(0.0, max(0.0, jitter_fraction) * lifetime)
+    return max(issued, target - jitter)
+
+
+def plan_expiry(
+    received_at: float,
+    *,
+    configured: float,
+    margin: float,
+    rng: random.Random,
+    introspected: float | None = None,
+    learned: float | None = None,
+    age: float = 0.0,
+) -> ExpiryPlan:
+    """THE expiry plan: a token received at ``received_at`` (our clock, epoch seconds).
+
+    ``configured`` is the integration's session timeout, ``introspected`` the
+    introspection's ``exp - iat``, ``learned`` the org's learned timeout; the shortest
+    wins. ``age`` is how old the token already was when we got it (an import that names its
+    ``issued_at``): its remaining life shrinks by that much, never below zero, and the
+    refresh comes no later than its expiry.
+    """
+    lifetime = estimate_lifetime(introspected, configured, learned)
+    expires = received_at + max(0.0, lifetime - max(0.0, age))
+    refresh_at = next_refresh_at(expires, lifetime, margin, JITTER_FRACTION, rng)
+    return ExpiryPlan(
+        lifetime=lifetime,
+        expires_at=utc_from_timestamp(expires),
+        next_refresh_at=utc_from_timestamp(min(refresh_at, expires)),
+    )
+
+
+def learn_from_early_death(
+    observed_lifetime: float,
+    current_estimate: float,
+    *,
+    ladder: Sequence[int] = DEFAULT_TIMEOUT_LADDER,
+) -> float:
+    """A new lifetime estimate after a session died ``observed_lifetime`` seconds after
+    receipt, while we predicted ``current_estimate``.
+
+    A death later than predicted teaches nothing (the estimate stays). An earlier death means
+    the org's timeout is at most what we saw: snap down to the largest admin-selectable
+    timeout that fits (the likely setting), or, below the ladder, to what we saw (at least
+    ``MIN_LEARNED_LIFETIME``).
+    """
+    if observed_lifetime >= current_estimate:
+        return current_estimate
+    fitting = [float(step) for step in ladder if step <= observed_lifetime]
+    learned = max(fitting) if fitting else max(MIN_LEARNED_LIFETIME, observed_lifetime)
+    return min(learned, current_estimate)
+
+
+def configured_timeout(integration: Integration) -> float:
+    """The integration's session timeout, else its provider's default (catalog data)."""
+    if integration.session_timeout_seconds > 0:
+        return float(integration.session_timeout_seconds)
+    provider = _provider_of(integration)
+    if provider is not None:
+        return float(provider.default_session_timeout_seconds)
+    return float(DEFAULT_TIMEOUT_LADDER[3])
+
+
+def integration_ladder(integration: Integration) -> tuple[int, ...]:
+    """The admin-selectable timeouts of the integration's provider (catalog data)."""
+    return timeout_ladder(_provider_of(integration))
+
+
+def _provider_of(integration: Integration) -> Provider | None:
+    try:
+        return get_provider(integration.provider)
+    except NotFoundError:
+        return None

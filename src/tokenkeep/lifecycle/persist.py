@@ -1,41 +1,35 @@
-"""The lifecycle's writes: each one a single short transaction, fenced by ``version``.
+"""The lifecycle's writes: what a refresh answer or a failed attempt changes, in one commit.
 
 * :func:`commit_refresh` is THE write of the product's first principle ("never lose a
-  refresh token"): it stores a token response with a compare-and-swap on ``version``,
-  releases the lease, and writes the outbox events of any transition (``recovered``,
-  ``instance_moved``) and the operation-log entry -- all in one commit. It runs right
-  after the token response arrives; nothing is awaited in between.
+  refresh token"): it stores a token response with the store's compare-and-swap on
+  ``version`` (:meth:`~tokenkeep.store.refresh_state.RefreshStateRepository.commit_tokens`),
+  which also releases the lease, and writes the outbox events of any transition
+  (``recovered``, ``instance_moved``, ``action_required``) and the operation-log entry --
+  all in one transaction. It runs right after the token response arrives; nothing is
+  awaited in between.
 * :func:`record_failure` stores the verdict of
   :func:`~tokenkeep.oauth.classify.classify_refresh_failure` (status, reason, backoff) with
-  its outbox event, in one commit.
-* :func:`update_expiry` refines ``expires_at`` after introspection (guarded by the version
-  it refines, so it never touches a newer token's row).
+  its outbox event, in one transaction.
 
-These write the :class:`~tokenkeep.store.models.ConnectionRow` columns directly (the
-store's ``update_credentials`` cannot share a transaction with the outbox and the lease).
+This module decides WHAT is written (statuses, reasons, events); the store owns HOW.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, cast
-
-from sqlalchemy import Table, select, update
+from typing import Any
 
 from tokenkeep.clock import utc_from_timestamp
 from tokenkeep.oauth.classify import RefreshFailureDecision
 from tokenkeep.oauth.models import TokenResponse
-from tokenkeep.secret import Secret, fingerprint
+from tokenkeep.secret import Secret
 from tokenkeep.store import Store
-from tokenkeep.store.connections import ACCESS_TOKEN_FIELD, REFRESH_TOKEN_FIELD
-from tokenkeep.store.models import ConnectionRow
 from tokenkeep.store.records import Connection
 from tokenkeep.urls import upstream_url_problem
+from tokenkeep.vocabulary import Cause, EventType, Reason, Status
 
-__all__ = ["CommitResult", "commit_refresh", "record_failure", "status_reason_of", "update_expiry"]
-
-_T = cast(Table, ConnectionRow.__table__)
+__all__ = ["CommitResult", "commit_refresh", "record_failure", "status_reason_of"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,9 +53,7 @@ INSECURE_INSTANCE_URL = "wrong_instance:insecure_instance_url"
 
 def status_reason_of(decision: RefreshFailureDecision) -> str:
     """``reason:sub_reason`` (e.g. ``revoked:inactive_user``): the stored ``status_reason``."""
-    if decision.sub_reason:
-        return f"{decision.reason}:{decision.sub_reason}"[:50]
-    return decision.reason[:50]
+    return str(Reason(decision.reason, decision.sub_reason or None))
 
 
 async def commit_refresh(
@@ -86,7 +78,6 @@ async def commit_refresh(
     refresh token), the old URL stays, and the row becomes ``action_required``
     (``wrong_instance:insecure_instance_url``).
     """
-    keyring = store.keyring
     now = store.clock.now()
     refresh = response.refresh_token or used_refresh_token
     new_version = conn.version + 1
@@ -98,40 +89,26 @@ async def commit_refresh(
         and not refused_url
         and response.instance_url != conn.instance_url
     )
-    recovered = conn.status == "error"
-    values: dict[str, Any] = {
-        "access_token_enc": keyring.encrypt(
-            response.access_token.reveal(), row_id=conn.id, field=ACCESS_TOKEN_FIELD
-        ),
-        "refresh_token_enc": (
-            keyring.encrypt(refresh.reveal(), row_id=conn.id, field=REFRESH_TOKEN_FIELD)
-            if refresh is not None
-            else None
-        ),
-        "refresh_token_fingerprint": fingerprint(refresh.reveal()) if refresh else None,
-        "key_id": keyring.primary_key_id,
-        "version": new_version,
+    recovered = conn.status == Status.ERROR
+    columns: dict[str, Any] = {
         "instance_url": response.instance_url or conn.instance_url,
         "issued_at": utc_from_timestamp(response.received_at),
         "expires_at": expires_at,
         "next_refresh_at": next_refresh_at,
-        "status": "active",
+        "status": Status.ACTIVE.value,
         "status_reason": None,
         "refresh_attempts": 0,
         "last_error": None,
         "last_refresh_at": now,
-        "updated_at": now,
-        "lease_owner": None,
-        "lease_until": None,
     }
     if response.local_address:
-        values["issued_to_address"] = response.local_address
+        columns["issued_to_address"] = response.local_address
     if response.id_url:
-        values["id_url"] = response.id_url
+        columns["id_url"] = response.id_url
     if refused_url:
-        values.update(
+        columns.update(
             instance_url=conn.instance_url,
-            status="action_required",
+            status=Status.ACTION_REQUIRED.value,
             status_reason=INSECURE_INSTANCE_URL,
             next_refresh_at=None,  # nothing to retry on its own
             last_error=f"the token endpoint named instance_url {response.instance_url!r}, "
@@ -139,21 +116,21 @@ async def commit_refresh(
         )
     if response.signature_mismatch:
         # Reported, not fatal: the connection stays usable (see parse_token_response).
-        values["last_error"] = (
+        columns["last_error"] = (
             "the token answer's signature does not verify with the integration's client "
             "secret: is the stored client_secret right?"
         )
     async with store.db.write() as session:
-        result = await session.execute(
-            update(_T).where(_T.c.id == conn.id, _T.c.version == conn.version).values(**values)
+        written = await store.refresh_state.commit_tokens(
+            session,
+            conn,
+            access_token=response.access_token,
+            refresh_token=refresh,
+            columns=columns,
         )
-        if result.rowcount != 1:  # type: ignore[attr-defined]
+        if not written:
             # Fenced off: a newer token is stored. Give our lease back if we still hold it.
-            await session.execute(
-                update(_T)
-                .where(_T.c.id == conn.id, _T.c.lease_owner == owner)
-                .values(lease_owner=None, lease_until=None)
-            )
+            await store.leases.release(conn.id, owner, session=session)
             await store.operations.log(
                 "refresh",
                 outcome="fenced",
@@ -168,7 +145,7 @@ async def commit_refresh(
         if instance_moved:
             store.outbox.add_event(
                 session,
-                "connection.instance_moved",
+                EventType.CONNECTION_INSTANCE_MOVED,
                 connection_id=conn.id,
                 org_id=conn.org_id,
                 payload={
@@ -180,7 +157,7 @@ async def commit_refresh(
         if recovered:
             store.outbox.add_event(
                 session,
-                "connection.recovered",
+                EventType.CONNECTION_RECOVERED,
                 connection_id=conn.id,
                 org_id=conn.org_id,
                 payload={**payload, "previous_status": conn.status},
@@ -188,12 +165,12 @@ async def commit_refresh(
         if refused_url:
             store.outbox.add_event(
                 session,
-                "connection.action_required",
+                EventType.CONNECTION_ACTION_REQUIRED,
                 connection_id=conn.id,
                 org_id=conn.org_id,
                 payload={
                     **payload,
-                    "status": "action_required",
+                    "status": Status.ACTION_REQUIRED.value,
                     "reason": INSECURE_INSTANCE_URL,
                     "detail": f"refused instance_url {response.instance_url!r}",
                 },
@@ -201,12 +178,12 @@ async def commit_refresh(
         if response.signature_mismatch:
             store.outbox.add_event(
                 session,
-                "connection.action_required",
+                EventType.CONNECTION_ACTION_REQUIRED,
                 connection_id=conn.id,
                 org_id=conn.org_id,
                 payload={
                     **payload,
-                    "status": "active",
+                    "status": Status.ACTIVE.value,
                     "reason": SIGNATURE_MISMATCH,
                     "detail": "the integration's client_secret is probably wrong",
                 },
@@ -252,39 +229,21 @@ async def record_failure(
     A status change writes its outbox event in the same transaction. Returns False when the
     row moved on meanwhile (a newer token: the failure is stale and nothing is written).
     """
-    now = store.clock.now()
-    values: dict[str, Any] = {
-        "refresh_attempts": attempts,
-        "last_error": error_text[:500],
-        "updated_at": now,
-        "lease_owner": None,
-        "lease_until": None,
-    }
+    columns: dict[str, Any] = {"refresh_attempts": attempts, "last_error": error_text[:500]}
     if decision.status is not None:
-        values["status"] = decision.status
-        values["status_reason"] = status_reason_of(decision)
+        columns["status"] = decision.status
+        columns["status_reason"] = status_reason_of(decision)
     if retry_at is not None:
-        values["next_refresh_at"] = retry_at
-    elif decision.status in ("needs_reauth", "action_required"):
+        columns["next_refresh_at"] = retry_at
+    elif decision.status in (Status.NEEDS_REAUTH, Status.ACTION_REQUIRED):
         # Nothing to retry on its own: keep the scheduler away from this row.
-        values["next_refresh_at"] = None
+        columns["next_refresh_at"] = None
     async with store.db.write() as session:
-        current = (
-            await session.execute(
-                select(_T.c.status).where(_T.c.id == conn.id, _T.c.version == conn.version)
-            )
-        ).one_or_none()
-        if current is None:
-            await session.execute(
-                update(_T)
-                .where(_T.c.id == conn.id, _T.c.lease_owner == owner)
-                .values(lease_owner=None, lease_until=None)
-            )
+        previous = await store.refresh_state.store_failure(session, conn, columns)
+        if previous is None:
+            await store.leases.release(conn.id, owner, session=session)
             return False
-        await session.execute(
-            update(_T).where(_T.c.id == conn.id, _T.c.version == conn.version).values(**values)
-        )
-        changed = decision.status is not None and decision.status != current.status
+        changed = decision.status is not None and decision.status != previous
         if changed and decision.event is not None:
             store.outbox.add_event(
                 session,
@@ -306,7 +265,7 @@ async def record_failure(
             outcome=decision.action,
             connection_id=conn.id,
             org_id=conn.org_id,
-            cause="revoked" if decision.status == "needs_reauth" else None,
+            cause=Cause.REVOKED.value if decision.status == Status.NEEDS_REAUTH else None,
             duration_ms=duration_ms,
             detail={
                 "grant": grant,
@@ -318,21 +277,3 @@ async def record_failure(
             session=session,
         )
     return True
-
-
-async def update_expiry(
-    store: Store,
-    connection_id: str,
-    version: int,
-    *,
-    expires_at: datetime,
-    next_refresh_at: datetime,
-) -> bool:
-    """Refine the expiry of the token stored at ``version`` (no-op if it was replaced)."""
-    async with store.db.write() as session:
-        result = await session.execute(
-            update(_T)
-            .where(_T.c.id == connection_id, _T.c.version == version)
-            .values(expires_at=expires_at, next_refresh_at=next_refresh_at)
-        )
-        return bool(result.rowcount == 1)  # type: ignore[attr-defined]

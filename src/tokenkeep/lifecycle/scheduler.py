@@ -28,13 +28,11 @@ import asyncio
 import contextlib
 import random
 from dataclasses import dataclass, field
-from datetime import timedelta
-from typing import cast
+from datetime import datetime
 
 from prometheus_client import Counter, Gauge
-from sqlalchemy import Table, func, select, update
 
-from tokenkeep.clock import Clock, utc_from_timestamp
+from tokenkeep.clock import Clock
 from tokenkeep.config import Settings
 from tokenkeep.errors import (
     ActionRequiredError,
@@ -44,27 +42,15 @@ from tokenkeep.errors import (
     TransientUpstreamError,
 )
 from tokenkeep.lifecycle.coordinator import RefreshCoordinator
+from tokenkeep.lifecycle.expiry import plan_expiry
 from tokenkeep.lifecycle.lease import claim_owner
 from tokenkeep.oauth.classify import backoff_delay
-from tokenkeep.oauth.expiry import next_refresh_at
 from tokenkeep.observability.logging import get_logger
 from tokenkeep.store import Store
-from tokenkeep.store.models import ConnectionRow, IntegrationRow
 
 __all__ = ["CycleReport", "RefreshScheduler"]
 
 _log = get_logger("tokenkeep.scheduler")
-_T = cast(Table, ConnectionRow.__table__)
-_DUE_STATUSES = ("active", "error")
-_I = cast(Table, IntegrationRow.__table__)
-# Rows the scheduler can refresh: JWT bearer / client credentials mint again; an oauth2 row
-# needs a refresh token. An oauth2 import without one is left alone: its token works until
-# its expiry, and only then does a caller learn it needs a new connect (no_refresh_token).
-_REFRESHABLE = _T.c.refresh_token_enc.is_not(None) | _T.c.integration_key.in_(
-    select(_I.c.key).where(_I.c.auth_mode != "oauth2")
-)
-_JITTER = 0.1  # of the lifetime: spreads refreshes of rows imported together
-
 SCHEDULER_LAG = Gauge(
     "tokenkeep_scheduler_lag_seconds",
     "How overdue the oldest connection waiting for a proactive refresh is.",
@@ -214,90 +200,48 @@ class RefreshScheduler:
     async def measure_lag(self) -> float:
         """Seconds since the oldest due connection became due (0 when none is overdue)."""
         now = self.clock.now()
-        async with self.store.db.read() as session:
-            oldest = await session.scalar(
-                select(func.min(_T.c.next_refresh_at)).where(
-                    _T.c.status.in_(_DUE_STATUSES), _T.c.next_refresh_at <= now, _REFRESHABLE
-                )
-            )
+        oldest = await self.store.schedule.oldest_due(now)
         return max(0.0, (now - oldest).total_seconds()) if oldest is not None else 0.0
 
     async def _plan(self) -> int:
         """Give imported rows (no ``next_refresh_at``) a jittered refresh time."""
         margin = self.settings.refresh_margin_seconds
         now = self.clock.now()
-        async with self.store.db.write() as session:
-            query = (
-                select(_T.c.id, _T.c.expires_at, _T.c.issued_at)
-                .where(_T.c.status.in_(_DUE_STATUSES), _T.c.next_refresh_at.is_(None), _REFRESHABLE)
-                .limit(self.batch_size)
+
+        def plan(expires_at: datetime | None, issued_at: datetime | None) -> datetime:
+            if expires_at is None:
+                return now  # expiry unknown: refresh now, and learn it
+            # The same policy as after a refresh (safe fraction, margin, jitter).
+            lifetime = (
+                (expires_at - issued_at).total_seconds()
+                if issued_at is not None and issued_at < expires_at
+                else 4 * margin
             )
-            if self.store.db.dialect == "postgresql":
-                query = query.with_for_update(skip_locked=True)
-            rows = (await session.execute(query)).all()
-            for row in rows:
-                if row.expires_at is None:
-                    due = now  # expiry unknown: refresh now, and learn it
-                else:
-                    # The same policy as after a refresh (safe fraction, margin, jitter).
-                    lifetime = (
-                        (row.expires_at - row.issued_at).total_seconds()
-                        if row.issued_at is not None and row.issued_at < row.expires_at
-                        else 4 * margin
-                    )
-                    planned = next_refresh_at(
-                        row.expires_at.timestamp(), lifetime, margin, _JITTER, self._rng
-                    )
-                    due = max(now, utc_from_timestamp(planned))
-                await session.execute(
-                    update(_T)
-                    .where(_T.c.id == row.id, _T.c.next_refresh_at.is_(None))
-                    .values(next_refresh_at=due)
-                )
-        return len(rows)
+            planned = plan_expiry(
+                expires_at.timestamp() - lifetime,
+                configured=lifetime,
+                margin=margin,
+                rng=self._rng,
+            )
+            return max(now, planned.next_refresh_at)
+
+        return await self.store.schedule.plan_unplanned(self.batch_size, plan)
 
     async def _claim(self) -> list[tuple[str, int, str]]:
-        now = self.clock.now()
-        skip_orgs = self._active_backoffs()
-        async with self.store.db.write() as session:
-            query = (
-                select(_T.c.id, _T.c.version, _T.c.org_id)
-                .where(
-                    _T.c.status.in_(_DUE_STATUSES),
-                    _T.c.next_refresh_at <= now,
-                    (_T.c.lease_owner.is_(None)) | (_T.c.lease_until <= now),
-                    _REFRESHABLE,
-                )
-                .order_by(_T.c.next_refresh_at)
-                .limit(self.batch_size)
-            )
-            if skip_orgs:
-                query = query.where(_T.c.org_id.not_in(skip_orgs))
-            if self.store.db.dialect == "postgresql":
-                query = query.with_for_update(skip_locked=True)
-            rows = [(r.id, r.version, r.org_id) for r in (await session.execute(query)).all()]
-            if rows:
-                await session.execute(
-                    update(_T)
-                    .where(_T.c.id.in_([r[0] for r in rows]))
-                    .values(
-                        lease_owner=claim_owner(self.coordinator.owner),
-                        lease_until=now + timedelta(seconds=self.claim_seconds),
-                    )
-                )
-        return rows
+        rows = await self.store.schedule.claim_due(
+            now=self.clock.now(),
+            limit=self.batch_size,
+            owner=claim_owner(self.coordinator.owner),
+            seconds=self.claim_seconds,
+            skip_orgs=self._active_backoffs(),
+        )
+        return [(r.id, r.version, r.org_id) for r in rows]
 
     async def _release_claims(self, connection_ids: list[str]) -> None:
         """Drop the claims this batch did not turn into a refresh (skipped, failed early)."""
-        async with self.store.db.write() as session:
-            await session.execute(
-                update(_T)
-                .where(
-                    _T.c.id.in_(connection_ids),
-                    _T.c.lease_owner == claim_owner(self.coordinator.owner),
-                )
-                .values(lease_owner=None, lease_until=None)
-            )
+        await self.store.schedule.release_claims(
+            connection_ids, claim_owner(self.coordinator.owner)
+        )
 
     async def _refresh_one(
         self, gate: asyncio.Semaphore, connection_id: str, version: int, org_id: str
@@ -338,9 +282,4 @@ class RefreshScheduler:
 
     async def _release_claim(self, connection_id: str, version: int) -> None:
         """Give a claimed row back (due again now) when its org is backing off."""
-        async with self.store.db.write() as session:
-            await session.execute(
-                update(_T)
-                .where(_T.c.id == connection_id, _T.c.version == version)
-                .values(next_refresh_at=self.clock.now(), lease_owner=None, lease_until=None)
-            )
+        await self.store.schedule.requeue(connection_id, version, now=self.clock.now())

@@ -1,28 +1,28 @@
-"""What the coordinator hands out (:class:`FreshToken`) and its in-process cache.
+"""What the coordinator hands out: :class:`FreshToken`, the one token type of the gateway.
 
-The proxy must not read the database on every call (DESIGN.md, "Time, caches and
-addresses"): :class:`TokenCache` keeps the decrypted token per connection, tagged with the
-row ``version`` it was read at. A rejected token is never trusted from the cache: the
-coordinator re-reads the row first, and a newer version means another process refreshed.
+The proxy, the control API (``GET /connections/{id}/token``) and the scheduler all receive
+this type; it is defined here, below the proxy, and imported downward.
 """
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from tokenkeep.lifecycle.policy import lives_for
 from tokenkeep.secret import Secret
 
-__all__ = ["FreshToken", "TokenCache"]
+__all__ = ["FreshToken"]
 
 
 @dataclass(frozen=True, slots=True)
 class FreshToken:
     """A usable access token for one connection and the row version it belongs to.
 
-    ``expires_at`` is our own estimate (introspection, configured or learned timeout),
-    anchored on our clock; ``None`` when nothing is known yet.
+    ``version`` is the fencing tag: the proxy hands it back to
+    ``refresh_after_rejection`` so a token that another caller (or process) has already
+    replaced is not refreshed twice. ``expires_at`` is our own estimate (introspection,
+    configured or learned timeout), anchored on our clock; ``None`` when nothing is known.
     """
 
     connection_id: str
@@ -47,34 +47,4 @@ class FreshToken:
 
     def valid_for(self, seconds: float, now: float) -> bool:
         """True when the token is known to live at least ``seconds`` more."""
-        ttl = self.ttl(now)
-        return ttl is not None and ttl >= seconds
-
-
-class TokenCache:
-    """Decrypted tokens per connection; a put never replaces a newer version with an older."""
-
-    def __init__(self) -> None:
-        self._tokens: dict[str, FreshToken] = {}
-        self._lock = threading.Lock()
-
-    def get(self, connection_id: str) -> FreshToken | None:
-        """The cached token, if any (possibly expired: callers check ``valid_for``)."""
-        return self._tokens.get(connection_id)
-
-    def put(self, token: FreshToken) -> FreshToken:
-        """Remember ``token`` unless a newer version is cached; returns what is cached."""
-        with self._lock:
-            current = self._tokens.get(token.connection_id)
-            if current is not None and current.version > token.version:
-                return current
-            self._tokens[token.connection_id] = token
-            return token
-
-    def drop(self, connection_id: str) -> None:
-        """Forget a connection (revoked, deleted, or its status changed)."""
-        with self._lock:
-            self._tokens.pop(connection_id, None)
-
-    def __len__(self) -> int:
-        return len(self._tokens)
+        return lives_for(self.expires_epoch, seconds, now)

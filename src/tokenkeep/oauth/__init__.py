@@ -17,12 +17,6 @@ from tokenkeep.oauth.errors import (
     TokenSignatureError,
     UpstreamTransportError,
 )
-from tokenkeep.oauth.expiry import (
-    estimate_expiry,
-    estimate_lifetime,
-    learn_from_early_death,
-    next_refresh_at,
-)
 from tokenkeep.oauth.jwt_bearer import mint_assertion
 from tokenkeep.oauth.models import AuthMode, Identity, Introspection, OAuthApp, TokenResponse
 from tokenkeep.oauth.pkce import PkcePair, code_challenge, new_pkce_pair, new_state, state_matches
@@ -47,12 +41,8 @@ __all__ = [
     "classify_refresh_failure",
     "code_challenge",
     "create_session",
-    "estimate_expiry",
-    "estimate_lifetime",
-    "learn_from_early_death",
     "mint_assertion",
     "new_pkce_pair",
     "new_state",
-    "next_refresh_at",
     "state_matches",
 ]

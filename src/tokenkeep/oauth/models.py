@@ -12,6 +12,7 @@ from typing import Any, Literal, get_args
 
 from tokenkeep.errors import ValidationError
 from tokenkeep.secret import Secret
+from tokenkeep.store.records import Integration
 
 __all__ = [
     "AuthMode",
@@ -19,6 +20,7 @@ __all__ = [
     "Introspection",
     "OAuthApp",
     "TokenResponse",
+    "oauth_app_for",
 ]
 
 AuthMode = Literal["oauth2", "jwt_bearer", "client_credentials"]
@@ -145,3 +147,19 @@ class Identity:
     user_type: str | None = None
     urls: Mapping[str, str] = field(default_factory=dict)
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False)
+
+
+def oauth_app_for(integration: Integration) -> OAuthApp:
+    """The token-endpoint view of an integration read ``with_secrets=True``."""
+    secrets_ = integration.secrets
+    return OAuthApp(
+        client_id=integration.client_id,
+        login_url=integration.login_url,
+        client_secret=secrets_.client_secret if secrets_ else None,
+        scopes=tuple(integration.scopes),
+        auth_mode=integration.auth_mode.value,
+        private_key=secrets_.private_key if secrets_ else None,
+        username=integration.username,
+        session_timeout_seconds=integration.session_timeout_seconds,
+        provider=integration.provider,
+    )

@@ -29,7 +29,14 @@ from tokenkeep.store.records import (
 )
 from tokenkeep.store.sentinel import KEEP, Keep
 
-__all__ = ["ACCESS_TOKEN_FIELD", "REFRESH_TOKEN_FIELD", "ConnectionInput", "ConnectionRepository"]
+__all__ = [
+    "ACCESS_TOKEN_FIELD",
+    "REFRESH_TOKEN_FIELD",
+    "ConnectionInput",
+    "ConnectionRepository",
+    "new_connection_id",
+    "token_columns",
+]
 
 ACCESS_TOKEN_FIELD = "connections.access_token"
 REFRESH_TOKEN_FIELD = "connections.refresh_token"
@@ -38,6 +45,30 @@ MAX_PAGE = 500
 
 def _reveal(value: str | Secret) -> str:
     return value.reveal() if isinstance(value, Secret) else value
+
+
+def token_columns(
+    keyring: Keyring, conn_id: str, access_token: str | Secret, refresh_token: str | Secret | None
+) -> dict[str, Any]:
+    """The encrypted token columns of a connection row, and ``key_id``.
+
+    The only code that encrypts a connection's tokens: every write of a ``*_enc`` column
+    re-encrypts the whole row under the primary key, so ``key_id`` names the one key that
+    wrote all of the row's ciphertexts (the rotation and the start-up check rely on it).
+    """
+    refresh = _reveal(refresh_token) if refresh_token is not None else None
+    return {
+        "access_token_enc": keyring.encrypt(
+            _reveal(access_token), row_id=conn_id, field=ACCESS_TOKEN_FIELD
+        ),
+        "refresh_token_enc": (
+            keyring.encrypt(refresh, row_id=conn_id, field=REFRESH_TOKEN_FIELD)
+            if refresh is not None
+            else None
+        ),
+        "refresh_token_fingerprint": fingerprint(refresh) if refresh is not None else None,
+        "key_id": keyring.primary_key_id,
+    }
 
 
 def new_connection_id() -> str:
@@ -119,7 +150,6 @@ class ConnectionRepository:
         _check_status(data.status)
         conn_id = data.id or new_connection_id()
         now = self._clock.now()
-        refresh = _reveal(data.refresh_token) if data.refresh_token is not None else None
         row = ConnectionRow(
             id=conn_id,
             integration_key=data.integration_key,
@@ -130,16 +160,7 @@ class ConnectionRepository:
             id_url=data.id_url,
             status=data.status,
             status_reason=data.status_reason,
-            access_token_enc=self._keyring.encrypt(
-                _reveal(data.access_token), row_id=conn_id, field=ACCESS_TOKEN_FIELD
-            ),
-            refresh_token_enc=(
-                self._keyring.encrypt(refresh, row_id=conn_id, field=REFRESH_TOKEN_FIELD)
-                if refresh is not None
-                else None
-            ),
             version=1,
-            refresh_token_fingerprint=fingerprint(refresh) if refresh is not None else None,
             issued_at=data.issued_at,
             expires_at=data.expires_at,
             next_refresh_at=data.next_refresh_at,
@@ -149,10 +170,10 @@ class ConnectionRepository:
             issued_to_address=data.issued_to_address,
             lease_owner=None,
             lease_until=None,
-            key_id=self._keyring.primary_key_id,
             metadata_=dict(data.metadata),
             created_at=now,
             updated_at=now,
+            **token_columns(self._keyring, conn_id, data.access_token, data.refresh_token),
         )
         try:
             async with self._db.write() as session:
@@ -264,16 +285,7 @@ class ConnectionRepository:
             else:
                 kept = _reveal(refresh_token) if refresh_token is not None else None
             values: dict[str, Any] = {
-                "access_token_enc": self._keyring.encrypt(
-                    _reveal(access_token), row_id=conn_id, field=ACCESS_TOKEN_FIELD
-                ),
-                "refresh_token_enc": (
-                    self._keyring.encrypt(kept, row_id=conn_id, field=REFRESH_TOKEN_FIELD)
-                    if kept is not None
-                    else None
-                ),
-                "refresh_token_fingerprint": fingerprint(kept) if kept is not None else None,
-                "key_id": self._keyring.primary_key_id,
+                **token_columns(self._keyring, conn_id, access_token, kept),
                 "version": expected_version + 1,
                 "status": status,
                 "status_reason": status_reason,

@@ -9,11 +9,16 @@ from tokenkeep.config import Settings
 from tokenkeep.crypto import Keyring, load_or_create_keyring
 from tokenkeep.secret import Secret
 from tokenkeep.store.api_keys import ApiKeyRepository
+from tokenkeep.store.connect_sessions import ConnectSessionRepository
 from tokenkeep.store.connections import ConnectionRepository
 from tokenkeep.store.database import Database
 from tokenkeep.store.integrations import IntegrationRepository
 from tokenkeep.store.keys import verify_keyring
+from tokenkeep.store.leases import LeaseRepository
 from tokenkeep.store.operations import OperationLog, Outbox
+from tokenkeep.store.org_state import OrgStateRepository
+from tokenkeep.store.refresh_state import RefreshStateRepository
+from tokenkeep.store.schedule import ScheduleRepository
 
 __all__ = ["Store", "ensure_bootstrap_api_key", "open_store"]
 
@@ -30,6 +35,11 @@ class Store:
     operations: OperationLog = field(init=False)
     outbox: Outbox = field(init=False)
     api_keys: ApiKeyRepository = field(init=False)
+    refresh_state: RefreshStateRepository = field(init=False)
+    leases: LeaseRepository = field(init=False)
+    schedule: ScheduleRepository = field(init=False)
+    orgs: OrgStateRepository = field(init=False)
+    connect_sessions: ConnectSessionRepository = field(init=False)
 
     def __post_init__(self) -> None:
         self.integrations = IntegrationRepository(self.db, self.keyring, self.clock)
@@ -37,6 +47,11 @@ class Store:
         self.operations = OperationLog(self.db, self.clock)
         self.outbox = Outbox(self.db, self.clock)
         self.api_keys = ApiKeyRepository(self.db, self.clock)
+        self.refresh_state = RefreshStateRepository(self.db, self.keyring, self.clock)
+        self.leases = LeaseRepository(self.db)
+        self.schedule = ScheduleRepository(self.db)
+        self.orgs = OrgStateRepository(self.db, self.clock, self.operations)
+        self.connect_sessions = ConnectSessionRepository(self.db, self.keyring, self.clock)
 
     async def close(self) -> None:
         """Close the database pool."""

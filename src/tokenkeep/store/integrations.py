@@ -12,8 +12,9 @@ from tokenkeep.errors import ConflictError, NotFoundError, ValidationError
 from tokenkeep.secret import Secret
 from tokenkeep.store.database import Database
 from tokenkeep.store.models import ConnectionRow, IntegrationRow
-from tokenkeep.store.records import AUTH_MODES, Integration, IntegrationSecrets
+from tokenkeep.store.records import Integration, IntegrationSecrets
 from tokenkeep.store.sentinel import KEEP, Keep
+from tokenkeep.vocabulary import AUTH_MODES, AuthMode
 
 __all__ = ["IntegrationRepository"]
 
@@ -141,7 +142,7 @@ class IntegrationRepository:
             client_id=row.client_id,
             login_url=row.login_url,
             scopes=list(row.scopes),
-            auth_mode=row.auth_mode,
+            auth_mode=AuthMode(row.auth_mode),
             username=row.username,
             session_timeout_seconds=row.session_timeout_seconds,
             metadata=dict(row.metadata_),

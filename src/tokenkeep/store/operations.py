@@ -66,6 +66,7 @@ class OperationLog:
         connection_id: str | None = None,
         org_id: str | None = None,
         kind: str | None = None,
+        outcome: str | None = None,
         since: datetime | None = None,
         limit: int = 100,
     ) -> list[Operation]:
@@ -77,6 +78,8 @@ class OperationLog:
             query = query.where(OperationRow.org_id == org_id)
         if kind is not None:
             query = query.where(OperationRow.kind == kind)
+        if outcome is not None:
+            query = query.where(OperationRow.outcome == outcome)
         if since is not None:
             query = query.where(OperationRow.at >= since)
         query = query.order_by(OperationRow.at.desc(), OperationRow.id.desc())

@@ -8,15 +8,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 
 from tokenkeep.secret import Secret
+from tokenkeep.vocabulary import AUTH_MODES, CONNECTION_STATUSES, AuthMode, Status
 
 __all__ = [
     "AUTH_MODES",
     "CONNECTION_STATUSES",
     "ApiKey",
     "AuthMode",
+    "ConnectSession",
     "Connection",
     "ConnectionCredentials",
     "ConnectionPage",
@@ -24,13 +26,13 @@ __all__ = [
     "CreatedApiKey",
     "Integration",
     "IntegrationSecrets",
+    "LeaseGrant",
     "Operation",
+    "RowState",
 ]
 
-ConnectionStatus = Literal["active", "needs_reauth", "action_required", "error"]
-CONNECTION_STATUSES: tuple[str, ...] = ("active", "needs_reauth", "action_required", "error")
-AuthMode = Literal["oauth2", "jwt_bearer", "client_credentials"]
-AUTH_MODES: tuple[str, ...] = ("oauth2", "jwt_bearer", "client_credentials")
+#: A connection's status (:class:`tokenkeep.vocabulary.Status`).
+ConnectionStatus = Status
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +52,7 @@ class Integration:
     client_id: str
     login_url: str
     scopes: list[str]
-    auth_mode: str
+    auth_mode: AuthMode
     username: str | None
     session_timeout_seconds: int
     metadata: dict[str, Any]
@@ -144,3 +146,42 @@ class CreatedApiKey:
 
     key: ApiKey
     secret: Secret
+
+
+@dataclass(frozen=True, slots=True)
+class RowState:
+    """The few columns of a connection that tell whether a cached token is still current."""
+
+    version: int
+    status: str
+    lease_owner: str | None
+    lease_until: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseGrant:
+    """The outcome of one attempt to take a connection's refresh lease.
+
+    ``took_over_expired`` is true when another owner held the lease and it had expired: that
+    worker may have consumed (rotated) the refresh token and died before committing it, which
+    is what makes a following ``invalid_grant`` a ``rotation_lost``.
+    """
+
+    acquired: bool
+    holder: str | None
+    until: datetime | None
+    took_over_expired: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectSession:
+    """A hosted-connect link's stored state (the link token itself is never stored)."""
+
+    token_hash: str
+    integration_key: str
+    connection_id: str | None
+    metadata: dict[str, Any]
+    return_url: str | None
+    expires_at: datetime
+    used_at: datetime | None
+    code_verifier: Secret | None = None

@@ -1,4 +1,4 @@
-"""Expiry without expires_in: every branch of tokenkeep.oauth.expiry."""
+"""Expiry without expires_in: every branch of tokenkeep.lifecycle.expiry."""
 
 from __future__ import annotations
 
@@ -6,12 +6,16 @@ import random
 
 import pytest
 
-from tokenkeep.oauth.expiry import (
+from tokenkeep.lifecycle.expiry import (
+    DEFAULT_TIMEOUT_LADDER,
     estimate_expiry,
     estimate_lifetime,
     learn_from_early_death,
     next_refresh_at,
+    plan_expiry,
+    timeout_ladder,
 )
+from tokenkeep.providers import get_provider
 
 T0 = 1_767_225_600.0
 
@@ -108,3 +112,29 @@ def test_without_jitter_everything_lands_on_one_second() -> None:
 )
 def test_learn_from_early_death(observed: float, current: float, expected: float) -> None:
     assert learn_from_early_death(observed, current) == expected
+
+
+def test_plan_expiry_is_the_shortest_lifetime_anchored_on_receipt() -> None:
+    rng = random.Random(7)
+    plan = plan_expiry(T0, configured=7200, introspected=3600, learned=None, margin=300, rng=rng)
+    assert plan.lifetime == 3600
+    assert plan.expires_at.timestamp() == T0 + 3600
+    # 3/4 of the lifetime minus up to 10 % jitter, never before receipt.
+    assert T0 + 3600 * 0.65 <= plan.next_refresh_at.timestamp() <= T0 + 3600 * 0.75
+
+
+def test_plan_expiry_of_an_aged_import_refreshes_no_later_than_its_expiry() -> None:
+    plan = plan_expiry(T0, configured=7200, age=7000, margin=300, rng=random.Random(1))
+    assert plan.expires_at.timestamp() == T0 + 200
+    assert plan.next_refresh_at.timestamp() <= T0 + 200
+    dead = plan_expiry(T0, configured=7200, age=9000, margin=300, rng=random.Random(1))
+    assert dead.expires_at.timestamp() == T0  # never "negative life"
+
+
+def test_the_ladder_and_default_timeout_come_from_the_provider_catalog() -> None:
+    provider = get_provider("salesforce")
+    assert timeout_ladder(provider) == provider.session_timeout_ladder
+    assert timeout_ladder(None) == DEFAULT_TIMEOUT_LADDER
+    assert learn_from_early_death(1900.0, 7200.0, ladder=timeout_ladder(provider)) == 1800.0
+    # A provider whose admins pick 20-minute steps snaps differently: the data decides.
+    assert learn_from_early_death(1900.0, 7200.0, ladder=(1200, 2400)) == 1200.0
