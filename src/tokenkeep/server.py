@@ -3,7 +3,7 @@
 One process serves two apps behind a tiny dispatcher:
 
 * ``/proxy/...`` and ``/c/...`` go to the proxy (a raw ASGI app: the hot path, no
-  framework routing) once one is configured;
+  framework routing);
 * everything else goes to the FastAPI control plane.
 
 The dispatcher also owns the ASGI lifespan: it starts the :class:`~tokenkeep.runtime.Gateway`
@@ -29,6 +29,7 @@ from tokenkeep.api import create_app
 from tokenkeep.config import Settings, get_settings
 from tokenkeep.errors import ConfigError
 from tokenkeep.observability.logging import configure_logging, get_logger
+from tokenkeep.proxy import create_proxy_app
 from tokenkeep.runtime import Gateway
 
 __all__ = [
@@ -47,7 +48,7 @@ __all__ = [
 #: Path prefixes served by the proxy app (DESIGN.md: ``/proxy/{path}`` and ``/c/{id}/{path}``).
 PROXY_PREFIXES: tuple[str, ...] = ("/proxy/", "/c/")
 
-#: Builds the proxy ASGI app for a gateway (issue 6 provides one).
+#: Builds the proxy ASGI app for a gateway (default: :func:`tokenkeep.proxy.create_proxy_app`).
 ProxyFactory = Callable[[Gateway], ASGIApp]
 
 
@@ -117,22 +118,13 @@ class GatewayApp:
                 return
 
 
-def _default_proxy_factory() -> ProxyFactory | None:
-    # Seam for issue 6: the proxy package exposes ``create_proxy_app(gateway)``. Until it
-    # exists, /proxy/ and /c/ paths fall through to the control API (and 404 there).
-    try:
-        from tokenkeep.proxy import create_proxy_app  # type: ignore[attr-defined]
-    except ImportError:
-        return None
-    factory: ProxyFactory = create_proxy_app
-    return factory
-
-
 def build_asgi_app(gateway: Gateway, proxy_factory: ProxyFactory | None = None) -> GatewayApp:
-    """The full ASGI app for ``gateway`` (control plane, plus the proxy when available)."""
-    factory = proxy_factory if proxy_factory is not None else _default_proxy_factory()
-    proxy = factory(gateway) if factory is not None else None
-    return GatewayApp(gateway, create_app(gateway), proxy)
+    """The full ASGI app for ``gateway``: the control plane and the proxy.
+
+    ``proxy_factory`` replaces :func:`tokenkeep.proxy.create_proxy_app` (tests).
+    """
+    factory: ProxyFactory = proxy_factory if proxy_factory is not None else create_proxy_app
+    return GatewayApp(gateway, create_app(gateway), factory(gateway))
 
 
 def create_asgi_app(settings: Settings | None = None) -> GatewayApp:

@@ -76,7 +76,7 @@ async def test_a_password_change_leaves_the_org_estimate_alone(rig: Rig) -> None
         assert await _learned(rig, org.org_id) is None
         assert (await _proxied_get(app, "c2"))[0] == 200
     finally:
-        await app.aclose()
+        await app.stop()
 
 
 async def test_a_new_token_refused_at_once_leaves_the_org_estimate_alone(rig: Rig) -> None:
@@ -107,7 +107,7 @@ async def test_a_new_token_refused_at_once_leaves_the_org_estimate_alone(rig: Ri
         assert status == 401
         assert await _learned(rig, org.org_id) is None
     finally:
-        await app.aclose()
+        await app.stop()
         await http.close()
 
 
@@ -126,7 +126,7 @@ async def test_a_real_early_death_shortens_the_org_estimate(rig: Rig) -> None:
         assert learned < 7200
         assert learned <= 1900
     finally:
-        await app.aclose()
+        await app.stop()
 
 
 async def test_an_ip_lock_on_refresh_is_named_to_the_proxy_client(rig: Rig) -> None:
@@ -153,4 +153,4 @@ async def test_an_ip_lock_on_refresh_is_named_to_the_proxy_client(rig: Rig) -> N
         assert headers["tokenkeep-cause"] == "ip_locked"
         assert rig.refresh_grants() == 1
     finally:
-        await app.aclose()
+        await app.stop()

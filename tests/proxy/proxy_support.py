@@ -237,12 +237,12 @@ async def running_proxy(
         clock or SystemClock(),
         on_event=on_event,
     )
-    await app.startup()
+    await app.start()
     try:
         async with serve(app) as url:
             yield url, app
     finally:
-        await app.aclose()
+        await app.stop()
 
 
 @dataclass

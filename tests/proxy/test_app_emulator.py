@@ -10,7 +10,7 @@ from typing import Any
 
 import aiohttp
 import pytest
-from proxy_support import API_KEY, EmulatorTokens, running_proxy
+from tests.proxy.proxy_support import API_KEY, EmulatorTokens, running_proxy
 
 from tokenkeep.clock import ManualClock
 from tokenkeep.emulator import Emulator

@@ -13,8 +13,8 @@ from collections.abc import AsyncIterator
 import aiohttp
 import psutil
 import pytest
-from proxy_support import API_KEY, EchoUpstream, EmulatorTokens, running_proxy
-from ssrf_corpus import SSRF_ATTEMPTS
+from tests.proxy.proxy_support import API_KEY, EchoUpstream, EmulatorTokens, running_proxy
+from tests.proxy.ssrf_corpus import SSRF_ATTEMPTS
 
 UPSTREAM_TOKEN = "00Dxx0000001gPL!AQ4AQUPSTREAMTOKENxyz"
 ORG = "00Dxx0000001gPLEAY"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from ssrf_corpus import SSRF_ATTEMPTS
+from tests.proxy.ssrf_corpus import SSRF_ATTEMPTS
 
 from tokenkeep.proxy.paths import (
     InvalidPathError,

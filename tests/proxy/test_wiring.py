@@ -8,8 +8,8 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from proxy_support import EchoUpstream, EmulatorTokens, serve
 from sqlalchemy import select
+from tests.proxy.proxy_support import EchoUpstream, EmulatorTokens, serve
 
 from tokenkeep.config import load_settings
 from tokenkeep.proxy import create_proxy_app

@@ -22,9 +22,9 @@ from tokenkeep.runtime import Gateway
 __all__ = ["create_app"]
 
 _DESCRIPTION = """\
-The tokenkeep control plane. Every route except `/healthz`, `/readyz`, `/metrics`, the
-connect pages and the OAuth callback needs `Authorization: Bearer <api key>`. Every error
-is `{"error": {"code": "...", "message": "..."}}`.
+The tokenkeep control plane. Every route except `/healthz`, `/readyz`, the connect pages
+and the OAuth callback needs `Authorization: Bearer <api key>`. Every error is
+`{"error": {"code": "...", "message": "..."}}`.
 """
 
 

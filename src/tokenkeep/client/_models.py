@@ -214,4 +214,4 @@ def parse_diagnosis(doc: dict[str, Any]) -> Diagnosis:
 def parse_logs(doc: Any) -> list[LogEntry]:
     """``GET /logs`` → entries, newest first (a bare list or ``{"data": [...]}``)."""
     items = doc.get("data", []) if isinstance(doc, dict) else doc
-    return [LogEntry(**item) for item in items]  # type: ignore[typeddict-item]
+    return [LogEntry(**item) for item in items]

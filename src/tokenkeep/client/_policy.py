@@ -80,17 +80,18 @@ def wants_body(status: int) -> bool:
 def session_rejected(status: int, body: bytes) -> bool:
     """Salesforce says the session is dead and a refresh may fix it.
 
-    The reading of Salesforce's answers is the proxy's (one place knows the wire facts):
+    The answer is read by the gateway's one reader of Salesforce answers
+    (:func:`tokenkeep.providers.salesforce_answers.read_api_answer`, the proxy's too):
     ``401`` with ``INVALID_SESSION_ID`` (not the "not valid for the REST API" variant,
     which a refresh does not fix) and the ``403 Bad_OAuth_Token`` of identity endpoints.
     """
     if not wants_body(status):
         return False
-    # Imported here: the proxy package pulls in aiohttp and the ASGI app, which an SDK user
-    # should not pay for at import time, only on the first 401/403.
-    from tokenkeep.proxy.retry import Kind, inspect_response
+    # Imported here: the providers package loads the provider catalog (PyYAML), which an
+    # SDK user should not pay for at import time, only on the first 401/403.
+    from tokenkeep.providers.salesforce_answers import read_api_answer
 
-    return inspect_response(status, body).kind is Kind.SESSION_INVALID
+    return read_api_answer(status, body).refresh_may_help
 
 
 def same_token(a: Token, b: Token) -> bool:

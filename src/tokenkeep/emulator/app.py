@@ -64,7 +64,7 @@ class EmulatorApp:
         except ConnectionDrop:
             self._record(scope, binding, call, 0, "CONNECTION_DROPPED")
             if self._abort is not None and scope.get("client"):
-                self._abort(tuple(scope["client"]))  # type: ignore[arg-type]
+                self._abort(tuple(scope["client"]))
                 # Let the transport report the loss before the server looks at the cycle.
                 await asyncio.sleep(0)
                 await asyncio.sleep(0)

@@ -1,8 +1,9 @@
 """OAuth: the token-endpoint client and flows (authorization code + PKCE, refresh, JWT bearer,
 client credentials), and the pure decisions around them (failure classification, expiry).
 
-Transport (:mod:`.client`) is kept apart from policy (:mod:`.classify`, :mod:`.expiry`,
-:mod:`.responses`).
+Transport (:mod:`.client`) is kept apart from policy (:mod:`.classify`, :mod:`.expiry`).
+Salesforce's API answers (a data call's 401, maintenance, limits) are read by
+:mod:`tokenkeep.providers.salesforce_answers`, below this package.
 """
 
 from tokenkeep.oauth.classify import (
@@ -20,10 +21,8 @@ from tokenkeep.oauth.errors import (
 from tokenkeep.oauth.jwt_bearer import mint_assertion
 from tokenkeep.oauth.models import AuthMode, Identity, Introspection, OAuthApp, TokenResponse
 from tokenkeep.oauth.pkce import PkcePair, code_challenge, new_pkce_pair, new_state, state_matches
-from tokenkeep.oauth.responses import ApiFailure, classify_api_response
 
 __all__ = [
-    "ApiFailure",
     "AuthMode",
     "Identity",
     "IntegrationConfigError",
@@ -37,7 +36,6 @@ __all__ = [
     "TokenSignatureError",
     "UpstreamTransportError",
     "backoff_delay",
-    "classify_api_response",
     "classify_refresh_failure",
     "code_challenge",
     "create_session",

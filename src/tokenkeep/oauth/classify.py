@@ -2,7 +2,7 @@
 
 The lifecycle calls :func:`classify_refresh_failure` after it has RE-READ the connection row
 under its lease, so the facts it passes (did the refresh token change, had the previous
-lease expired, ...) are current. The rules (issue 5, shared/DESIGN.md):
+lease expired, ...) are current. The rules (shared/DESIGN.md, "Single-flight refresh"):
 
 * ``invalid_grant`` with a changed refresh token is a race: another worker refreshed; use
   its token. Never a revocation.

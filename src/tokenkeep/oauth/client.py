@@ -3,8 +3,12 @@
 Transport only. It sends one request, maps aiohttp's exceptions ONCE into
 :class:`~tokenkeep.oauth.errors.UpstreamTransportError`, maps a provider refusal into
 :class:`~tokenkeep.oauth.errors.OAuthError`, and parses success with
-:mod:`tokenkeep.providers.salesforce`. It never retries and never decides what a failure
-means: that is :mod:`tokenkeep.oauth.classify` and the lifecycle's job.
+:mod:`tokenkeep.providers.salesforce`, whose errors about an unusable answer
+(:mod:`tokenkeep.providers.errors`) it maps here too, once: a bad signature to
+:class:`~tokenkeep.oauth.errors.TokenSignatureError`, a malformed answer to
+:class:`~tokenkeep.oauth.errors.UpstreamTransportError` (``bad_response``). It never
+retries and never decides what a failure means: that is :mod:`tokenkeep.oauth.classify`
+and the lifecycle's job.
 
 Nothing here logs or raises a token: request bodies are built from ``Secret.reveal()`` at the
 last moment, exceptions carry status/error words only, and responses wrap tokens in
@@ -15,7 +19,8 @@ from __future__ import annotations
 
 import json
 import ssl
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,12 +30,19 @@ import aiohttp
 
 from tokenkeep.clock import Clock
 from tokenkeep.config import is_loopback_url
-from tokenkeep.oauth.errors import IntegrationConfigError, OAuthError, UpstreamTransportError
+from tokenkeep.oauth.errors import (
+    IntegrationConfigError,
+    OAuthError,
+    TokenSignatureError,
+    UpstreamTransportError,
+)
 from tokenkeep.oauth.jwt_bearer import mint_assertion
 from tokenkeep.oauth.models import Identity, Introspection, OAuthApp, TokenResponse
 from tokenkeep.observability.logging import get_logger
 from tokenkeep.providers import salesforce
 from tokenkeep.providers.catalog import Provider, get_provider
+from tokenkeep.providers.errors import MalformedAnswerError, SignatureMismatchError
+from tokenkeep.providers.salesforce_answers import retry_after_seconds
 from tokenkeep.secret import Secret
 
 __all__ = ["TokenEndpointClient", "create_session"]
@@ -77,14 +89,17 @@ class _Answer:
     local_address: str | None
 
 
-def _retry_after(headers: Mapping[str, str]) -> float | None:
-    value = headers.get("Retry-After")
-    if value is None:
-        return None
+@contextmanager
+def _provider_answer() -> Iterator[None]:
+    """Map the provider parsers' errors to the OAuth layer's, once, at this edge."""
     try:
-        return max(0.0, float(value))
-    except ValueError:
-        return None  # an HTTP date: rare here, and comparing it with our clock is unsafe
+        yield
+    except SignatureMismatchError as exc:
+        raise TokenSignatureError(exc.endpoint) from None
+    except MalformedAnswerError as exc:
+        raise UpstreamTransportError(
+            exc.message, kind="bad_response", status=exc.status, endpoint=exc.endpoint
+        ) from None
 
 
 def _local_address(resp: aiohttp.ClientResponse) -> str | None:
@@ -226,7 +241,8 @@ class TokenEndpointClient:
                 "Accept": "application/json",
             },
         )
-        return salesforce.parse_identity(self._json_object(answer, "identity"), id_url=id_url)
+        with _provider_answer():
+            return salesforce.parse_identity(self._json_object(answer, "identity"), id_url=id_url)
 
     async def userinfo(self, app: OAuthApp, access_token: Secret) -> Identity:
         """GET ``/services/oauth2/userinfo`` on the app's login host (OpenID shape)."""
@@ -237,7 +253,8 @@ class TokenEndpointClient:
             endpoint="userinfo",
             headers={"Authorization": f"Bearer {access_token.reveal()}"},
         )
-        return salesforce.parse_identity(self._json_object(answer, "userinfo"))
+        with _provider_answer():
+            return salesforce.parse_identity(self._json_object(answer, "userinfo"))
 
     async def revoke(self, app: OAuthApp, token: Secret) -> None:
         """Revoke a refresh token (and its access tokens) or one access token."""
@@ -299,16 +316,17 @@ class TokenEndpointClient:
         url = app.login_url + self._provider(app).token_path
         answer = await self._send("POST", url, endpoint="token", data=form, grant=grant)
         received_at = self._clock.time()
-        return salesforce.parse_token_response(
-            self._json_object(answer, "token"),
-            received_at=received_at,
-            client_secret=app.client_secret,
-            local_address=answer.local_address,
-            endpoint="token",
-            # Only the code exchange refuses a mismatch: a refresh answer is never thrown
-            # away (it may carry the only live, rotated refresh token).
-            strict_signature=grant == "authorization_code",
-        )
+        with _provider_answer():
+            return salesforce.parse_token_response(
+                self._json_object(answer, "token"),
+                received_at=received_at,
+                client_secret=app.client_secret,
+                local_address=answer.local_address,
+                endpoint="token",
+                # Only the code exchange refuses a mismatch: a refresh answer is never
+                # thrown away (it may carry the only live, rotated refresh token).
+                strict_signature=grant == "authorization_code",
+            )
 
     @staticmethod
     def _json_object(answer: _Answer, endpoint: str) -> dict[str, Any]:
@@ -389,7 +407,7 @@ class TokenEndpointClient:
                 f"{endpoint} answered {answer.status}",
                 kind="http_status",
                 status=answer.status,
-                retry_after=_retry_after(answer.headers),
+                retry_after=retry_after_seconds(answer.headers),
                 endpoint=endpoint,
             )
         error, description = salesforce.parse_oauth_error(answer.status, answer.body)

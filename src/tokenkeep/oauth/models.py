@@ -1,18 +1,23 @@
-"""Values that flow through the OAuth layer: the app, and what the provider answers.
+"""The OAuth layer's values: the app (:class:`OAuthApp`), and what the provider answers.
 
-All frozen dataclasses. Secrets are :class:`~tokenkeep.secret.Secret`, so ``repr`` of any of
-these never shows a token; ``raw`` maps keep the provider's *non-secret* fields only.
+:class:`TokenResponse`, :class:`Introspection` and :class:`Identity` are defined with the
+provider parsers that build them (:mod:`tokenkeep.providers.models`) and re-exported here.
+All frozen dataclasses; secrets are :class:`~tokenkeep.secret.Secret`, so ``repr`` of any
+of these never shows a token.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any, Literal, get_args
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from tokenkeep.errors import ValidationError
+from tokenkeep.providers.models import Identity, Introspection, TokenResponse
 from tokenkeep.secret import Secret
-from tokenkeep.store.records import Integration
+from tokenkeep.vocabulary import AUTH_MODES, AuthMode
+
+if TYPE_CHECKING:  # a type only: the OAuth values do not load the store at run time
+    from tokenkeep.store.records import Integration
 
 __all__ = [
     "AuthMode",
@@ -22,9 +27,6 @@ __all__ = [
     "TokenResponse",
     "oauth_app_for",
 ]
-
-AuthMode = Literal["oauth2", "jwt_bearer", "client_credentials"]
-AUTH_MODES: tuple[str, ...] = get_args(AuthMode)
 
 DEFAULT_SESSION_TIMEOUT_SECONDS = 7200
 
@@ -42,7 +44,7 @@ class OAuthApp:
     login_url: str
     client_secret: Secret | None = None
     scopes: tuple[str, ...] = ("api", "refresh_token")
-    auth_mode: AuthMode = "oauth2"
+    auth_mode: AuthMode = AuthMode.OAUTH2
     private_key: Secret | None = None
     username: str | None = None
     session_timeout_seconds: int = DEFAULT_SESSION_TIMEOUT_SECONDS
@@ -59,10 +61,13 @@ class OAuthApp:
             raise ValidationError("an OAuth app needs a client_id")
         if not self.login_url.startswith(("https://", "http://")):
             raise ValidationError("login_url must be an http(s) URL")
-        if self.auth_mode not in AUTH_MODES:
+        try:
+            # A plain word (from storage or a caller) becomes the enum member.
+            object.__setattr__(self, "auth_mode", AuthMode(self.auth_mode))
+        except ValueError:
             raise ValidationError(
                 f"auth_mode must be one of {', '.join(AUTH_MODES)} (got {self.auth_mode!r})"
-            )
+            ) from None
         if self.auth_mode == "jwt_bearer" and (not self.private_key or not self.username):
             raise ValidationError("auth_mode jwt_bearer needs private_key and username")
         if self.auth_mode == "client_credentials" and not self.client_secret:
@@ -76,79 +81,6 @@ class OAuthApp:
         return self.auth_mode == "oauth2"
 
 
-@dataclass(frozen=True, slots=True)
-class TokenResponse:
-    """A successful token-endpoint answer, parsed.
-
-    ``issued_at_ms`` is the provider's clock (epoch milliseconds) and is only ever used for
-    the signature and for display; expiry is anchored on ``received_at`` (OUR clock, epoch
-    seconds) -- the two clocks may differ by minutes or, in tests, by hours.
-    """
-
-    access_token: Secret
-    instance_url: str
-    received_at: float
-    refresh_token: Secret | None = None
-    id_url: str | None = None
-    org_id: str | None = None
-    user_id: str | None = None
-    issued_at_ms: int | None = None
-    signature: str | None = field(default=None, repr=False)
-    signature_verified: bool = False
-    # A signature was present and did NOT verify (kept, not raised, on a refresh answer).
-    signature_mismatch: bool = False
-    scope: str | None = None
-    token_type: str = "Bearer"
-    local_address: str | None = None
-    raw: Mapping[str, Any] = field(default_factory=dict, repr=False)
-
-    @property
-    def scopes(self) -> tuple[str, ...]:
-        """The granted scopes as a tuple (empty when the provider did not say)."""
-        return tuple(self.scope.split()) if self.scope else ()
-
-
-@dataclass(frozen=True, slots=True)
-class Introspection:
-    """An ``active`` introspection answer. Times are the PROVIDER's epoch seconds.
-
-    Only :attr:`lifetime_seconds` (a duration) should drive expiry: anchor it on our own
-    clock, never compare ``exp`` with our time.
-    """
-
-    active: bool
-    exp: int | None = None
-    iat: int | None = None
-    nbf: int | None = None
-    scope: str | None = None
-    client_id: str | None = None
-    username: str | None = None
-    sub: str | None = None
-    token_type: str | None = None
-
-    @property
-    def lifetime_seconds(self) -> float | None:
-        """``exp - iat``: how long the provider says the token lives, or None if unknown."""
-        if self.exp is None or self.iat is None or self.exp <= self.iat:
-            return None
-        return float(self.exp - self.iat)
-
-
-@dataclass(frozen=True, slots=True)
-class Identity:
-    """What the identity URL (or userinfo) says about the user and org behind a token."""
-
-    user_id: str
-    org_id: str
-    username: str | None = None
-    email: str | None = None
-    display_name: str | None = None
-    active: bool | None = None
-    user_type: str | None = None
-    urls: Mapping[str, str] = field(default_factory=dict)
-    raw: Mapping[str, Any] = field(default_factory=dict, repr=False)
-
-
 def oauth_app_for(integration: Integration) -> OAuthApp:
     """The token-endpoint view of an integration read ``with_secrets=True``."""
     secrets_ = integration.secrets
@@ -157,7 +89,7 @@ def oauth_app_for(integration: Integration) -> OAuthApp:
         login_url=integration.login_url,
         client_secret=secrets_.client_secret if secrets_ else None,
         scopes=tuple(integration.scopes),
-        auth_mode=integration.auth_mode.value,
+        auth_mode=AuthMode(integration.auth_mode),
         private_key=secrets_.private_key if secrets_ else None,
         username=integration.username,
         session_timeout_seconds=integration.session_timeout_seconds,

@@ -10,6 +10,10 @@ Pure parsing over already-decoded values; no I/O. Quirks handled here, with thei
 * ``signature`` = base64(HMAC-SHA256(key=client_secret, msg=id + issued_at));
 * REST errors are a JSON *array* of ``{"message", "errorCode"[, "fields"]}`` in any key
   order, but a few answers are plain text (``Bad_OAuth_Token``) or HTML.
+
+What a data call's answer *means* (a dead session, maintenance, a limit) is read by
+:mod:`tokenkeep.providers.salesforce_answers`. An answer that cannot be used raises
+:mod:`tokenkeep.providers.errors`.
 """
 
 from __future__ import annotations
@@ -24,8 +28,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from tokenkeep.oauth.errors import TokenSignatureError, UpstreamTransportError
-from tokenkeep.oauth.models import Identity, Introspection, TokenResponse
+from tokenkeep.providers.errors import MalformedAnswerError, SignatureMismatchError
+from tokenkeep.providers.models import Identity, Introspection, TokenResponse
 from tokenkeep.secret import Secret
 
 __all__ = [
@@ -130,22 +134,21 @@ def parse_token_response(
     """A :class:`TokenResponse` from a 200 token-endpoint body.
 
     With ``client_secret`` and a ``signature`` in the body, the signature is checked. A
-    mismatch raises :class:`TokenSignatureError` when ``strict_signature`` (the connect
-    flow's code exchange: the signature binds the identity we are about to store); else the
-    tokens are returned with ``signature_mismatch=True``. A refresh answer must never be
-    thrown away for it: TLS already authenticated the token endpoint, the answer may carry
-    a rotated refresh token (the old one is dead), and a mismatch there almost always means
-    the stored client secret is wrong -- a configuration problem to report, not a reason to
-    lose the connection. A body without ``access_token`` or ``instance_url`` is a broken
-    answer (:class:`UpstreamTransportError`, ``bad_response``).
+    mismatch raises :class:`~tokenkeep.providers.errors.SignatureMismatchError` when
+    ``strict_signature`` (the connect flow's code exchange: the signature binds the identity
+    we are about to store); else the tokens are returned with ``signature_mismatch=True``.
+    A refresh answer must never be thrown away for it: TLS already authenticated the token
+    endpoint, the answer may carry a rotated refresh token (the old one is dead), and a
+    mismatch there almost always means the stored client secret is wrong -- a configuration
+    problem to report, not a reason to lose the connection. A body without ``access_token``
+    or ``instance_url`` is a broken answer
+    (:class:`~tokenkeep.providers.errors.MalformedAnswerError`).
     """
     access_token = _opt_str(body.get("access_token"))
     instance_url = _opt_str(body.get("instance_url"))
     if access_token is None or instance_url is None:
-        raise UpstreamTransportError(
+        raise MalformedAnswerError(
             "token endpoint answered 200 without access_token or instance_url",
-            kind="bad_response",
-            status=200,
             endpoint=endpoint,
         )
     id_url = _opt_str(body.get("id"))
@@ -159,7 +162,7 @@ def parse_token_response(
     if signature and client_secret and id_url and issued_at_text is not None:
         verified = verify_signature(client_secret.reveal(), id_url, issued_at_text, signature)
         if not verified and strict_signature:
-            raise TokenSignatureError(endpoint)
+            raise SignatureMismatchError(endpoint)
         mismatch = not verified
     refresh = _opt_str(body.get("refresh_token"))
     return TokenResponse(
@@ -210,9 +213,7 @@ def parse_identity(body: Mapping[str, Any], *, id_url: str | None = None) -> Ide
         if ids:
             org_id, user_id = org_id or ids[0], user_id or ids[1]
     if user_id is None or org_id is None:
-        raise UpstreamTransportError(
-            "identity answer names no user_id/organization_id", kind="bad_response", status=200
-        )
+        raise MalformedAnswerError("identity answer names no user_id/organization_id")
     urls = body.get("urls")
     active = body.get("active")
     return Identity(

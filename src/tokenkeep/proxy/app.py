@@ -4,9 +4,11 @@ Per request: route and validate the path (:mod:`.paths`), check the client's API
 short positive cache keeps the database off the hot path), get the connection's token from
 the :class:`~tokenkeep.proxy.source.TokenSource`, apply the org's write pause
 (:mod:`.write_pause`), send the request upstream through one shared aiohttp session with
-clean headers (:mod:`.headers`), and relay the response chunk by chunk. Decisions about the
-response (refresh and replay once, cause words) come from :mod:`.retry`; this module only
-moves bytes.
+clean headers (:mod:`.headers`), and relay the response chunk by chunk. Decisions are
+pure functions elsewhere: what an answer says
+(:func:`~tokenkeep.providers.salesforce_answers.read_api_answer`, only on error statuses),
+whether to refresh and replay once (:mod:`.retry`), and the call's cause word and
+``Retry-After`` (:mod:`.outcome`); this module only moves bytes.
 
 Bodies: up to ``settings.retry_buffer_bytes`` are buffered so the request can be replayed
 once after a refresh. Larger bodies (by ``Content-Length``, or as soon as a chunked body
@@ -22,10 +24,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from random import getrandbits
 from typing import Any
 
@@ -34,27 +34,22 @@ import yarl
 
 from tokenkeep.clock import Clock
 from tokenkeep.config import Settings
-from tokenkeep.errors import (
-    ActionRequiredError,
-    NeedsReauthError,
-    OrgWritePausedError,
-    TokenkeepError,
-    UnauthorizedError,
-)
+from tokenkeep.errors import OrgWritePausedError, TokenkeepError, UnauthorizedError
 from tokenkeep.observability.logging import get_logger
+from tokenkeep.providers.salesforce_answers import AnswerKind, ApiAnswer, read_api_answer
 from tokenkeep.proxy.body import Body, ClientGoneError, read_body
 from tokenkeep.proxy.headers import response_headers, scan_request, with_credentials
-from tokenkeep.proxy.paths import ProxyTarget, build_upstream_url, split_target
-from tokenkeep.proxy.retry import (
-    PEEK_BYTES,
-    Action,
-    Finding,
-    Kind,
-    decide,
-    inspect_response,
-    is_write,
-    needs_body,
+from tokenkeep.proxy.outcome import (
+    REFRESHED,
+    Refreshed,
+    error_retry_after,
+    relayed_retry_after,
+    replay_accepted,
+    replay_cause,
+    replay_evidence,
 )
+from tokenkeep.proxy.paths import ProxyTarget, build_upstream_url, split_target
+from tokenkeep.proxy.retry import PEEK_BYTES, Action, decide, is_write, needs_body
 from tokenkeep.proxy.source import FreshToken, TokenSource
 from tokenkeep.proxy.upstream import (
     UpstreamTimeoutError,
@@ -65,8 +60,6 @@ from tokenkeep.proxy.upstream import (
 from tokenkeep.proxy.write_pause import Admission, EventCallback, Outcome, WritePause
 
 __all__ = [
-    "DEFAULT_RETRY_AFTER_503",
-    "DEFAULT_RETRY_AFTER_LIMIT",
     "LimitInfo",
     "ProxyApp",
     "UpstreamTimeoutError",
@@ -78,18 +71,7 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
-CAUSE_WORDS = frozenset(
-    {"expired", "wrong_instance", "ip_locked", "api_client_control", "revoked", "maintenance"}
-)
 _AUTH_CACHE_MAX = 4096
-
-#: ``Retry-After`` (seconds) added to a passed-through 503 that Salesforce sent without
-#: one, and to our own 503s that carry no better hint: a short outage or a refresh backoff.
-DEFAULT_RETRY_AFTER_503 = 30
-#: ``Retry-After`` (seconds) added to ``REQUEST_LIMIT_EXCEEDED`` when Salesforce sent none.
-#: The daily API limit is a rolling 24-hour window, so no exact reset time exists;
-#: 5 minutes is a conservative pause that lets usage roll off without hammering the org.
-DEFAULT_RETRY_AFTER_LIMIT = 300
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,25 +152,17 @@ class ProxyApp:
             + settings.upstream_timeout_seconds,
         )
 
-    # -- lifecycle ---------------------------------------------------------------------
+    # -- lifecycle (the :class:`tokenkeep.runtime.Service` protocol) ----------------------
 
-    async def startup(self) -> None:
+    async def start(self) -> None:
         """Create the upstream session now (else it is created on the first call)."""
         self._session()
 
-    async def aclose(self) -> None:
+    async def stop(self) -> None:
         """Close the upstream session if this app created it."""
         if self._http is not None and self._owns_http:
             await self._http.close()
             self._http = None
-
-    async def start(self) -> None:
-        """:class:`tokenkeep.runtime.Service` form of :meth:`startup`."""
-        await self.startup()
-
-    async def stop(self) -> None:
-        """:class:`tokenkeep.runtime.Service` form of :meth:`aclose`."""
-        await self.aclose()
 
     def _session(self) -> aiohttp.ClientSession:
         if self._http is None or self._http.closed:
@@ -201,7 +175,11 @@ class ProxyApp:
         return self._http
 
     def limit_info(self, org_id: str) -> LimitInfo | None:
-        """The last ``Sforce-Limit-Info`` header Salesforce sent for ``org_id``."""
+        """The last ``Sforce-Limit-Info`` header Salesforce sent for ``org_id``.
+
+        Remembered from every relayed response (one dict write, no I/O), so org health
+        (``GET /orgs/{org_id}``: API usage) can show it without a call of its own.
+        """
         return self._limits.get(org_id)
 
     # -- ASGI --------------------------------------------------------------------------
@@ -219,10 +197,10 @@ class ProxyApp:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
-                await self.startup()
+                await self.start()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
-                await self.aclose()
+                await self.stop()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
@@ -268,10 +246,10 @@ class ProxyApp:
             (b"content-length", str(len(body)).encode()),
             (b"tokenkeep-request-id", call.request_id.encode()),
         ]
-        retry_after = self._error_retry_after(exc)
+        retry_after = error_retry_after(exc, self._clock.time())
         if retry_after is not None:
             headers.append((b"retry-after", str(retry_after).encode()))
-        cause = _known_cause(exc)
+        cause = exc.cause
         if cause is not None:
             # Our own 409/424 name the cause too, like a relayed Salesforce failure does.
             headers.append((b"tokenkeep-cause", cause.encode()))
@@ -280,28 +258,6 @@ class ProxyApp:
         call.started = True
         await send({"type": "http.response.start", "status": exc.status_code, "headers": headers})
         await send({"type": "http.response.body", "body": body})
-
-    def _error_retry_after(self, exc: TokenkeepError) -> int | None:
-        """Seconds for our error's ``Retry-After``: ``details["retry_after"]`` (seconds),
-        else ``details["retry_at"]`` (ISO-8601, the refresh coordinator's backoff), else
-        :data:`DEFAULT_RETRY_AFTER_503` for any other 503."""
-        details = exc.details
-        seconds = details.get("retry_after")
-        if isinstance(seconds, int | float) and not isinstance(seconds, bool):
-            return max(1, math.ceil(seconds))
-        retry_at = details.get("retry_at")
-        if isinstance(retry_at, str):
-            try:
-                when = datetime.fromisoformat(retry_at)
-            except ValueError:
-                when = None
-            if when is not None:
-                if when.tzinfo is None:
-                    when = when.replace(tzinfo=UTC)
-                return max(1, math.ceil(when.timestamp() - self._clock.time()))
-        if exc.status_code == 503:
-            return DEFAULT_RETRY_AFTER_503
-        return None
 
     # -- the flow ----------------------------------------------------------------------
 
@@ -332,7 +288,7 @@ class ProxyApp:
         if admission is Admission.REJECT:
             raise OrgWritePausedError(
                 "Salesforce is in maintenance for this org: writes are paused.",
-                details={"retry_after": self.write_pause.retry_after(org_key)},
+                retry_after=self.write_pause.retry_after(org_key),
             )
         outcome = Outcome.ABANDONED
         try:
@@ -343,8 +299,8 @@ class ProxyApp:
             request = _Request(
                 method, target, scanned.forward, body, scanned.used_session_header, org_key
             )
-            finding = await self._exchange(send, call, request, token)
-            if finding.kind is Kind.MAINTENANCE:
+            answer = await self._exchange(send, call, request, token)
+            if answer.kind is AnswerKind.MAINTENANCE:
                 outcome = Outcome.MAINTENANCE
             elif call.status is not None and call.status < 400:
                 outcome = Outcome.SUCCESS
@@ -372,58 +328,46 @@ class ProxyApp:
 
     async def _exchange(
         self, send: Send, call: _Call, request: _Request, token: FreshToken
-    ) -> Finding:
+    ) -> ApiAnswer:
         """Send, maybe refresh and replay once, then relay the final response."""
         connection_id = request.target.connection_id
         response, head = await self._attempt(request, token)
         try:
-            finding = inspect_response(response.status, head)
-            action = decide(finding, replayable=request.body.replayable, replayed=False)
-            cause = finding.cause
-            evidence = finding.evidence()
+            first = read_api_answer(response.status, head)
+            action = decide(first, replayable=request.body.replayable, replayed=False)
+            refreshed: Refreshed | None = None
+            replay: ApiAnswer | None = None
             if action is not Action.PASS:
-                fresh, cause = await self._refresh(connection_id, token)
+                fresh, refreshed = await self._refresh(connection_id, token)
                 if fresh is not None and action is Action.REFRESH_AND_REPLAY:
                     response.release()
                     call.retried = True
                     response, head = await self._attempt(request, fresh)
-                    finding = inspect_response(response.status, head)
-                    evidence = {**finding.evidence(), "retried": True}
-                    if finding.kind in (Kind.SESSION_INVALID, Kind.SESSION_UNUSABLE):
-                        # A token fresh from the token endpoint was refused at once: not an
-                        # expiry. IP lock, API Client Control or a wrong instance; diagnosis
-                        # tells them apart, the proxy does not guess.
-                        cause = "unknown"
-                    else:
-                        cause = finding.cause
-                        # The new token was accepted: the rejected one had expired.
+                    replay = read_api_answer(response.status, head)
+                    if replay_accepted(replay):
                         await self._confirm(connection_id, token.version)
-                elif fresh is not None:
-                    cause = "expired"  # refreshed for the next call; this body was streamed
-            elif finding.kind is Kind.SESSION_UNUSABLE:
-                cause = "unknown"
-            call.cause = cause
+            cause = call.cause = replay_cause(first, refreshed, replay)
             if cause is not None:
-                await self._report(connection_id, cause, evidence)
+                await self._report(connection_id, cause, replay_evidence(first, replay))
+            answer = first if replay is None else replay
             self._remember_limits(request.org_key, response)
-            await self._relay(send, call, response, head, cause, finding=finding)
-            return finding
+            await self._relay(send, call, response, head, cause, answer=answer)
+            return answer
         finally:
             response.release()
 
     async def _refresh(
         self, connection_id: str, token: FreshToken
-    ) -> tuple[FreshToken | None, str]:
+    ) -> tuple[FreshToken | None, Refreshed]:
         try:
-            return await self._tokens.refresh_after_rejection(connection_id, token.version), ""
-        except NeedsReauthError:
-            return None, "revoked"
-        except ActionRequiredError as exc:
-            named = exc.details.get("cause")
-            return None, named if named in CAUSE_WORDS else "unknown"
+            fresh = await self._tokens.refresh_after_rejection(connection_id, token.version)
         except TokenkeepError as exc:
-            self._log.warning("proxy.refresh_failed", connection_id=connection_id, code=exc.code)
-            return None, "unknown"
+            if exc.cause is None:  # not a known-broken connection: worth a warning
+                self._log.warning(
+                    "proxy.refresh_failed", connection_id=connection_id, code=exc.code
+                )
+            return None, Refreshed.failed(exc)
+        return fresh, REFRESHED
 
     async def _confirm(self, connection_id: str, rejected_version: int) -> None:
         try:
@@ -498,22 +442,18 @@ class ProxyApp:
         head: bytes,
         cause: str | None,
         *,
-        finding: Finding,
+        answer: ApiAnswer,
     ) -> None:
         """Send the response to the client chunk by chunk, bytes unchanged.
 
-        A limit (``REQUEST_LIMIT_EXCEEDED`` or a 503) that Salesforce sent without
-        ``Retry-After`` gets ours (:data:`DEFAULT_RETRY_AFTER_LIMIT`,
-        :data:`DEFAULT_RETRY_AFTER_503`); Salesforce's own header, when present, wins.
+        A limit that Salesforce sent without ``Retry-After`` gets ours
+        (:func:`~tokenkeep.proxy.outcome.relayed_retry_after`); Salesforce's own header,
+        when present, wins.
         """
         call.status = response.status
         headers = response_headers(response.raw_headers, call.request_id.encode(), cause=cause)
-        if finding.kind is Kind.LIMITED and "Retry-After" not in response.headers:
-            seconds = (
-                DEFAULT_RETRY_AFTER_LIMIT
-                if finding.error_code == "REQUEST_LIMIT_EXCEEDED"
-                else DEFAULT_RETRY_AFTER_503
-            )
+        seconds = relayed_retry_after(answer)
+        if seconds is not None and "Retry-After" not in response.headers:
             headers.append((b"retry-after", str(seconds).encode()))
         await send({"type": "http.response.start", "status": response.status, "headers": headers})
         call.started = True
@@ -533,13 +473,3 @@ def _printable(scope: Scope) -> str:
     """The request's raw path, escaped: a path refused before validation may carry CR/LF."""
     raw = scope.get("raw_path") or scope.get("path", "").encode("utf-8", "replace")
     return str(raw[:256].decode("latin-1").encode("unicode_escape").decode("ascii"))
-
-
-def _known_cause(exc: TokenkeepError) -> str | None:
-    """The cause word for a connection already known to be broken (no upstream call)."""
-    if isinstance(exc, NeedsReauthError):
-        return "revoked"
-    if isinstance(exc, ActionRequiredError):
-        named = exc.details.get("cause")
-        return named if named in CAUSE_WORDS else "unknown"
-    return None

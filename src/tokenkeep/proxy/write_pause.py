@@ -17,19 +17,9 @@ Transitions emit ``org.maintenance_started`` / ``org.maintenance_ended`` through
 ``on_event(type, org_id, payload)`` callback (the lifecycle layer writes them to the webhook
 outbox). A failing callback is logged, never breaks the call.
 
-Multi-process design (a later step): the state is in-process today, so with
-``--workers N`` each process pauses on its own first maintenance error (at most N
-``org.maintenance_started`` events; the outbox can deduplicate on ``(org_id,
-pause_started_at)``). To share it, use the ``org_state`` row that already exists
-(``writes_paused_until``, ``pause_started_at``): ``writes_paused_until`` is the next probe
-time on the wall clock (convert from this module's monotonic times at the boundary). A
-process takes the half-open slot with a compare-and-swap that moves it forward —
-``UPDATE org_state SET writes_paused_until = :now + :probe WHERE org_id = :org AND
-writes_paused_until = :seen`` — so exactly one process wins each probe; a successful probe
-sets both columns to NULL. :meth:`WritePause.admit` keeps reading a local copy (refreshed
-every few seconds, and on every local transition), so the hot path still does no database
-read per call; :meth:`WritePause.snapshot` / :meth:`WritePause.restore` are the
-serialisation points.
+The state is in-process, so the hot path reads no database: :meth:`WritePause.admit` is a
+dict look-up. With ``--workers N`` each process pauses on its own first maintenance error,
+so an org can see up to N ``org.maintenance_started`` events for one maintenance window.
 """
 
 from __future__ import annotations
@@ -43,8 +33,9 @@ from typing import Any
 from tokenkeep.clock import Clock
 from tokenkeep.observability.logging import get_logger
 from tokenkeep.proxy.retry import is_write
+from tokenkeep.vocabulary import EventType
 
-__all__ = ["Admission", "EventCallback", "Outcome", "PauseSnapshot", "WritePause"]
+__all__ = ["Admission", "EventCallback", "Outcome", "WritePause"]
 
 EventCallback = Callable[[str, str, dict[str, Any]], Awaitable[None]]
 
@@ -69,23 +60,14 @@ class Outcome(enum.Enum):
 
 
 @dataclass(slots=True)
-class PauseSnapshot:
-    """The pause of one org (what ``GET /orgs/{org_id}`` shows; what ``org_state`` stores)."""
+class _Pause:
+    """The pause of one org (monotonic times)."""
 
     org_id: str
     paused_at: float
     next_probe_at: float
     probe_deadline: float | None = None  # set while a probe is in flight
     probes: int = 0
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "org_id": self.org_id,
-            "paused_at": self.paused_at,
-            "next_probe_at": self.next_probe_at,
-            "probe_in_flight": self.probe_deadline is not None,
-            "probes": self.probes,
-        }
 
 
 class WritePause:
@@ -103,7 +85,7 @@ class WritePause:
         self._probe_seconds = probe_seconds
         self._probe_timeout = probe_timeout_seconds or max(60.0, probe_seconds * 2)
         self._on_event = on_event
-        self._paused: dict[str, PauseSnapshot] = {}
+        self._paused: dict[str, _Pause] = {}
 
     def admit(self, org_key: str, method: str) -> Admission:
         """May this request go upstream? O(1), no I/O: called on every proxied call."""
@@ -134,14 +116,6 @@ class WritePause:
     def is_paused(self, org_key: str) -> bool:
         return org_key in self._paused
 
-    def snapshot(self, org_key: str) -> PauseSnapshot | None:
-        """The pause state of one org, or ``None`` when writes flow."""
-        return self._paused.get(org_key)
-
-    def restore(self, snapshot: PauseSnapshot) -> None:
-        """Load a pause (e.g. read from ``org_state`` at start-up)."""
-        self._paused[snapshot.org_id] = snapshot
-
     async def record(
         self,
         org_key: str,
@@ -158,7 +132,7 @@ class WritePause:
             if outcome is Outcome.SUCCESS:
                 del self._paused[org_key]
                 await self._emit(
-                    "org.maintenance_ended",
+                    EventType.ORG_MAINTENANCE_ENDED,
                     org_key,
                     {"paused_seconds": round(now - state.paused_at, 3), "probes": state.probes},
                 )
@@ -166,9 +140,9 @@ class WritePause:
                 state.next_probe_at = now + self._probe_seconds
             return
         if outcome is Outcome.MAINTENANCE and state is None:
-            self._paused[org_key] = PauseSnapshot(org_key, now, now + self._probe_seconds)
+            self._paused[org_key] = _Pause(org_key, now, now + self._probe_seconds)
             await self._emit(
-                "org.maintenance_started",
+                EventType.ORG_MAINTENANCE_STARTED,
                 org_key,
                 {"probe_seconds": self._probe_seconds, **(details or {})},
             )

@@ -11,6 +11,7 @@ import aiohttp
 import pytest
 
 from tokenkeep.emulator import Emulator
+from tokenkeep.lifecycle.expiry import estimate_expiry
 from tokenkeep.oauth import (
     IntegrationConfigError,
     OAuthApp,
@@ -20,7 +21,6 @@ from tokenkeep.oauth import (
     UpstreamTransportError,
     classify_refresh_failure,
     create_session,
-    estimate_expiry,
     new_pkce_pair,
     new_state,
 )

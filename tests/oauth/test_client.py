@@ -174,6 +174,38 @@ async def test_a_200_that_is_not_json_is_a_bad_response(
     assert info.value.kind == "bad_response"
 
 
+async def test_unusable_answers_are_mapped_once_at_the_client_edge(
+    server: Recorded, client: TokenEndpointClient
+) -> None:
+    async def no_token(request: web.Request) -> web.StreamResponse:
+        return web.json_response({"instance_url": server.url, "token_type": "Bearer"})
+
+    server.answer = no_token
+    with pytest.raises(UpstreamTransportError) as info:
+        await client.refresh(app_for(server.url), Secret(CANARY_REFRESH))
+    assert (info.value.kind, info.value.status, info.value.endpoint) == (
+        "bad_response",
+        200,
+        "token",
+    )
+    assert info.value.message == (
+        "token endpoint answered 200 without access_token or instance_url"
+    )
+
+    async def no_ids(request: web.Request) -> web.StreamResponse:
+        return web.json_response({"username": "ann@acme.com"})
+
+    server.answer = no_ids
+    with pytest.raises(UpstreamTransportError) as info:
+        await client.userinfo(app_for(server.url), Secret(CANARY_ACCESS))
+    assert (info.value.kind, info.value.status, info.value.endpoint) == (
+        "bad_response",
+        200,
+        None,
+    )
+    assert info.value.retry_after is None
+
+
 async def test_an_html_400_becomes_an_oauth_error_without_the_body(
     server: Recorded, client: TokenEndpointClient
 ) -> None:

@@ -263,8 +263,9 @@ def test_retry_after_header_is_honoured_within_the_cap() -> None:
 def test_action_required_reasons_start_with_a_cause_word_where_one_applies(
     error: OAuthError, stored_reason: str, proxy_cause: str
 ) -> None:
+    from tokenkeep.errors import ActionRequiredError
     from tokenkeep.lifecycle.persist import status_reason_of
-    from tokenkeep.proxy.app import CAUSE_WORDS
+    from tokenkeep.vocabulary import CAUSE_WORDS
 
     decision = classify_refresh_failure(
         error,
@@ -279,3 +280,6 @@ def test_action_required_reasons_start_with_a_cause_word_where_one_applies(
     assert status_reason_of(decision) == stored_reason
     # What the proxy's Tokenkeep-Cause says: the reason if it is a cause word, else unknown.
     assert (decision.reason if decision.reason in CAUSE_WORDS else "unknown") == proxy_cause
+    # The proxy reads it from the error the lifecycle raises (its ``cause`` attribute).
+    assert ActionRequiredError("m", details={"cause": decision.reason}).cause == proxy_cause
+    assert ActionRequiredError("m", reason=stored_reason).cause == proxy_cause

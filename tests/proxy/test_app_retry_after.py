@@ -1,6 +1,6 @@
 """``Retry-After`` on limits and 503s, through a whole gateway in front of the emulator.
 
-Issue 6: REQUEST_LIMIT_EXCEEDED and 503s pass through WITH ``Retry-After``. The emulator,
+REQUEST_LIMIT_EXCEEDED and 503s pass through WITH ``Retry-After``. The emulator,
 like Salesforce most of the time, sends none: the proxy adds a documented default. When the
 refresh coordinator answers 503 during a token-endpoint backoff, the header is computed from
 the coordinator's ``retry_at``.
@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 import httpx
 from sqlalchemy import update
 
-from tokenkeep.proxy.app import DEFAULT_RETRY_AFTER_503, DEFAULT_RETRY_AFTER_LIMIT
+from tokenkeep.proxy.outcome import DEFAULT_RETRY_AFTER_503, DEFAULT_RETRY_AFTER_LIMIT
 from tokenkeep.store.models import ConnectionRow
 from tokenkeep.testing import GatewayUnderTest
 

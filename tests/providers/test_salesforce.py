@@ -8,7 +8,7 @@ import hmac
 
 import pytest
 
-from tokenkeep.oauth.errors import TokenSignatureError, UpstreamTransportError
+from tokenkeep.providers.errors import MalformedAnswerError, SignatureMismatchError
 from tokenkeep.providers.salesforce import (
     compute_signature,
     normalize_id,
@@ -95,7 +95,7 @@ def test_tokens_never_in_repr() -> None:
 
 def test_bad_signature_raises() -> None:
     body = signed_body(secret="someone-else")
-    with pytest.raises(TokenSignatureError) as info:
+    with pytest.raises(SignatureMismatchError) as info:
         parse_token_response(body, received_at=1.0, client_secret=Secret(SECRET))
     assert info.value.code == "invalid_signature"
     assert "canary" not in str(info.value) + repr(info.value)
@@ -120,12 +120,13 @@ def test_refresh_answer_without_rotation_has_no_refresh_token() -> None:
 
 
 @pytest.mark.parametrize("missing", ["access_token", "instance_url"])
-def test_broken_success_is_a_transport_error(missing: str) -> None:
+def test_broken_success_is_a_malformed_answer(missing: str) -> None:
     body = signed_body()
     del body[missing]
-    with pytest.raises(UpstreamTransportError) as info:
-        parse_token_response(body, received_at=1.0)
-    assert info.value.kind == "bad_response"
+    with pytest.raises(MalformedAnswerError) as info:
+        parse_token_response(body, received_at=1.0, endpoint="token")
+    assert info.value.code == "bad_response"
+    assert (info.value.status, info.value.endpoint) == (200, "token")
 
 
 def test_issued_at_as_number_or_garbage() -> None:
@@ -181,7 +182,7 @@ def test_parse_identity_from_id_url_and_userinfo_shapes() -> None:
     assert (info.username, info.display_name, info.org_id) == (
         "bob@acme.com", "Bob", "00D5g000004XXXXEAA",
     )  # fmt: skip
-    with pytest.raises(UpstreamTransportError):
+    with pytest.raises(MalformedAnswerError):
         parse_identity({"username": "x"})
 
 
