@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from tokenkeep.errors import OrgWritePausedError, TokenkeepError, TransientUpstreamError
@@ -116,8 +115,6 @@ def error_retry_after(exc: TokenkeepError, now: float) -> int | None:
         seconds = exc.retry_after
     if seconds is None:
         retry_at = exc.retry_at if isinstance(exc, TransientUpstreamError) else None
-        if retry_at is None:
-            retry_at = _iso_retry_at(exc.details)
         if retry_at is not None:
             seconds = retry_at - now
     if seconds is not None:
@@ -125,18 +122,3 @@ def error_retry_after(exc: TokenkeepError, now: float) -> int | None:
     if exc.status_code == 503:
         return DEFAULT_RETRY_AFTER_503
     return None
-
-
-def _iso_retry_at(details: dict[str, Any]) -> float | None:
-    """``details["retry_at"]`` (ISO-8601, epoch seconds back): the refresh backoff as an
-    error's details carry it when the raiser did not set the ``retry_at`` attribute."""
-    text = details.get("retry_at")
-    if not isinstance(text, str):
-        return None
-    try:
-        when = datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return when.timestamp()
