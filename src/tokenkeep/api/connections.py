@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import random
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Response, status
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from tokenkeep.api.deps import GatewayDep, StoreDep
 from tokenkeep.api.schemas import (
@@ -15,77 +12,21 @@ from tokenkeep.api.schemas import (
     ConnectionImport,
     ConnectionList,
     ConnectionOut,
-    parse_identity_url,
+    connection_out,
 )
-from tokenkeep.api.urls import check_upstream_url
-from tokenkeep.clock import utc_from_timestamp
-from tokenkeep.config import Settings
 from tokenkeep.errors import NotFoundError
-from tokenkeep.lifecycle.expiry import next_refresh_at
+from tokenkeep.lifecycle.imports import create_imported_connection
 from tokenkeep.oauth.errors import OAuthError
 from tokenkeep.oauth.models import oauth_app_for
 from tokenkeep.runtime import Gateway
-from tokenkeep.secret import Secret
 from tokenkeep.store import Store
-from tokenkeep.store.connections import ConnectionInput
-from tokenkeep.store.records import Connection, ConnectionStatus
+from tokenkeep.store.records import ConnectionStatus
 
-__all__ = ["connection_out", "create_imported_connection", "router"]
+__all__ = ["router"]
 
 router = APIRouter(prefix="/connections", tags=["connections"])
 
 IdPath = Annotated[str, Path(pattern=CONNECTION_ID_PATTERN, description="connection id")]
-
-
-def connection_out(connection: Connection) -> ConnectionOut:
-    """The API view of a connection: never a token, only flags and a fingerprint."""
-    return ConnectionOut(
-        id=connection.id,
-        integration=connection.integration_key,
-        status=connection.status,
-        status_reason=connection.status_reason,
-        # An import without an identity URL stores "" (the columns are NOT NULL): show null.
-        org_id=connection.org_id or None,
-        user_id=connection.user_id or None,
-        username=connection.username,
-        instance_url=connection.instance_url,
-        has_refresh_token=connection.has_refresh_token,
-        refresh_token_fingerprint=connection.refresh_token_fingerprint,
-        issued_at=connection.issued_at,
-        expires_at=connection.expires_at,
-        metadata=dict(connection.metadata),
-        created_at=connection.created_at,
-        updated_at=connection.updated_at,
-    )
-
-
-def _issued_at(value: int | str | None) -> datetime | None:
-    # Salesforce's issued_at is epoch milliseconds, as a string. It is the provider's
-    # clock: kept as a record, never compared with ours to decide anything.
-    if value is None:
-        return None
-    return utc_from_timestamp(int(value) / 1000)
-
-
-def _imported_expiry(
-    now: float, issued_at: int | str | None, session_timeout: int, settings: Settings
-) -> tuple[datetime | None, datetime | None]:
-    """When an imported token dies, as far as we can know without asking Salesforce.
-
-    With ``issued_at``, the token is assumed to live the integration's session timeout
-    from then: the provider's timestamp may only *shorten* that life (a provider clock
-    ahead of ours never makes a token outlive ``now + timeout``). Without it the age is
-    unknown, so nothing is assumed and the first use refreshes (and learns the real expiry).
-    """
-    if issued_at is None:
-        return None, None
-    age = max(0.0, now - int(issued_at) / 1000)
-    lifetime = float(session_timeout)
-    expires = now + max(0.0, lifetime - age)
-    refresh_at = next_refresh_at(
-        expires, lifetime, settings.refresh_margin_seconds, 0.1, random.Random()
-    )
-    return utc_from_timestamp(expires), utc_from_timestamp(min(refresh_at, expires))
 
 
 @router.post(
@@ -98,7 +39,7 @@ async def import_connection(
     body: ConnectionImport, store: StoreDep, gateway: GatewayDep
 ) -> ConnectionOut:
     """201 with the connection (no token in it). 404 unknown integration, 409 duplicate id."""
-    connection = await create_imported_connection(store, gateway.settings, body)
+    connection = await create_imported_connection(store, gateway.settings, body.to_import())
     gateway.log.info(
         "connection imported",
         connection_id=connection.id,
@@ -106,53 +47,6 @@ async def import_connection(
         org_id=connection.org_id or None,
     )
     return connection_out(connection)
-
-
-async def create_imported_connection(
-    store: Store, settings: Settings, body: ConnectionImport
-) -> Connection:
-    """Validate and store an imported connection (shared by the API and the CLI)."""
-    creds = body.credentials
-    check_upstream_url(creds.instance_url, "credentials.instance_url", settings)
-    org_id, user_id = parse_identity_url(creds.id)
-    refresh = creds.refresh_token.get_secret_value() if creds.refresh_token else ""
-    integration = await store.integrations.get(body.integration)  # 404 before anything
-    expires_at, refresh_at = _imported_expiry(
-        store.clock.time(), creds.issued_at, integration.session_timeout_seconds, settings
-    )
-
-    def created_event(session: AsyncSession, connection: Connection) -> None:
-        # The same event, in the same transaction, as the connect flow's new connection.
-        store.outbox.add_event(
-            session,
-            "connection.created",
-            connection_id=connection.id,
-            org_id=connection.org_id or None,
-            payload={
-                "connection_id": connection.id,
-                "org_id": connection.org_id or None,
-                "integration": connection.integration_key,
-                "metadata": dict(connection.metadata),
-            },
-        )
-
-    return await store.connections.create(
-        ConnectionInput(
-            id=body.connection_id,
-            integration_key=body.integration,
-            org_id=org_id or "",
-            user_id=user_id or "",
-            instance_url=creds.instance_url,
-            id_url=creds.id,
-            access_token=Secret(creds.access_token.get_secret_value()),
-            refresh_token=Secret(refresh) if refresh else None,
-            issued_at=_issued_at(creds.issued_at),
-            expires_at=expires_at,
-            next_refresh_at=refresh_at,
-            metadata=body.metadata,
-        ),
-        also=created_event,
-    )
 
 
 @router.get("", response_model=ConnectionList, summary="List connections")

@@ -6,12 +6,17 @@ are built from store rows and carry no secret: only ``has_*`` flags and fingerpr
 
 from __future__ import annotations
 
-import re
 from datetime import datetime
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+
+from tokenkeep.lifecycle.imports import ConnectionToImport
+from tokenkeep.lifecycle.integrations import IntegrationSpec
+from tokenkeep.secret import Secret
+from tokenkeep.store.records import Connection, Integration
+from tokenkeep.store.sentinel import KEEP, Keep
 
 __all__ = [
     "CONNECTION_ID_PATTERN",
@@ -22,7 +27,8 @@ __all__ = [
     "IntegrationIn",
     "IntegrationList",
     "IntegrationOut",
-    "parse_identity_url",
+    "connection_out",
+    "integration_out",
 ]
 
 # Connection ids appear in URLs (`/connections/{id}`, `/c/{id}/...`): keep them URL-safe.
@@ -30,7 +36,6 @@ __all__ = [
 # longer values, and that must be a 422 here, not a 500 from the database.
 CONNECTION_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._~-]{0,99}$"
 INTEGRATION_KEY_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
-_SF_ID = re.compile(r"^[A-Za-z0-9]{15}(?:[A-Za-z0-9]{3})?$")
 
 
 class _Strict(BaseModel):
@@ -59,6 +64,28 @@ class IntegrationIn(_Strict):
 
     _login_url = field_validator("login_url")(_check_http_url)
 
+    def to_spec(self) -> IntegrationSpec:
+        """What to store: a secret field left out of the request keeps the stored value."""
+        return IntegrationSpec(
+            provider=self.provider,
+            client_id=self.client_id,
+            client_secret=self._secret("client_secret"),
+            login_url=self.login_url,
+            scopes=self.scopes,
+            auth_mode=self.auth_mode,
+            private_key=self._secret("private_key"),
+            username=self.username,
+            session_timeout_seconds=self.session_timeout_seconds,
+        )
+
+    def _secret(self, field: str) -> Secret | Keep | None:
+        if field not in self.model_fields_set:
+            return KEEP
+        value = getattr(self, field)
+        if isinstance(value, SecretStr) and value.get_secret_value():
+            return Secret(value.get_secret_value())
+        return None
+
 
 class IntegrationOut(BaseModel):
     """An integration as the API shows it: secrets only as ``has_*`` flags."""
@@ -75,6 +102,24 @@ class IntegrationOut(BaseModel):
     has_private_key: bool
     created_at: datetime | None = None
     updated_at: datetime | None = None
+
+
+def integration_out(integration: Integration) -> IntegrationOut:
+    """The API view of an integration: secrets only as ``has_*`` flags."""
+    return IntegrationOut(
+        key=integration.key,
+        provider=integration.provider,
+        client_id=integration.client_id,
+        login_url=integration.login_url,
+        scopes=list(integration.scopes),
+        auth_mode=integration.auth_mode,
+        username=integration.username,
+        session_timeout_seconds=integration.session_timeout_seconds,
+        has_client_secret=integration.has_client_secret,
+        has_private_key=integration.has_private_key,
+        created_at=integration.created_at,
+        updated_at=integration.updated_at,
+    )
 
 
 class IntegrationList(BaseModel):
@@ -109,6 +154,21 @@ class ConnectionImport(_Strict):
     credentials: CredentialsIn
     metadata: dict[str, Any] = Field(default_factory=dict)
 
+    def to_import(self) -> ConnectionToImport:
+        """The tokens to import (an empty refresh token counts as none)."""
+        creds = self.credentials
+        refresh = creds.refresh_token.get_secret_value() if creds.refresh_token else ""
+        return ConnectionToImport(
+            integration=self.integration,
+            access_token=Secret(creds.access_token.get_secret_value()),
+            instance_url=creds.instance_url,
+            refresh_token=Secret(refresh) if refresh else None,
+            id_url=creds.id,
+            issued_at=creds.issued_at,
+            connection_id=self.connection_id,
+            metadata=self.metadata,
+        )
+
 
 class ConnectionOut(BaseModel):
     """A connection as the API shows it: never a token."""
@@ -135,17 +195,23 @@ class ConnectionList(BaseModel):
     next_cursor: str | None
 
 
-def parse_identity_url(url: str | None) -> tuple[str | None, str | None]:
-    """``(org_id, user_id)`` from a Salesforce identity URL ``.../id/<org>/<user>``.
-
-    Anything that does not look like one gives ``(None, None)``: the identity URL is a
-    hint, and a connection without it is still usable.
-    """
-    if not url:
-        return None, None
-    parts = [p for p in urlsplit(url).path.split("/") if p]
-    if len(parts) >= 3 and parts[-3] == "id":
-        org, user = parts[-2], parts[-1]
-        if _SF_ID.match(org) and _SF_ID.match(user):
-            return org, user
-    return None, None
+def connection_out(connection: Connection) -> ConnectionOut:
+    """The API view of a connection: never a token, only flags and a fingerprint."""
+    return ConnectionOut(
+        id=connection.id,
+        integration=connection.integration_key,
+        status=connection.status,
+        status_reason=connection.status_reason,
+        # An import without an identity URL stores "" (the columns are NOT NULL): show null.
+        org_id=connection.org_id or None,
+        user_id=connection.user_id or None,
+        username=connection.username,
+        instance_url=connection.instance_url,
+        has_refresh_token=connection.has_refresh_token,
+        refresh_token_fingerprint=connection.refresh_token_fingerprint,
+        issued_at=connection.issued_at,
+        expires_at=connection.expires_at,
+        metadata=dict(connection.metadata),
+        created_at=connection.created_at,
+        updated_at=connection.updated_at,
+    )
