@@ -107,11 +107,6 @@ class Gateway:
             raise GatewayNotStartedError("the gateway is not started")
         return self._coordinator
 
-    @property
-    def token_source(self) -> RefreshCoordinator | None:
-        """What the proxy asks for tokens; ``None`` until the gateway has started."""
-        return self._coordinator
-
     def add_service(self, service: Service) -> None:
         """Register a background service (started in order, stopped in reverse)."""
         self._services.append(service)

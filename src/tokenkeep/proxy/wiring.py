@@ -3,7 +3,7 @@
 ``create_proxy_app(gateway)`` wires :class:`~tokenkeep.proxy.app.ProxyApp` to the gateway:
 
 * API keys: ``gateway.store.api_keys.verify`` (the proxy adds its own short positive cache);
-* tokens: ``gateway.token_source``, the gateway's own ``RefreshCoordinator`` (any
+* tokens: ``gateway.coordinator``, the gateway's own ``RefreshCoordinator`` (any
   :class:`~tokenkeep.proxy.source.TokenSource` can be passed instead). It is looked up on
   each call (one attribute read), because the coordinator needs the store, which exists
   only while the gateway runs: before ``gateway.start()`` and after ``stop()`` proxied
@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from tokenkeep.proxy.app import ProxyApp
 from tokenkeep.proxy.source import FreshToken, TokenSource
+from tokenkeep.runtime import GatewayNotStartedError
 
 if TYPE_CHECKING:
     from tokenkeep.runtime import Gateway
@@ -27,27 +28,28 @@ __all__ = ["create_proxy_app"]
 
 
 class _GatewayTokens:
-    """Forwards to ``gateway.token_source`` once the gateway has one."""
+    """Forwards to ``gateway.coordinator`` once the gateway has one."""
 
     def __init__(self, gateway: Gateway) -> None:
         self._gateway = gateway
 
     def _source(self) -> TokenSource:
-        source: TokenSource | None = getattr(self._gateway, "token_source", None)
-        if source is None:
-            from tokenkeep.runtime import GatewayNotStartedError
-
-            raise GatewayNotStartedError("The gateway's token service is not running yet.")
-        return source
+        try:
+            return self._gateway.coordinator
+        except GatewayNotStartedError:
+            raise GatewayNotStartedError(
+                "The gateway's token service is not running yet."
+            ) from None
 
     async def token_for(self, connection_id: str) -> FreshToken:
         return await self._source().token_for(connection_id)
 
     def cached_token(self, connection_id: str) -> FreshToken | None:
         """The source's synchronous cache hit, if it offers one (the coordinator does)."""
-        source = getattr(self._gateway, "token_source", None)
-        cached = getattr(source, "cached_token", None)
-        return cached(connection_id) if cached is not None else None
+        try:
+            return self._gateway.coordinator.cached_token(connection_id)
+        except GatewayNotStartedError:
+            return None
 
     async def refresh_after_rejection(
         self, connection_id: str, rejected_version: int
@@ -62,7 +64,7 @@ class _GatewayTokens:
 
 
 def create_proxy_app(gateway: Gateway, tokens: TokenSource | None = None) -> ProxyApp:
-    """The proxy ASGI app for ``gateway`` (``tokens`` overrides ``gateway.token_source``)."""
+    """The proxy ASGI app for ``gateway`` (``tokens`` overrides ``gateway.coordinator``)."""
 
     async def authenticate(key: str) -> bool:
         return await gateway.store.api_keys.verify(key) is not None
