@@ -46,7 +46,7 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     db_pool_size: int = Field(default=10, ge=1)
     db_connect_timeout: float = Field(default=5.0, gt=0)
-    # Lifecycle (issue 5) and proxy (issue 6) knobs.
+    # Lifecycle (refresh coordinator, scheduler) and proxy knobs.
     refresh_lease_seconds: float = Field(default=30.0, gt=0)
     refresh_max_attempts: int = Field(default=5, ge=1)
     refresh_margin_seconds: float = Field(default=300.0, ge=0)

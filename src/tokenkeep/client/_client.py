@@ -227,8 +227,8 @@ class Client(_Base):
     def diagnose(self, connection_id: str) -> Diagnosis:
         """Probe a connection and name the cause of its trouble.
 
-        The route arrives with the diagnosis step of the gateway; until then the gateway
-        answers 404 and this raises :class:`TokenkeepAPIError`/``NotFoundError``.
+        ``POST /connections/{id}/diagnose``; a gateway without that route answers 404, and
+        this raises :class:`TokenkeepAPIError`/``NotFoundError``.
         """
         return self._run(ops.diagnose(connection_id))
 

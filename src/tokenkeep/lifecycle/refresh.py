@@ -17,8 +17,6 @@ import random
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
-from sqlalchemy import exc as sa_exc
-
 from tokenkeep.clock import Clock
 from tokenkeep.config import Settings
 from tokenkeep.errors import DatabaseUnavailableError, TransientUpstreamError
@@ -197,7 +195,7 @@ class Refresher:
                         allow_insecure_loopback=self.settings.allow_insecure_loopback,
                     )
                 )
-            except (DatabaseUnavailableError, sa_exc.OperationalError):
+            except DatabaseUnavailableError:
                 # The one place a refresh token could be lost: insist a little.
                 if attempt == _COMMIT_RETRIES:
                     raise
