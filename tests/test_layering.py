@@ -37,6 +37,7 @@ LAYERS: tuple[str, ...] = (
     "api",
     "server",
     "client",
+    "harness",
     "testing",
     "demo",
     "cli",
