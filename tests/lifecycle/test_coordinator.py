@@ -113,7 +113,7 @@ async def test_a_new_instance_url_replaces_the_stored_one(rig: Rig) -> None:
         ("password", "revoked:expired_or_revoked"),
         # The emulator revokes a deactivated user's tokens, so the refresh says
         # "expired access/refresh token" (an explicit inactive_user maps to its own reason:
-        # tests/oauth/test_oauth_classify.py).
+        # tests/oauth/test_classify.py).
         ("deactivate", "revoked:expired_or_revoked"),
         ("app_revoke", "revoked:expired_or_revoked"),
     ],
