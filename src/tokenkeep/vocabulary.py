@@ -23,7 +23,6 @@ __all__ = [
     "EventType",
     "Reason",
     "Status",
-    "cause_of_reason",
 ]
 
 
@@ -112,10 +111,3 @@ class Reason:
     def __str__(self) -> str:
         text = f"{self.word}:{self.detail}" if self.detail else self.word
         return text[:_REASON_MAX]
-
-
-def cause_of_reason(text: str | None) -> Cause:
-    """The cause a stored reason names, else :attr:`Cause.UNKNOWN`."""
-    reason = Reason.parse(text)
-    cause = reason.cause if reason is not None else None
-    return cause if cause is not None and cause is not Cause.UNKNOWN else Cause.UNKNOWN

@@ -37,7 +37,7 @@ from tokenkeep.lifecycle.expiry import configured_timeout, plan_expiry
 from tokenkeep.lifecycle.timeouts import introspected_lifetime
 from tokenkeep.oauth.client import TokenEndpointClient
 from tokenkeep.oauth.errors import OAuthError, UpstreamTransportError
-from tokenkeep.oauth.models import TokenResponse, oauth_app_for
+from tokenkeep.oauth.models import Identity, OAuthApp, TokenResponse, oauth_app_for
 from tokenkeep.oauth.pkce import new_pkce_pair, new_state
 from tokenkeep.observability.logging import get_logger
 from tokenkeep.store import Integration, Store
@@ -354,7 +354,7 @@ class ConnectFlow:
         )
 
     async def _connected_columns(
-        self, integration: Integration, app: Any, tokens: TokenResponse, identity: Any
+        self, integration: Integration, app: OAuthApp, tokens: TokenResponse, identity: Identity
     ) -> dict[str, Any]:
         """The row columns of a finished connect: who, where, and the expiry plan
         (introspection when possible, else the configured session timeout)."""

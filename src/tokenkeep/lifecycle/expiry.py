@@ -26,6 +26,7 @@ from datetime import datetime
 
 from tokenkeep.clock import utc_from_timestamp
 from tokenkeep.errors import NotFoundError
+from tokenkeep.oauth.models import DEFAULT_SESSION_TIMEOUT_SECONDS
 from tokenkeep.providers.catalog import Provider, get_provider
 from tokenkeep.store.records import Integration
 
@@ -187,7 +188,7 @@ def configured_timeout(integration: Integration) -> float:
     provider = _provider_of(integration)
     if provider is not None:
         return float(provider.default_session_timeout_seconds)
-    return float(DEFAULT_TIMEOUT_LADDER[3])
+    return float(DEFAULT_SESSION_TIMEOUT_SECONDS)
 
 
 def integration_ladder(integration: Integration) -> tuple[int, ...]:
