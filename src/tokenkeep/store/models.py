@@ -34,6 +34,7 @@ __all__ = [
     "IntegrationRow",
     "KeyringCheckRow",
     "OperationRow",
+    "OrgCallCountRow",
     "OrgStateRow",
     "OutboxRow",
     "UTCDateTime",
@@ -146,6 +147,10 @@ class ConnectionRow(Base):
     last_refresh_at: Mapped[datetime | None]
     last_error: Mapped[str | None] = mapped_column(Text)
     issued_to_address: Mapped[str | None] = mapped_column(String(64))
+    # The address a direct-mode client last fetched the token from (GET .../token).
+    last_used_from_address: Mapped[str | None] = mapped_column(String(64))
+    # The last diagnosis (cause, confidence, evidence, fix, at): the dashboard's "why".
+    diagnosis: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     lease_owner: Mapped[str | None] = mapped_column(String(100))
     lease_until: Mapped[datetime | None]
     # Which encryption key wrote every *_enc column of this row (rotation picks the others).
@@ -244,7 +249,35 @@ class OrgStateRow(Base):
     pause_started_at: Mapped[datetime | None]
     last_limit_info: Mapped[str | None] = mapped_column(String(200))
     session_timeout_estimate_seconds: Mapped[int | None] = mapped_column(Integer)
+    # When the estimate was last learned, from how many agreeing samples (it grows back).
+    session_timeout_learned_at: Mapped[datetime | None]
+    session_timeout_samples: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # One write-pause probe at a time across every gateway: who holds it, until when.
+    pause_probe_owner: Mapped[str | None] = mapped_column(String(100))
+    pause_probe_until: Mapped[datetime | None]
+    last_limit_info_at: Mapped[datetime | None]
+    # An open org.session_error_spike episode (None: none open).
+    spike_started_at: Mapped[datetime | None]
     updated_at: Mapped[datetime]
+
+
+class OrgCallCountRow(Base):
+    """Calls and session errors of one org and integration in one time bucket (org health).
+
+    Gateways count in memory and add their counts here periodically, so every gateway's
+    sliding window sees every other's calls.
+    """
+
+    __tablename__ = "org_call_counts"
+    __table_args__ = (Index("ix_org_call_counts_bucket_start", "bucket_start"),)
+
+    org_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    integration_key: Mapped[str] = mapped_column(String(100), primary_key=True)
+    bucket_start: Mapped[datetime] = mapped_column(primary_key=True)
+    calls: Mapped[int] = mapped_column(Integer, default=0)
+    session_errors: Mapped[int] = mapped_column(Integer, default=0)
+    # cause word -> count of calls that ended with that cause in this bucket
+    causes: Mapped[dict[str, Any]]
 
 
 class KeyringCheckRow(Base):
