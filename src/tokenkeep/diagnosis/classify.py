@@ -1,0 +1,505 @@
+"""The cause classifier: from what was seen to ``{cause, confidence, evidence, fix, status}``.
+
+Pure and table-tested (``tests/diagnosis/test_classify.py``): the probes
+(:mod:`tokenkeep.diagnosis.probes`) and the proxy gather the facts, this module only
+reasons. Salesforce answers six different problems with one ``401 INVALID_SESSION_ID``;
+what tells them apart (shared/PRODUCT.md, shared/SALESFORCE.md):
+
+========================  ===================================================================
+cause                     the evidence that proves it
+========================  ===================================================================
+``revoked``               the refresh answered ``invalid_grant`` on the refresh token we hold
+                          (a changed token is a race, never a revocation)
+``maintenance``           ``INSERT_UPDATE_DELETE_NOT_ALLOWED_DURING_MAINTENANCE``, or the org's
+                          writes are paused / many of its connections failed at once
+``wrong_instance``        ``URL_NOT_RESET``, or the refresh answered another ``instance_url``
+``api_client_control``    a fresh token works for identity, data calls answer "This session is
+                          not valid for use with the REST API" even from its own address
+``ip_locked``             the refused token is still alive (introspection ``active``, or it
+                          works from the address that obtained it), and it was used from
+                          another address
+``expired``               the refused token is dead, a fresh one works from the same address on
+                          the same host
+========================  ===================================================================
+
+False positives are the enemy: a cause is asserted only with the evidence that proves it;
+otherwise the verdict is ``unknown`` with what was seen. ``confidence`` is ``high`` when the
+proof is direct, ``medium`` when it is the likeliest reading of strong hints (the status is
+then left alone), ``low`` for ``unknown``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+from urllib.parse import urlsplit
+
+from tokenkeep.providers.salesforce_answers import MAINTENANCE_CODE
+from tokenkeep.vocabulary import Cause, Reason, Status
+
+__all__ = [
+    "Confidence",
+    "Diagnosis",
+    "Evidence",
+    "Fact",
+    "RefreshResult",
+    "classify",
+    "host_of",
+    "message_unusable",
+    "plausible_expiry",
+]
+
+_NOT_FOR_REST = "not valid for use with the rest api"
+#: A burst of session errors on an org's OTHER connections within the last minute this
+#: large means an org-wide event (maintenance, a mass revocation), not one token's age.
+ORG_BURST = 3
+
+
+class Confidence(StrEnum):
+    """How sure a diagnosis is."""
+
+    HIGH = "high"
+    MEDIUM = "medium"
+    LOW = "low"
+
+
+class RefreshResult(StrEnum):
+    """What the refresh gave (when one was tried)."""
+
+    OK = "ok"  # a new token
+    REVOKED = "revoked"  # invalid_grant on the token we hold
+    ACTION_REQUIRED = "action_required"  # the app or the org refused (an admin must act)
+    TRANSIENT = "transient"  # 5xx, timeout, network: retried with backoff
+
+
+@dataclass(frozen=True, slots=True)
+class Fact:
+    """One piece of evidence, in words: ``says`` is what an admin reads."""
+
+    name: str
+    value: Any
+    says: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "value": self.value, "says": self.says}
+
+
+@dataclass(frozen=True, slots=True)
+class Evidence:
+    """Everything the probes or the proxy saw. None means "not known / not probed"."""
+
+    # The failed answer.
+    status: int | None = None
+    error_code: str | None = None
+    message: str | None = None
+    host: str | None = None  # scheme://host[:port] the call went to
+    instance_url: str | None = None  # the connection's instance_url when it was sent
+    # The refresh after the failure (None: none was tried).
+    refresh: RefreshResult | None = None
+    refresh_reason: str | None = None  # the stored status_reason when it failed
+    refreshed_instance_url: str | None = None
+    # With a fresh token, from this gateway's address.
+    replay_ok: bool | None = None  # the call (or a data probe) worked
+    replay_unusable: bool | None = None  # ... answered "not valid for use with the REST API"
+    replay_wrong_host: bool | None = None  # ... answered URL_NOT_RESET again
+    identity_ok: bool | None = None  # userinfo/identity answered
+    # The refused token itself.
+    issued_to_address: str | None = None  # the address that obtained it
+    used_from_address: str | None = None  # the address it was refused from
+    refused_token_active: bool | None = None  # introspection of the refused token
+    works_from_origin: bool | None = None  # sent again from the address that obtained it
+    token_age_seconds: float | None = None
+    expected_lifetime_seconds: float | None = None
+    # The org.
+    org_writes_paused: bool = False
+    org_recent_session_errors: int = 0  # on its OTHER connections, last minute
+
+
+@dataclass(frozen=True, slots=True)
+class Diagnosis:
+    """The verdict. ``status`` is the connection status to set (None: leave it)."""
+
+    cause: Cause | None  # None: nothing is wrong
+    confidence: Confidence
+    evidence: tuple[Fact, ...]
+    fix: str
+    status: Status | None = None
+    reason: Reason | None = None
+    recovered: bool = False  # the call (or the probe) works now
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The JSON of ``/diagnose`` and ``/report`` (less the connection fields)."""
+        return {
+            "cause": self.cause.value if self.cause is not None else None,
+            "confidence": self.confidence.value,
+            "evidence": [f.as_dict() for f in self.evidence],
+            "fix": self.fix,
+            "recovered": self.recovered,
+        }
+
+
+FIXES: dict[Cause, str] = {
+    Cause.EXPIRED: (
+        "Nothing to do: the session had expired; tokenkeep refreshed it and retried once."
+    ),
+    Cause.WRONG_INSTANCE: (
+        "The org answers on another host than the connection's instance_url (My Domain "
+        "change or instance move). tokenkeep refreshes once to learn the right host; if "
+        "Salesforce still points at the wrong one, reconnect the user (a connect link) so the "
+        "login returns the org's current instance URL."
+    ),
+    Cause.IP_LOCKED: (
+        'In Salesforce Setup > Session Settings, turn off "Lock sessions to the IP address '
+        'from which they originated", or send all traffic for this org from one egress '
+        "address (TOKENKEEP_EGRESS_ADDRESS, and direct-mode clients through the proxy)."
+    ),
+    Cause.API_CLIENT_CONTROL: (
+        "API Access Control is on and this connected app is not allowed: in Setup > Connected "
+        "Apps OAuth Usage, install the app org-wide, or in Manage Connected Apps set 'Admin "
+        "approved users are pre-authorized' and assign the users' profiles or permission sets."
+    ),
+    Cause.REVOKED: (
+        "The user's grant is gone (password change, deactivation, app revoked, or the "
+        "5-token cap): send the user a connect link (POST /connect/sessions) to reconnect."
+    ),
+    Cause.MAINTENANCE: (
+        "Salesforce is in maintenance (read-only) for this org: reads flow, writes are paused "
+        "and resume by themselves when it ends. Nothing to do."
+    ),
+    Cause.UNKNOWN: (
+        "tokenkeep could not prove a cause from what it saw (below). Try POST "
+        "/connections/{id}/diagnose again; if it persists, check the org's session settings."
+    ),
+}
+
+_REVOKED_DETAIL = {
+    "inactive_user": "the user was deactivated",
+    "inactive_org": "the org is locked or inactive",
+    "authentication_failure": "the user's credentials changed",
+    "token_cap_evicted": "a newer grant of the same user and app evicted it (the 5-token cap)",
+    "rotation_lost": "a rotated refresh token was lost by a crash",
+    "expired_or_revoked": (
+        "revoked or expired: a password change, the app revoked, or the refresh-token policy"
+    ),
+}
+
+
+def host_of(url: str | None) -> str | None:
+    """``scheme://host[:port]`` of ``url`` (lower case), or None."""
+    if not url:
+        return None
+    parts = urlsplit(url)
+    if not parts.netloc:
+        return None
+    return f"{parts.scheme}://{parts.netloc}".lower()
+
+
+def plausible_expiry(age: float, ladder: Sequence[int]) -> int | None:
+    """The admin-selectable timeout an inactivity expiry at ``age`` seconds fits, if any.
+
+    Salesforce timeouts are inactivity based and "last active" moves only after half the
+    timeout has passed, so a session with timeout ``T`` dies between ``T`` and ``1.5 T``
+    after its last recorded activity. An age below the smallest timeout (15 minutes) is no
+    expiry at all: someone ended the session.
+    """
+    fitting = [step for step in sorted(ladder) if step <= age <= step * 1.5]
+    return fitting[-1] if fitting else None
+
+
+def classify(e: Evidence) -> Diagnosis:
+    """The verdict for one body of evidence (see the module docstring for the rules)."""
+    facts = _facts(e)
+    if e.refresh is RefreshResult.REVOKED:
+        reason = _reason(e.refresh_reason, Cause.REVOKED)
+        why = _REVOKED_DETAIL.get(reason.detail or "", "revoked")
+        return Diagnosis(
+            Cause.REVOKED,
+            Confidence.HIGH,
+            facts + (Fact("revocation", reason.detail, f"Salesforce refused the refresh: {why}."),),
+            FIXES[Cause.REVOKED],
+            Status.NEEDS_REAUTH,
+            reason,
+        )
+    if e.refresh is RefreshResult.ACTION_REQUIRED:
+        reason = _reason(e.refresh_reason, Cause.UNKNOWN)
+        cause = reason.cause or Cause.UNKNOWN
+        return Diagnosis(
+            cause,
+            Confidence.HIGH,
+            facts,
+            FIXES.get(cause, FIXES[Cause.UNKNOWN]),
+            Status.ACTION_REQUIRED,
+            reason,
+        )
+    maintenance = _maintenance(e)
+    if maintenance is not None:
+        return Diagnosis(
+            Cause.MAINTENANCE,
+            Confidence.HIGH if e.error_code == MAINTENANCE_CODE else Confidence.MEDIUM,
+            facts + (maintenance,),
+            FIXES[Cause.MAINTENANCE],
+            None,
+            Reason(Cause.MAINTENANCE),
+            recovered=bool(e.replay_ok),
+        )
+    if e.refresh is RefreshResult.TRANSIENT:
+        return _unknown(
+            facts
+            + (
+                Fact(
+                    "refresh",
+                    "transient",
+                    "Salesforce's token endpoint did not answer the refresh (an outage, not a "
+                    "revocation); tokenkeep retries with backoff.",
+                ),
+            )
+        )
+    wrong = _wrong_instance(e, facts)
+    if wrong is not None:
+        return wrong
+    if e.replay_unusable or (e.refresh is None and message_unusable(e.message)):
+        return _api_client_control(e, facts)
+    locked = _ip_locked(e, facts)
+    if locked is not None:
+        return locked
+    if e.replay_ok and e.refresh is RefreshResult.OK:
+        return _expired(e, facts)
+    if e.replay_ok and e.refresh is None and e.status is None:
+        return Diagnosis(
+            None,
+            Confidence.HIGH,
+            facts + (Fact("data_call", "ok", "A data call with the current token works."),),
+            "Nothing to do: the connection works.",
+            recovered=True,
+        )
+    return _unknown(facts)
+
+
+def _reason(text: str | None, default: Cause) -> Reason:
+    return Reason.parse(text) or Reason(default)
+
+
+def _maintenance(e: Evidence) -> Fact | None:
+    if e.error_code == MAINTENANCE_CODE:
+        return Fact(
+            "error_code",
+            MAINTENANCE_CODE,
+            "Salesforce refused a write because the org is in maintenance (read-only).",
+        )
+    if e.org_writes_paused:
+        return Fact(
+            "org_writes_paused",
+            True,
+            "The org is in maintenance: its writes are paused; sessions may flip meanwhile.",
+        )
+    if e.org_recent_session_errors >= ORG_BURST:
+        return Fact(
+            "org_session_errors",
+            e.org_recent_session_errors,
+            f"{e.org_recent_session_errors} other connections of this org had their session "
+            "refused within a minute: an org-wide event (maintenance), not this token's age.",
+        )
+    return None
+
+
+def _wrong_instance(e: Evidence, facts: tuple[Fact, ...]) -> Diagnosis | None:
+    called, stored, new = (
+        host_of(e.host),
+        host_of(e.instance_url),
+        host_of(e.refreshed_instance_url),
+    )
+    moved = new is not None and stored is not None and new != stored
+    off_host = called is not None and stored is not None and called != stored
+    if e.error_code != "URL_NOT_RESET" and not moved and not off_host:
+        return None
+    hosts = Fact(
+        "hosts",
+        {"called": called, "instance_url": stored, "refreshed_instance_url": new},
+        f"The call went to {called or stored}; Salesforce's token answer names "
+        f"{new or 'the same host'} as the org's instance.",
+    )
+    # Still refused as the wrong host after the refresh named the org's instance: only a
+    # reconnect (or an admin) fixes it.
+    named_same = e.refresh is RefreshResult.OK and not moved and not e.replay_ok
+    if e.replay_wrong_host or (e.error_code == "URL_NOT_RESET" and named_same):
+        return Diagnosis(
+            Cause.WRONG_INSTANCE,
+            Confidence.HIGH,
+            facts + (hosts,),
+            FIXES[Cause.WRONG_INSTANCE],
+            Status.ACTION_REQUIRED,
+            Reason(Cause.WRONG_INSTANCE, "url_not_reset"),
+        )
+    if e.replay_ok and (moved or e.error_code == "URL_NOT_RESET"):
+        return Diagnosis(
+            Cause.WRONG_INSTANCE,
+            Confidence.HIGH,
+            facts + (hosts,),
+            "Nothing to do: the refresh returned the org's current instance URL and tokenkeep "
+            "now uses it.",
+            None,
+            Reason(Cause.WRONG_INSTANCE, "instance_moved"),
+            recovered=True,
+        )
+    if e.error_code == "URL_NOT_RESET":
+        return Diagnosis(
+            Cause.WRONG_INSTANCE,
+            Confidence.MEDIUM,
+            facts + (hosts,),
+            FIXES[Cause.WRONG_INSTANCE],
+            None,
+            Reason(Cause.WRONG_INSTANCE),
+        )
+    return None
+
+
+def _api_client_control(e: Evidence, facts: tuple[Fact, ...]) -> Diagnosis:
+    same_address = (
+        e.issued_to_address is None
+        or e.used_from_address is None
+        or e.issued_to_address == e.used_from_address
+    )
+    fact = Fact(
+        "api_access",
+        "not valid for use with the REST API",
+        "OAuth and refresh work"
+        + (", identity answers" if e.identity_ok else "")
+        + ", but data calls fail even from the address that obtained the token: "
+        '"This session is not valid for use with the REST API".',
+    )
+    if e.identity_ok and same_address and e.refresh is RefreshResult.OK:
+        return Diagnosis(
+            Cause.API_CLIENT_CONTROL,
+            Confidence.HIGH,
+            facts + (fact,),
+            FIXES[Cause.API_CLIENT_CONTROL],
+            Status.ACTION_REQUIRED,
+            Reason(Cause.API_CLIENT_CONTROL, "not_allowed"),
+        )
+    return Diagnosis(
+        Cause.API_CLIENT_CONTROL,
+        Confidence.MEDIUM,
+        facts + (fact,),
+        FIXES[Cause.API_CLIENT_CONTROL],
+        None,
+        Reason(Cause.API_CLIENT_CONTROL),
+    )
+
+
+def _ip_locked(e: Evidence, facts: tuple[Fact, ...]) -> Diagnosis | None:
+    if (
+        e.issued_to_address is None
+        or e.used_from_address is None
+        or e.issued_to_address == e.used_from_address
+    ):
+        return None
+    alive = e.works_from_origin is True or e.refused_token_active is True
+    if not alive:
+        return None  # a dead token refused anywhere proves nothing about a lock
+    how = (
+        "works from the address that obtained it"
+        if e.works_from_origin
+        else "is still active (introspection)"
+    )
+    fact = Fact(
+        "addresses",
+        {"obtained_from": e.issued_to_address, "used_from": e.used_from_address},
+        f"The token was obtained from {e.issued_to_address} and refused from "
+        f"{e.used_from_address}, yet it {how}: the org locks sessions to their IP address.",
+    )
+    return Diagnosis(
+        Cause.IP_LOCKED,
+        Confidence.HIGH,
+        facts + (fact,),
+        FIXES[Cause.IP_LOCKED],
+        Status.ACTION_REQUIRED,
+        Reason(Cause.IP_LOCKED, "session_ip_locked"),
+        recovered=bool(e.replay_ok),
+    )
+
+
+def _expired(e: Evidence, facts: tuple[Fact, ...]) -> Diagnosis:
+    age, expected = e.token_age_seconds, e.expected_lifetime_seconds
+    early = age is not None and expected is not None and age < expected * 0.9
+    if e.refused_token_active is True:
+        # Dead from here, alive at Salesforce, same address: not an expiry we can name.
+        return _unknown(
+            facts
+            + (
+                Fact(
+                    "refused_token_active",
+                    True,
+                    "The refused token is still active at Salesforce, yet a fresh one works.",
+                ),
+            )
+        )
+    says = "A fresh token from the same address works: the old session had ended."
+    if early and age is not None:
+        says = (
+            f"The session ended after {round(age)} s, before its expected lifetime "
+            f"({round(expected or 0)} s): it expired early or an admin removed it; a fresh "
+            "token works."
+        )
+    return Diagnosis(
+        Cause.EXPIRED,
+        Confidence.MEDIUM if early else Confidence.HIGH,
+        facts + (Fact("replay", "ok", says),),
+        FIXES[Cause.EXPIRED],
+        None,
+        Reason(Cause.EXPIRED),
+        recovered=True,
+    )
+
+
+def _unknown(facts: tuple[Fact, ...]) -> Diagnosis:
+    return Diagnosis(Cause.UNKNOWN, Confidence.LOW, facts, FIXES[Cause.UNKNOWN])
+
+
+def _facts(e: Evidence) -> tuple[Fact, ...]:
+    """The plain observations every verdict carries (what was seen, before reasoning)."""
+    out: list[Fact] = []
+    if e.status is not None:
+        code = f" {e.error_code}" if e.error_code else ""
+        text = f' "{e.message}"' if e.message else ""
+        out.append(Fact("answer", e.status, f"Salesforce answered {e.status}{code}{text}."))
+    if e.refresh is not None:
+        out.append(Fact("refresh", e.refresh.value, f"The refresh after it: {e.refresh.value}."))
+    if e.token_age_seconds is not None:
+        out.append(
+            Fact(
+                "token_age_seconds",
+                round(e.token_age_seconds),
+                f"The refused token was {round(e.token_age_seconds)} s old"
+                + (
+                    f" (expected lifetime {round(e.expected_lifetime_seconds)} s)."
+                    if e.expected_lifetime_seconds
+                    else "."
+                ),
+            )
+        )
+    if e.refused_token_active is not None:
+        out.append(
+            Fact(
+                "introspection_active",
+                e.refused_token_active,
+                "Introspection says the refused token is "
+                + ("still active." if e.refused_token_active else "no longer active."),
+            )
+        )
+    if e.identity_ok is not None:
+        out.append(
+            Fact(
+                "identity",
+                e.identity_ok,
+                "A fresh token " + ("works" if e.identity_ok else "fails") + " for identity.",
+            )
+        )
+    return tuple(out)
+
+
+def message_unusable(message: str | None) -> bool:
+    """The "not valid for use with the REST API" variant of INVALID_SESSION_ID."""
+    return bool(message) and _NOT_FOR_REST in (message or "").lower()
