@@ -11,6 +11,7 @@ from tokenkeep.lifecycle.expiry import (
     estimate_expiry,
     estimate_lifetime,
     learn_from_early_death,
+    regrown_estimate,
     next_refresh_at,
     plan_expiry,
     timeout_ladder,
@@ -104,14 +105,39 @@ def test_without_jitter_everything_lands_on_one_second() -> None:
         pytest.param(7200.0, 7200.0, 7200.0, id="on-time-death-teaches-nothing"),
         pytest.param(1900.0, 7200.0, 1800.0, id="snaps-down-to-30-min-setting"),
         pytest.param(3599.0, 7200.0, 1800.0, id="just-below-1h-snaps-to-30-min"),
+        pytest.param(3700.0, 7200.0, 3600.0, id="just-past-1h-snaps-to-1h"),
         pytest.param(900.0, 7200.0, 900.0, id="exactly-15-min"),
-        pytest.param(600.0, 7200.0, 600.0, id="below-ladder-uses-observation"),
-        pytest.param(10.0, 7200.0, 60.0, id="floor-for-killed-sessions"),
-        pytest.param(10.0, 30.0, 30.0, id="floor-never-lengthens-estimate"),
+        pytest.param(600.0, 7200.0, 7200.0, id="below-the-ladder-teaches-nothing"),
+        pytest.param(10.0, 7200.0, 7200.0, id="a-killed-session-teaches-nothing"),
+        pytest.param(60.0, 7200.0, 7200.0, id="never-the-old-60-s-floor"),
+        pytest.param(1000.0, 900.0, 900.0, id="never-lengthens-the-estimate"),
     ],
 )
 def test_learn_from_early_death(observed: float, current: float, expected: float) -> None:
     assert learn_from_early_death(observed, current) == expected
+
+
+@pytest.mark.parametrize(
+    ("learned", "age_days", "expected"),
+    [
+        pytest.param(1800.0, 0.5, 1800.0, id="fresh-stays"),
+        pytest.param(1800.0, 1.0, 3600.0, id="one-step-a-day"),
+        pytest.param(1800.0, 2.5, 7200.0, id="two-steps"),
+        pytest.param(900.0, 30.0, None, id="back-to-nothing-learned"),
+    ],
+)
+def test_a_learned_estimate_grows_back(
+    learned: float, age_days: float, expected: float | None
+) -> None:
+    assert (
+        regrown_estimate(learned, age_days * 86400, configured=float("inf"), period=86400)
+        == expected
+    )
+
+
+def test_regrowth_stops_at_the_configured_timeout() -> None:
+    assert regrown_estimate(1800.0, 86400 * 5, configured=7200.0, period=86400) is None
+    assert regrown_estimate(1800.0, 86400, configured=7200.0, period=86400) == 3600.0
 
 
 def test_plan_expiry_is_the_shortest_lifetime_anchored_on_receipt() -> None:

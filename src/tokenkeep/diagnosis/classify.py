@@ -48,7 +48,6 @@ __all__ = [
     "classify",
     "host_of",
     "message_unusable",
-    "plausible_expiry",
 ]
 
 _NOT_FOR_REST = "not valid for use with the rest api"
@@ -195,18 +194,6 @@ def host_of(url: str | None) -> str | None:
     if not parts.netloc:
         return None
     return f"{parts.scheme}://{parts.netloc}".lower()
-
-
-def plausible_expiry(age: float, ladder: Sequence[int]) -> int | None:
-    """The admin-selectable timeout an inactivity expiry at ``age`` seconds fits, if any.
-
-    Salesforce timeouts are inactivity based and "last active" moves only after half the
-    timeout has passed, so a session with timeout ``T`` dies between ``T`` and ``1.5 T``
-    after its last recorded activity. An age below the smallest timeout (15 minutes) is no
-    expiry at all: someone ended the session.
-    """
-    fitting = [step for step in sorted(ladder) if step <= age <= step * 1.5]
-    return fitting[-1] if fitting else None
 
 
 def classify(e: Evidence) -> Diagnosis:

@@ -51,6 +51,8 @@ class ConnectionCache:
         self._tokens: dict[str, FreshToken] = {}
         self._checked: dict[str, float] = {}  # when each row was last seen unchanged
         self._rejected: dict[tuple[str, int], Rejection] = {}
+        # The newest version Salesforce refused, per connection: never handed out again.
+        self._refused: dict[str, int] = {}
         self._lock = threading.Lock()
 
     def get(self, connection_id: str) -> FreshToken | None:
@@ -63,6 +65,8 @@ class ConnectionCache:
         the proxy's hot path."""
         token = self._tokens.get(connection_id)
         if token is None or not lives_for(token.expires_epoch, min_ttl, now):
+            return None
+        if self._refused and self._refused.get(connection_id) == token.version:
             return None
         checked = self._checked.get(connection_id)
         if checked is None or self._monotonic() - checked >= self.revalidate_seconds:
@@ -89,9 +93,19 @@ class ConnectionCache:
         with self._lock:
             self._tokens.pop(connection_id, None)
             self._checked.pop(connection_id, None)
+            self._refused.pop(connection_id, None)
+
+    def refused_version(self, connection_id: str) -> int | None:
+        """The newest row version whose token Salesforce refused (never served again: a
+        caller needs a newer one, and while the refresh backs off it answers 503)."""
+        return self._refused.get(connection_id)
 
     def remember_rejection(self, conn: Connection, at: float) -> None:
         """The token of ``conn.version`` was refused at ``at`` (kept until its outcome)."""
+        if self._refused.get(conn.id, 0) < conn.version:
+            if len(self._refused) >= _REJECTED_MAX:
+                self._refused.pop(next(iter(self._refused)))
+            self._refused[conn.id] = conn.version
         key = (conn.id, conn.version)
         if key in self._rejected:
             return

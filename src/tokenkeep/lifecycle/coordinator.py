@@ -140,14 +140,17 @@ class RefreshCoordinator:
         served = self.cache.servable(connection_id, min_ttl, self.clock.time())
         if served is not None:
             return served
+        refused = self.cache.refused_version(connection_id)
         cached = self.cache.get(connection_id)
         if (
             cached is not None
+            and cached.version != refused
             and cached.valid_for(min_ttl, self.clock.time())
             and await self._still_current(cached)
         ):
             return cached
-        return await self._single_flight(connection_id, Need(min_ttl=min_ttl))
+        # A token Salesforce refused is never handed out again, however long it "lives".
+        return await self._single_flight(connection_id, Need(min_ttl=min_ttl, newer_than=refused))
 
     async def _still_current(self, cached: FreshToken) -> bool:
         """A cheap look at the row (version, status) behind a cached token, at most every
@@ -188,11 +191,11 @@ class RefreshCoordinator:
         estimate is shortened by :meth:`confirm_recovered`, once the new token has worked.
         """
         conn = await self.store.connections.get(connection_id)
-        rejected_at = self.clock.time()
-        token = await self._single_flight(connection_id, Need(newer_than=rejected_version))
         if conn.version == rejected_version:
-            self.cache.remember_rejection(conn, rejected_at)
-        return token
+            # Before the flight: if the refresh fails, the refused token is still never
+            # served again (callers get the backoff's 503, not Salesforce's 401).
+            self.cache.remember_rejection(conn, self.clock.time())
+        return await self._single_flight(connection_id, Need(newer_than=rejected_version))
 
     async def confirm_recovered(self, connection_id: str, rejected_version: int) -> None:
         """The call replayed with a token newer than ``rejected_version`` was accepted.

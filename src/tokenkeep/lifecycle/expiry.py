@@ -7,8 +7,9 @@ Salesforce says nothing about expiry in the token answer. What we know, in order
    with our time);
 2. the integration's configured ``session_timeout_seconds`` (the provider catalog's
    ``default_session_timeout_seconds`` when it has none);
-3. what we learned when a session died earlier than predicted (snapped to the provider's
-   ``session_timeout_ladder``: the timeouts an org admin can choose).
+3. what we learned when a session EXPIRED earlier than predicted (snapped to the provider's
+   ``session_timeout_ladder``: the timeouts an org admin can choose; never below its
+   smallest step; growing back a step a day without new evidence).
 
 The org timeout is inactivity based, so use could extend a session; we never count on it:
 the estimate is the SHORTEST of what we know, anchored on our own clock at receipt.
@@ -33,7 +34,7 @@ from tokenkeep.store.records import Integration
 __all__ = [
     "DEFAULT_TIMEOUT_LADDER",
     "JITTER_FRACTION",
-    "MIN_LEARNED_LIFETIME",
+    "REGROW_SECONDS",
     "SAFE_FRACTION",
     "ExpiryPlan",
     "configured_timeout",
@@ -43,15 +44,17 @@ __all__ = [
     "learn_from_early_death",
     "next_refresh_at",
     "plan_expiry",
+    "plausible_expiry",
+    "regrown_estimate",
     "timeout_ladder",
 ]
 
 # The session timeouts a Salesforce admin can choose (Setup → Session Settings), in
 # seconds: used when the provider catalog names none.
 DEFAULT_TIMEOUT_LADDER: tuple[int, ...] = (900, 1800, 3600, 7200, 14400, 28800, 43200, 86400)
-# A session that died sooner than this was most likely killed by hand (or by a revocation),
-# not timed out: learning a shorter "timeout" from it would make us refresh in a loop.
-MIN_LEARNED_LIFETIME = 60.0
+#: A learned estimate grows back one ladder step per this many seconds without new
+#: evidence of an early expiry (see :func:`regrown_estimate`).
+REGROW_SECONDS = 86_400.0
 #: Refresh at this fraction of a token's lifetime...
 SAFE_FRACTION = 0.75
 #: ...minus a random jitter of up to this fraction of the lifetime, so 10,000 connections
@@ -160,25 +163,62 @@ def plan_expiry(
     )
 
 
+def plausible_expiry(age: float, ladder: Sequence[int] = DEFAULT_TIMEOUT_LADDER) -> int | None:
+    """The admin-selectable timeout a session that expired at ``age`` seconds after receipt
+    most likely had: the largest step not above ``age`` (the death is noticed at the next
+    call, so ``age`` only bounds the timeout from above). None below the smallest step
+    (15 minutes for Salesforce): no timeout is that short, someone ended the session.
+    """
+    fitting = [step for step in ladder if step <= age]
+    return max(fitting) if fitting else None
+
+
 def learn_from_early_death(
     observed_lifetime: float,
     current_estimate: float,
     *,
     ladder: Sequence[int] = DEFAULT_TIMEOUT_LADDER,
 ) -> float:
-    """A new lifetime estimate after a session died ``observed_lifetime`` seconds after
+    """A new lifetime estimate after a session EXPIRED ``observed_lifetime`` seconds after
     receipt, while we predicted ``current_estimate``.
 
-    A death later than predicted teaches nothing (the estimate stays). An earlier death means
-    the org's timeout is at most what we saw: snap down to the largest admin-selectable
-    timeout that fits (the likely setting), or, below the ladder, to what we saw (at least
-    ``MIN_LEARNED_LIFETIME``).
+    A death later than predicted teaches nothing. An earlier one snaps the estimate down to
+    the admin-selectable timeout it fits (:func:`plausible_expiry`), so it never goes below
+    the ladder's smallest step (15 minutes): a session killed a minute after receipt
+    teaches nothing. (The caller rules out maintenance, IP locks and moves first.)
     """
     if observed_lifetime >= current_estimate:
         return current_estimate
-    fitting = [float(step) for step in ladder if step <= observed_lifetime]
-    learned = max(fitting) if fitting else max(MIN_LEARNED_LIFETIME, observed_lifetime)
-    return min(learned, current_estimate)
+    step = plausible_expiry(observed_lifetime, ladder)
+    if step is None:
+        return current_estimate
+    return min(float(step), current_estimate)
+
+
+def regrown_estimate(
+    learned: float,
+    learned_age: float,
+    *,
+    configured: float,
+    ladder: Sequence[int] = DEFAULT_TIMEOUT_LADDER,
+    period: float = REGROW_SECONDS,
+) -> float | None:
+    """A learned estimate that grows back: one ladder step up per ``period`` seconds
+    without new evidence (``learned_age``: seconds since it was learned). None once it is
+    back at ``configured`` (nothing learned any more).
+
+    Why: an org admin may raise the timeout again, and one misread sample must not cost
+    a refresh per short period forever. A right estimate is re-learned by the next early
+    expiry (one recovered call per ``period``).
+    """
+    steps = int(max(0.0, learned_age) // period) if period > 0 else 0
+    value = learned
+    higher = sorted(float(s) for s in ladder if s > learned)
+    for step in higher[:steps]:
+        value = step
+    if steps > len(higher):
+        value = configured
+    return None if value >= configured else value
 
 
 def configured_timeout(integration: Integration) -> float:

@@ -26,6 +26,7 @@ from tokenkeep.lifecycle.expiry import (
     estimate_lifetime,
     learn_from_early_death,
     plan_expiry,
+    regrown_estimate,
 )
 from tokenkeep.oauth.client import TokenEndpointClient
 from tokenkeep.oauth.errors import OAuthError, UpstreamTransportError
@@ -83,8 +84,18 @@ class SessionTimeouts:
         return self._learned.put(org_id, await self.read_learned_timeout(org_id))
 
     async def read_learned_timeout(self, org_id: str) -> float | None:
-        """The org's learned session timeout, read now."""
-        return await self.store.orgs.learned_timeout(org_id)
+        """The org's learned session timeout, read now, grown back by the time since it
+        was learned (:func:`~tokenkeep.lifecycle.expiry.regrown_estimate`); None when
+        nothing (or nothing any more) is learned."""
+        learned = await self.store.orgs.learned_estimate(org_id)
+        if learned is None:
+            return None
+        return regrown_estimate(
+            learned.seconds,
+            self.clock.time() - learned.learned_at.timestamp(),
+            configured=float("inf"),
+            period=self.settings.learned_timeout_regrow_seconds,
+        )
 
     async def refine(
         self,
@@ -128,28 +139,38 @@ class SessionTimeouts:
         *,
         died_at: float | None = None,
         ladder: Sequence[int] = DEFAULT_TIMEOUT_LADDER,
-    ) -> None:
+    ) -> float | None:
         """A token that EXPIRED (``died_at``, our clock; now by default) before its predicted
-        expiry: the org's timeout is shorter than we think. Shorten the org's estimate
-        (never lengthen it), snapped to the provider's ``ladder``. Call it only on evidence
-        of expiry (a refresh that worked and a new token that was accepted), never on a
-        bare rejection."""
+        expiry: the org's timeout is shorter than we think. Shorten the org's estimate to
+        the ``ladder`` step the death fits; returns what was learned (None: nothing).
+
+        Call it only on evidence of expiry (the diagnosis checks: a fresh token worked from
+        the same address on the same host, the refused one is no longer active, no org-wide
+        burst, no maintenance), never on a bare rejection. A death whose age fits no
+        admin-selectable timeout (a killed session, 40 s after receipt) teaches nothing.
+        """
         if conn.expires_at is None or conn.issued_at is None:
-            return
+            return None
         now = self.clock.time() if died_at is None else died_at
         predicted = conn.expires_at.timestamp() - conn.issued_at.timestamp()
         observed = now - conn.issued_at.timestamp()
         if observed >= predicted or observed <= 0:
-            return
+            return None
         current = await self.read_learned_timeout(conn.org_id) or predicted
         learned = learn_from_early_death(observed, current, ladder=ladder)
         if learned >= current:
-            return
-        await self.store.orgs.shorten_learned_timeout(conn.org_id, learned)
+            _log.info(
+                "session ended early but fits no session timeout; nothing learned",
+                org_id=conn.org_id,
+                observed_seconds=round(observed),
+            )
+            return None
+        await self.store.orgs.store_learned_timeout(conn.org_id, learned)
         self._learned.put(conn.org_id, learned)
         _log.info(
-            "session died earlier than predicted; org estimate shortened",
+            "session expired earlier than predicted; org estimate shortened",
             org_id=conn.org_id,
             observed_seconds=round(observed),
             estimate_seconds=round(learned),
         )
+        return learned

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import datetime
+
 from sqlalchemy import exc as sa_exc
 from sqlalchemy import select
 
@@ -10,11 +13,21 @@ from tokenkeep.store.database import Database
 from tokenkeep.store.models import OrgStateRow
 from tokenkeep.store.operations import OperationLog
 
-__all__ = ["OrgStateRepository"]
+__all__ = ["LearnedTimeout", "OrgStateRepository"]
+
+
+@dataclass(frozen=True, slots=True)
+class LearnedTimeout:
+    """An org's learned session timeout (seconds), when it was learned, from how many
+    samples."""
+
+    seconds: float
+    learned_at: datetime
+    samples: int
 
 
 class OrgStateRepository:
-    """Read and shorten an org's learned session timeout (``org_state``)."""
+    """An org's learned session timeout (``org_state``)."""
 
     def __init__(self, db: Database, clock: Clock, operations: OperationLog) -> None:
         self._db = db
@@ -22,18 +35,32 @@ class OrgStateRepository:
         self._operations = operations
 
     async def learned_timeout(self, org_id: str) -> float | None:
-        """The org's learned session timeout in seconds, if any."""
-        async with self._db.read() as session:
-            value = await session.scalar(
-                select(OrgStateRow.session_timeout_estimate_seconds).where(
-                    OrgStateRow.org_id == org_id
-                )
-            )
-        return float(value) if value else None
+        """The org's learned session timeout in seconds as stored (before regrowth)."""
+        learned = await self.learned_estimate(org_id)
+        return learned.seconds if learned is not None else None
 
-    async def shorten_learned_timeout(self, org_id: str, seconds: float) -> None:
-        """Store ``seconds`` as the org's learned timeout unless a shorter one is stored,
-        with an ``expiry_learned`` operation-log entry in the same transaction."""
+    async def learned_estimate(self, org_id: str) -> LearnedTimeout | None:
+        """The org's learned session timeout, when it was learned and from how many
+        samples; None when nothing was learned."""
+        async with self._db.read() as session:
+            row = (
+                await session.execute(
+                    select(
+                        OrgStateRow.session_timeout_estimate_seconds,
+                        OrgStateRow.session_timeout_learned_at,
+                        OrgStateRow.session_timeout_samples,
+                        OrgStateRow.updated_at,
+                    ).where(OrgStateRow.org_id == org_id)
+                )
+            ).first()
+        if row is None or not row[0]:
+            return None
+        return LearnedTimeout(float(row[0]), row[1] or row[3], int(row[2] or 0))
+
+    async def store_learned_timeout(self, org_id: str, seconds: float) -> None:
+        """Store ``seconds`` as the org's learned timeout, learned now (one more sample),
+        with an ``expiry_learned`` operation-log entry in the same transaction. The caller
+        (the lifecycle) has checked it is shorter than the current estimate."""
         now = self._clock.now()
         try:
             async with self._db.write() as session:
@@ -43,14 +70,16 @@ class OrgStateRepository:
                         OrgStateRow(
                             org_id=org_id,
                             session_timeout_estimate_seconds=int(seconds),
+                            session_timeout_learned_at=now,
+                            session_timeout_samples=1,
                             updated_at=now,
                         )
                     )
                 else:
-                    current = row.session_timeout_estimate_seconds
-                    if current is None or seconds < current:
-                        row.session_timeout_estimate_seconds = int(seconds)
-                        row.updated_at = now
+                    row.session_timeout_estimate_seconds = int(seconds)
+                    row.session_timeout_learned_at = now
+                    row.session_timeout_samples = (row.session_timeout_samples or 0) + 1
+                    row.updated_at = now
                 await self._operations.log(
                     "expiry_learned",
                     outcome="ok",
