@@ -154,6 +154,7 @@ class OrgWritePausedError(TokenkeepError):
 
     code = "org_write_paused"
     status_code = 503
+    cause = Cause.MAINTENANCE
 
     def __init__(
         self,

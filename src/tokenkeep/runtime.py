@@ -25,6 +25,7 @@ from tokenkeep.store.database import Database
 if TYPE_CHECKING:
     import aiohttp
 
+    from tokenkeep.diagnosis.service import Diagnoser, OrgSignals
     from tokenkeep.lifecycle.coordinator import RefreshCoordinator
     from tokenkeep.lifecycle.scheduler import RefreshScheduler
     from tokenkeep.oauth.client import TokenEndpointClient
@@ -62,6 +63,9 @@ class Gateway:
         self._http: aiohttp.ClientSession | None = None
         self._oauth: TokenEndpointClient | None = None
         self._coordinator: RefreshCoordinator | None = None
+        self._diagnoser: Diagnoser | None = None
+        # Org health's view for the diagnosis (write pause, error bursts), when wired.
+        self.org_signals: OrgSignals | None = None
         # The proactive refresh scheduler (None unless TOKENKEEP_SCHEDULER_ENABLED).
         self.scheduler: RefreshScheduler | None = None
         self._lifecycle_services: list[Service] = []
@@ -107,6 +111,13 @@ class Gateway:
             raise GatewayNotStartedError("the gateway is not started")
         return self._coordinator
 
+    @property
+    def diagnoser(self) -> Diagnoser:
+        """The diagnosis service: the proxy's token source, ``/diagnose`` and ``/report``."""
+        if self._diagnoser is None:
+            raise GatewayNotStartedError("the gateway is not started")
+        return self._diagnoser
+
     def add_service(self, service: Service) -> None:
         """Register a background service (started in order, stopped in reverse)."""
         self._services.append(service)
@@ -151,6 +162,8 @@ class Gateway:
     def _start_lifecycle(self, store: Store) -> None:
         # Imported here: the lifecycle pulls in aiohttp and the OAuth layer, which the
         # admin CLI commands (that also build a Gateway) never need.
+        from tokenkeep.diagnosis.probes import Probes
+        from tokenkeep.diagnosis.service import Diagnoser
         from tokenkeep.lifecycle.coordinator import RefreshCoordinator
         from tokenkeep.oauth.client import TokenEndpointClient, create_session
 
@@ -165,6 +178,14 @@ class Gateway:
         self._coordinator = RefreshCoordinator(
             store, self._oauth, settings=settings, clock=self.clock
         )
+        self._diagnoser = Diagnoser(
+            store,
+            self._coordinator,
+            Probes(self._oauth, settings, self.clock),
+            settings=settings,
+            clock=self.clock,
+            org_signals=self.org_signals,
+        )
         self._lifecycle_services = []
         if settings.scheduler_enabled:
             from tokenkeep.lifecycle.scheduler import RefreshScheduler
@@ -178,6 +199,7 @@ class Gateway:
         http, self._http = self._http, None
         self._oauth = None
         self._coordinator = None
+        self._diagnoser = None
         self.scheduler = None
         self._lifecycle_services = []
         if http is not None:

@@ -274,7 +274,8 @@ def test_ip_lock_evidence_names_both_addresses() -> None:
         )
     )
     says = " ".join(f.says for f in verdict.evidence)
-    assert "127.0.0.1" in says and "127.0.0.3" in says
+    assert "127.0.0.1" in says
+    assert "127.0.0.3" in says
     assert "Lock sessions to the IP address" in verdict.fix
     assert str(verdict.reason).startswith("ip_locked")
 
@@ -335,4 +336,5 @@ def test_host_of() -> None:
         host_of("https://Acme.my.salesforce.com/services/data") == "https://acme.my.salesforce.com"
     )
     assert host_of("http://127.0.0.1:8501") == "http://127.0.0.1:8501"
-    assert host_of(None) is None and host_of("not a url") is None
+    assert host_of(None) is None
+    assert host_of("not a url") is None

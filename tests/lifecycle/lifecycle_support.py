@@ -15,6 +15,8 @@ from typing import Any
 
 from tokenkeep.clock import Clock, utc_from_timestamp
 from tokenkeep.config import Settings, load_settings
+from tokenkeep.diagnosis.probes import Probes
+from tokenkeep.diagnosis.service import Diagnoser
 from tokenkeep.emulator import Emulator
 from tokenkeep.emulator.state import User
 from tokenkeep.lifecycle.coordinator import RefreshCoordinator
@@ -123,6 +125,17 @@ class Rig:
     def refresh_grants(self) -> int:
         """How many refresh_token grants the emulator has seen."""
         return len(self.emu.admin.requests(grant_type="refresh_token"))
+
+    def diagnoser(self, coordinator: RefreshCoordinator | None = None) -> Diagnoser:
+        """The diagnosis service over ``coordinator`` (the rig's by default): what a real
+        gateway hands the proxy as its token source."""
+        return Diagnoser(
+            self.store,
+            coordinator or self.coordinator,
+            Probes(self.client, self.settings, self.clock),
+            settings=self.settings,
+            clock=self.clock,
+        )
 
     def new_coordinator(self, **kwargs: Any) -> RefreshCoordinator:
         """Another coordinator on the same store (a second worker in the same process)."""

@@ -236,7 +236,9 @@ async def test_an_early_session_death_shortens_the_org_estimate(rig: Rig) -> Non
     assert await _works(rig, fresh.instance_url, fresh.access_token.reveal())
     # Nothing is learned from the rejection alone: only once the new token has worked.
     assert await rig.coordinator.timeouts.read_learned_timeout(org.org_id) is None
-    await rig.coordinator.confirm_recovered("c1", token.version)
+    rejection = rig.coordinator.take_rejection("c1", token.version)
+    assert rejection is not None
+    assert await rig.coordinator.learn_expiry(rejection) == 3600
     async with rig.store.db.read() as session:
         state = await session.get(OrgStateRow, org.org_id)
     assert state is not None

@@ -11,9 +11,9 @@ from tokenkeep.lifecycle.expiry import (
     estimate_expiry,
     estimate_lifetime,
     learn_from_early_death,
-    regrown_estimate,
     next_refresh_at,
     plan_expiry,
+    regrown_estimate,
     timeout_ladder,
 )
 from tokenkeep.providers import get_provider

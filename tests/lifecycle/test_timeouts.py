@@ -55,7 +55,7 @@ async def _learned(rig: Rig, org_id: str) -> float | None:
 
 
 def _proxy(rig: Rig) -> ProxyApp:
-    return ProxyApp(rig.coordinator, _allow, rig.settings, rig.clock)
+    return ProxyApp(rig.diagnoser(), _allow, rig.settings, rig.clock)
 
 
 async def test_a_password_change_leaves_the_org_estimate_alone(rig: Rig) -> None:

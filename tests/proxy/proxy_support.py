@@ -23,6 +23,8 @@ from aiohttp import web
 
 from tokenkeep.clock import Clock, SystemClock
 from tokenkeep.config import Settings, load_settings
+from tokenkeep.diagnosis.classify import classify
+from tokenkeep.diagnosis.service import ProxiedFailure, Verdict, evidence_of
 from tokenkeep.emulator import Emulator
 from tokenkeep.errors import ActionRequiredError, NeedsReauthError, NotFoundError
 from tokenkeep.proxy.app import ProxyApp
@@ -195,11 +197,11 @@ class EmulatorTokens:
             conn.refresh_token = body.get("refresh_token", conn.refresh_token)
             return conn.token
 
-    async def confirm_recovered(self, connection_id: str, rejected_version: int) -> None:
-        return None
-
-    async def report_cause(self, connection_id: str, cause: str, evidence: dict[str, Any]) -> None:
-        self.causes.append((connection_id, cause, evidence))
+    async def settle(self, failure: ProxiedFailure) -> Verdict:
+        """The real classifier on what the proxy saw (no probes, nothing stored)."""
+        diagnosis = classify(evidence_of(failure))
+        self.causes.append((failure.connection_id, diagnosis.cause, diagnosis.as_dict()))
+        return Verdict(diagnosis.cause, diagnosis)
 
 
 async def allow_test_key(key: str) -> bool:

@@ -53,11 +53,21 @@ def test_not_valid_for_rest_api_is_not_recoverable_by_refresh() -> None:
     assert decide(answer, replayable=True, replayed=False) is Action.PASS
 
 
-@pytest.mark.parametrize("kind", [k for k in AnswerKind if k is not AnswerKind.SESSION_INVALID])
-def test_only_a_dead_session_is_refreshed(kind: AnswerKind) -> None:
+REFRESHABLE = (AnswerKind.SESSION_INVALID, AnswerKind.WRONG_INSTANCE)
+
+
+@pytest.mark.parametrize("kind", [k for k in AnswerKind if k not in REFRESHABLE])
+def test_only_a_dead_session_or_the_wrong_host_is_refreshed(kind: AnswerKind) -> None:
     answer = ApiAnswer(kind, 400)
     assert decide(answer, replayable=True, replayed=False) is Action.PASS
     assert decide(answer, replayable=False, replayed=False) is Action.PASS
+
+
+def test_url_not_reset_is_refreshed_once_the_token_answer_names_the_host() -> None:
+    answer = read_api_answer(400, b'[{"errorCode":"URL_NOT_RESET","message":"Destination"}]')
+    assert answer.kind is AnswerKind.WRONG_INSTANCE
+    assert decide(answer, replayable=True, replayed=False) is Action.REFRESH_AND_REPLAY
+    assert decide(answer, replayable=True, replayed=True) is Action.PASS
 
 
 def test_the_proxy_peeks_at_what_the_reader_reads() -> None:

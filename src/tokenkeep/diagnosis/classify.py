@@ -30,7 +30,6 @@ then left alone), ``low`` for ``unknown``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -103,6 +102,7 @@ class Evidence:
     replay_ok: bool | None = None  # the call (or a data probe) worked
     replay_unusable: bool | None = None  # ... answered "not valid for use with the REST API"
     replay_wrong_host: bool | None = None  # ... answered URL_NOT_RESET again
+    replay_error_code: str | None = None  # ... its errorCode, if it failed otherwise
     identity_ok: bool | None = None  # userinfo/identity answered
     # The refused token itself.
     issued_to_address: str | None = None  # the address that obtained it
@@ -205,7 +205,7 @@ def classify(e: Evidence) -> Diagnosis:
         return Diagnosis(
             Cause.REVOKED,
             Confidence.HIGH,
-            facts + (Fact("revocation", reason.detail, f"Salesforce refused the refresh: {why}."),),
+            (*facts, Fact("revocation", reason.detail, f"Salesforce refused the refresh: {why}.")),
             FIXES[Cause.REVOKED],
             Status.NEEDS_REAUTH,
             reason,
@@ -225,8 +225,10 @@ def classify(e: Evidence) -> Diagnosis:
     if maintenance is not None:
         return Diagnosis(
             Cause.MAINTENANCE,
-            Confidence.HIGH if e.error_code == MAINTENANCE_CODE else Confidence.MEDIUM,
-            facts + (maintenance,),
+            Confidence.HIGH
+            if MAINTENANCE_CODE in (e.error_code, e.replay_error_code)
+            else Confidence.MEDIUM,
+            (*facts, maintenance),
             FIXES[Cause.MAINTENANCE],
             None,
             Reason(Cause.MAINTENANCE),
@@ -234,8 +236,8 @@ def classify(e: Evidence) -> Diagnosis:
         )
     if e.refresh is RefreshResult.TRANSIENT:
         return _unknown(
-            facts
-            + (
+            (
+                *facts,
                 Fact(
                     "refresh",
                     "transient",
@@ -254,11 +256,29 @@ def classify(e: Evidence) -> Diagnosis:
         return locked
     if e.replay_ok and e.refresh is RefreshResult.OK:
         return _expired(e, facts)
+    if e.refresh is RefreshResult.OK and e.replay_ok is None and e.status == 401:
+        # Refreshed, not replayed (a streamed body): the likeliest reading, not a proof.
+        return Diagnosis(
+            Cause.EXPIRED,
+            Confidence.MEDIUM,
+            (
+                *facts,
+                Fact(
+                    "replay",
+                    None,
+                    "The token was refreshed for the next call; this call's body was streamed "
+                    "and could not be replayed.",
+                ),
+            ),
+            FIXES[Cause.EXPIRED],
+            None,
+            Reason(Cause.EXPIRED),
+        )
     if e.replay_ok and e.refresh is None and e.status is None:
         return Diagnosis(
             None,
             Confidence.HIGH,
-            facts + (Fact("data_call", "ok", "A data call with the current token works."),),
+            (*facts, Fact("data_call", "ok", "A data call with the current token works.")),
             "Nothing to do: the connection works.",
             recovered=True,
         )
@@ -270,7 +290,7 @@ def _reason(text: str | None, default: Cause) -> Reason:
 
 
 def _maintenance(e: Evidence) -> Fact | None:
-    if e.error_code == MAINTENANCE_CODE:
+    if MAINTENANCE_CODE in (e.error_code, e.replay_error_code):
         return Fact(
             "error_code",
             MAINTENANCE_CODE,
@@ -315,7 +335,7 @@ def _wrong_instance(e: Evidence, facts: tuple[Fact, ...]) -> Diagnosis | None:
         return Diagnosis(
             Cause.WRONG_INSTANCE,
             Confidence.HIGH,
-            facts + (hosts,),
+            (*facts, hosts),
             FIXES[Cause.WRONG_INSTANCE],
             Status.ACTION_REQUIRED,
             Reason(Cause.WRONG_INSTANCE, "url_not_reset"),
@@ -324,7 +344,7 @@ def _wrong_instance(e: Evidence, facts: tuple[Fact, ...]) -> Diagnosis | None:
         return Diagnosis(
             Cause.WRONG_INSTANCE,
             Confidence.HIGH,
-            facts + (hosts,),
+            (*facts, hosts),
             "Nothing to do: the refresh returned the org's current instance URL and tokenkeep "
             "now uses it.",
             None,
@@ -335,7 +355,7 @@ def _wrong_instance(e: Evidence, facts: tuple[Fact, ...]) -> Diagnosis | None:
         return Diagnosis(
             Cause.WRONG_INSTANCE,
             Confidence.MEDIUM,
-            facts + (hosts,),
+            (*facts, hosts),
             FIXES[Cause.WRONG_INSTANCE],
             None,
             Reason(Cause.WRONG_INSTANCE),
@@ -357,11 +377,14 @@ def _api_client_control(e: Evidence, facts: tuple[Fact, ...]) -> Diagnosis:
         + ", but data calls fail even from the address that obtained the token: "
         '"This session is not valid for use with the REST API".',
     )
-    if e.identity_ok and same_address and e.refresh is RefreshResult.OK:
+    proven_here = (
+        e.issued_to_address is not None and e.issued_to_address == e.used_from_address
+    ) or e.refresh is RefreshResult.OK
+    if e.identity_ok and same_address and proven_here:
         return Diagnosis(
             Cause.API_CLIENT_CONTROL,
             Confidence.HIGH,
-            facts + (fact,),
+            (*facts, fact),
             FIXES[Cause.API_CLIENT_CONTROL],
             Status.ACTION_REQUIRED,
             Reason(Cause.API_CLIENT_CONTROL, "not_allowed"),
@@ -369,7 +392,7 @@ def _api_client_control(e: Evidence, facts: tuple[Fact, ...]) -> Diagnosis:
     return Diagnosis(
         Cause.API_CLIENT_CONTROL,
         Confidence.MEDIUM,
-        facts + (fact,),
+        (*facts, fact),
         FIXES[Cause.API_CLIENT_CONTROL],
         None,
         Reason(Cause.API_CLIENT_CONTROL),
@@ -400,7 +423,7 @@ def _ip_locked(e: Evidence, facts: tuple[Fact, ...]) -> Diagnosis | None:
     return Diagnosis(
         Cause.IP_LOCKED,
         Confidence.HIGH,
-        facts + (fact,),
+        (*facts, fact),
         FIXES[Cause.IP_LOCKED],
         Status.ACTION_REQUIRED,
         Reason(Cause.IP_LOCKED, "session_ip_locked"),
@@ -414,8 +437,8 @@ def _expired(e: Evidence, facts: tuple[Fact, ...]) -> Diagnosis:
     if e.refused_token_active is True:
         # Dead from here, alive at Salesforce, same address: not an expiry we can name.
         return _unknown(
-            facts
-            + (
+            (
+                *facts,
                 Fact(
                     "refused_token_active",
                     True,
@@ -433,7 +456,7 @@ def _expired(e: Evidence, facts: tuple[Fact, ...]) -> Diagnosis:
     return Diagnosis(
         Cause.EXPIRED,
         Confidence.MEDIUM if early else Confidence.HIGH,
-        facts + (Fact("replay", "ok", says),),
+        (*facts, Fact("replay", "ok", says)),
         FIXES[Cause.EXPIRED],
         None,
         Reason(Cause.EXPIRED),

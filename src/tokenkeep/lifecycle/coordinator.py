@@ -15,8 +15,8 @@ least ``min_ttl`` seconds, refreshing only when needed. The layers (DESIGN.md,
 
 What to do at each read is :func:`tokenkeep.lifecycle.policy.decide` (pure); the
 in-process state is :class:`~tokenkeep.lifecycle.cache.ConnectionCache`. This module is
-the flight and the lease loop, plus the proxy's ``TokenSource`` surface (``token_for``,
-``cached_token``, ``refresh_after_rejection``, ``confirm_recovered``, ``report_cause``).
+the flight and the lease loop, plus what the proxy and the diagnosis call (``token_for``,
+``cached_token``, ``refresh_after_rejection``, ``take_rejection``, ``learn_expiry``).
 """
 
 from __future__ import annotations
@@ -27,12 +27,11 @@ import os
 import random
 import secrets
 import socket
-from typing import Any
 
 from tokenkeep.clock import Clock, utc_from_timestamp
 from tokenkeep.config import Settings
 from tokenkeep.errors import NotFoundError, TransientUpstreamError
-from tokenkeep.lifecycle.cache import ConnectionCache, TtlCache
+from tokenkeep.lifecycle.cache import ConnectionCache, Rejection, TtlCache
 from tokenkeep.lifecycle.expiry import integration_ladder
 from tokenkeep.lifecycle.policy import (
     Need,
@@ -47,6 +46,7 @@ from tokenkeep.lifecycle.refresh import Refresher
 from tokenkeep.lifecycle.timeouts import SessionTimeouts
 from tokenkeep.lifecycle.tokens import FreshToken
 from tokenkeep.oauth.client import TokenEndpointClient
+from tokenkeep.oauth.models import OAuthApp, oauth_app_for
 from tokenkeep.observability.logging import get_logger
 from tokenkeep.store import Connection, Integration, Store
 from tokenkeep.vocabulary import AuthMode, Status
@@ -187,8 +187,8 @@ class RefreshCoordinator:
         (no refresh then), or a single-flight refresh.
 
         A rejection alone says nothing about WHY (expiry, password change, IP lock, API
-        Client Control): the rejected token is only remembered here, and the org's session
-        estimate is shortened by :meth:`confirm_recovered`, once the new token has worked.
+        Client Control): the rejected token is only remembered here (and never served
+        again); the diagnosis decides later, and only it calls :meth:`learn_expiry`.
         """
         conn = await self.store.connections.get(connection_id)
         if conn.version == rejected_version:
@@ -197,20 +197,21 @@ class RefreshCoordinator:
             self.cache.remember_rejection(conn, self.clock.time())
         return await self._single_flight(connection_id, Need(newer_than=rejected_version))
 
-    async def confirm_recovered(self, connection_id: str, rejected_version: int) -> None:
-        """The call replayed with a token newer than ``rejected_version`` was accepted.
+    def take_rejection(self, connection_id: str, version: int) -> Rejection | None:
+        """The row as it was when the token of ``version`` was refused (once per token)."""
+        return self.cache.take_rejection(connection_id, version)
 
-        Only now is the evidence "expired": the refresh worked AND the new token was
-        accepted, so the old one died of age. If it died before its predicted expiry, the
-        org's session timeout is shorter than we think: learn it (once per rejected token).
-        """
-        pending = self.cache.take_rejection(connection_id, rejected_version)
-        if pending is None:
-            return
-        integration = await self._integration(pending.connection.integration_key)
-        await self.timeouts.learn_if_early_death(
-            pending.connection, died_at=pending.at, ladder=integration_ladder(integration)
+    async def learn_expiry(self, rejection: Rejection) -> float | None:
+        """The refused token EXPIRED (the diagnosis proved it): if that was earlier than
+        predicted, shorten the org's session estimate (returns what was learned)."""
+        integration = await self._integration(rejection.connection.integration_key)
+        return await self.timeouts.learn_if_early_death(
+            rejection.connection, died_at=rejection.at, ladder=integration_ladder(integration)
         )
+
+    async def oauth_app(self, integration_key: str) -> OAuthApp:
+        """The token-endpoint view of an integration (cached for a few seconds)."""
+        return oauth_app_for(await self._integration(integration_key))
 
     async def token_for(self, connection_id: str) -> FreshToken:
         """The proxy's token: from the cache while it lives long enough, else fresh."""
@@ -226,10 +227,6 @@ class RefreshCoordinator:
         Synchronous on purpose: the proxy's hot path, no coroutine per call.
         """
         return self.cache.servable(connection_id, PROXY_MIN_TTL, self.clock.time())
-
-    async def report_cause(self, connection_id: str, cause: str, evidence: dict[str, Any]) -> None:
-        """Record why a proxied call failed for good (diagnosis builds on the log)."""
-        _log.info("proxied call failed", connection_id=connection_id, cause=cause, **evidence)
 
     def forget(self, connection_id: str) -> None:
         """Drop a connection from the cache (deleted, re-connected)."""
@@ -386,5 +383,6 @@ class RefreshCoordinator:
                 version=conn.version,
                 expires_at=conn.expires_at,
                 issued_to_address=conn.issued_to_address,
+                integration_key=conn.integration_key,
             )
         )

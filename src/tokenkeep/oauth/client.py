@@ -45,7 +45,7 @@ from tokenkeep.providers.errors import MalformedAnswerError, SignatureMismatchEr
 from tokenkeep.providers.salesforce_answers import retry_after_seconds
 from tokenkeep.secret import Secret
 
-__all__ = ["TokenEndpointClient", "create_session"]
+__all__ = ["ProbeAnswer", "TokenEndpointClient", "create_session", "local_address_of"]
 
 _log = get_logger("tokenkeep.oauth")
 
@@ -82,6 +82,15 @@ def create_session(
 
 
 @dataclass(frozen=True, slots=True)
+class ProbeAnswer:
+    """What a data-call probe saw: status, body head, the local address it left from."""
+
+    status: int
+    head: bytes
+    local_address: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class _Answer:
     status: int
     body: bytes
@@ -102,7 +111,7 @@ def _provider_answer() -> Iterator[None]:
         ) from None
 
 
-def _local_address(resp: aiohttp.ClientResponse) -> str | None:
+def local_address_of(resp: aiohttp.ClientResponse) -> str | None:
     """The local IP the request left from (recorded as a token's ``issued_to_address``)."""
     conn = resp.connection
     transport = conn.transport if conn is not None else None
@@ -256,6 +265,19 @@ class TokenEndpointClient:
         with _provider_answer():
             return salesforce.parse_identity(self._json_object(answer, "userinfo"))
 
+    async def probe(self, url: str, access_token: Secret) -> ProbeAnswer:
+        """One authenticated GET of ``url`` (a data call the diagnosis makes): its status,
+        the first bytes of its body and the local address it left from, whatever the status.
+        Raises UpstreamTransportError when the host cannot be reached."""
+        answer = await self._send(
+            "GET",
+            url,
+            endpoint="probe",
+            headers={"Authorization": f"Bearer {access_token.reveal()}"},
+            any_status=True,
+        )
+        return ProbeAnswer(answer.status, answer.body[:16_384], answer.local_address)
+
     async def revoke(self, app: OAuthApp, token: Secret) -> None:
         """Revoke a refresh token (and its access tokens) or one access token."""
         provider = self._provider(app)
@@ -352,8 +374,10 @@ class TokenEndpointClient:
         data: Mapping[str, str] | None = None,
         headers: Mapping[str, str] | None = None,
         grant: str | None = None,
+        any_status: bool = False,
     ) -> _Answer:
-        """One request; returns a 2xx answer or raises OAuthError / UpstreamTransportError."""
+        """One request; returns a 2xx answer (any answer with ``any_status``) or raises
+        OAuthError / UpstreamTransportError."""
         if not _may_carry_credentials(url):
             # Defence in depth (the API validates configured URLs): an ``id`` URL comes from a
             # provider answer, and a token must never cross the network in clear.
@@ -368,7 +392,7 @@ class TokenEndpointClient:
             kwargs["timeout"] = self._timeout
         try:
             async with self._session.request(method, url, allow_redirects=False, **kwargs) as resp:
-                local = _local_address(resp)
+                local = local_address_of(resp)
                 body = await resp.read()
                 answer = _Answer(resp.status, body, dict(resp.headers), local)
         except (TimeoutError, aiohttp.ServerTimeoutError):
@@ -400,7 +424,7 @@ class TokenEndpointClient:
             status=answer.status,
             duration_ms=round((self._clock.monotonic() - started) * 1000, 1),
         )
-        if 200 <= answer.status < 300:
+        if 200 <= answer.status < 300 or any_status:
             return answer
         if answer.status >= 500 or answer.status == 429:
             raise UpstreamTransportError(

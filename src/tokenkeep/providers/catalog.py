@@ -31,6 +31,8 @@ class Provider:
     default_session_timeout_seconds: int
     jwt_audiences: dict[str, str]
     session_timeout_ladder: tuple[int, ...]
+    #: A cheap authenticated data call (joined to the instance URL) the diagnosis probes with.
+    probe_path: str = "/"
 
     def is_login_host(self, url: str) -> bool:
         """True when ``url`` is one of the shared login hosts (not an org's My Domain)."""
@@ -71,6 +73,7 @@ def _provider(name: str, entry: dict[str, Any]) -> Provider:
             session_timeout_ladder=tuple(
                 sorted(int(s) for s in entry.get("session_timeout_ladder", ()))
             ),
+            probe_path=str(entry.get("probe_path", "/")),
         )
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise ConfigError(f"providers.yaml: entry {name!r} is invalid ({exc})") from None

@@ -25,7 +25,7 @@ import hashlib
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from random import getrandbits
 from typing import Any
 
@@ -35,22 +35,15 @@ import yarl
 from tokenkeep.clock import Clock
 from tokenkeep.config import Settings
 from tokenkeep.errors import OrgWritePausedError, TokenkeepError, UnauthorizedError
+from tokenkeep.oauth.client import local_address_of
 from tokenkeep.observability.logging import get_logger
 from tokenkeep.providers.salesforce_answers import AnswerKind, ApiAnswer, read_api_answer
 from tokenkeep.proxy.body import Body, ClientGoneError, read_body
 from tokenkeep.proxy.headers import response_headers, scan_request, with_credentials
-from tokenkeep.proxy.outcome import (
-    REFRESHED,
-    Refreshed,
-    error_retry_after,
-    relayed_retry_after,
-    replay_accepted,
-    replay_cause,
-    replay_evidence,
-)
+from tokenkeep.proxy.outcome import NEEDS_VERDICT, error_retry_after, relayed_retry_after
 from tokenkeep.proxy.paths import ProxyTarget, build_upstream_url, split_target
 from tokenkeep.proxy.retry import PEEK_BYTES, Action, decide, is_write, needs_body
-from tokenkeep.proxy.source import FreshToken, TokenSource
+from tokenkeep.proxy.source import FreshToken, ProxiedFailure, TokenSource
 from tokenkeep.proxy.upstream import (
     UpstreamTimeoutError,
     UpstreamUnreachableError,
@@ -58,6 +51,7 @@ from tokenkeep.proxy.upstream import (
     peek_body,
 )
 from tokenkeep.proxy.write_pause import Admission, EventCallback, Outcome, WritePause
+from tokenkeep.vocabulary import Cause
 
 __all__ = [
     "LimitInfo",
@@ -105,6 +99,7 @@ class _Call:
     org_id: str | None = None
     status: int | None = None
     retried: bool = False
+    recovered: bool = False  # the replay after a refresh succeeded
     cause: str | None = None
     started: bool = False  # response headers already sent to the client
 
@@ -234,6 +229,7 @@ class ProxyApp:
                     status=call.status,
                     duration_ms=round((self._clock.monotonic() - started) * 1000, 2),
                     retried=call.retried,
+                    recovered=call.recovered,
                     cause=call.cause,
                 )
 
@@ -329,57 +325,62 @@ class ProxyApp:
     async def _exchange(
         self, send: Send, call: _Call, request: _Request, token: FreshToken
     ) -> ApiAnswer:
-        """Send, maybe refresh and replay once, then relay the final response."""
+        """Send, maybe refresh and replay once, name the cause, relay the final response."""
         connection_id = request.target.connection_id
         response, head = await self._attempt(request, token)
         try:
             first = read_api_answer(response.status, head)
-            action = decide(first, replayable=request.body.replayable, replayed=False)
-            refreshed: Refreshed | None = None
-            replay: ApiAnswer | None = None
-            if action is not Action.PASS:
-                fresh, refreshed = await self._refresh(connection_id, token)
-                if fresh is not None and action is Action.REFRESH_AND_REPLAY:
-                    response.release()
-                    call.retried = True
-                    response, head = await self._attempt(request, fresh)
-                    replay = read_api_answer(response.status, head)
-                    if replay_accepted(replay):
-                        await self._confirm(connection_id, token.version)
-            cause = call.cause = replay_cause(first, refreshed, replay)
-            if cause is not None:
-                await self._report(connection_id, cause, replay_evidence(first, replay))
-            answer = first if replay is None else replay
+            cause: Cause | None = first.cause
+            if first.kind in NEEDS_VERDICT:
+                failure = ProxiedFailure(
+                    connection_id, first, token, local_address=local_address_of(response)
+                )
+                action = decide(first, replayable=request.body.replayable, replayed=False)
+                if action is not Action.PASS:
+                    fresh, error = await self._refresh(connection_id, token)
+                    failure = replace(failure, refreshed=True, refresh_error=error, fresh=fresh)
+                    if fresh is not None and action is Action.REFRESH_AND_REPLAY:
+                        response.release()
+                        call.retried = True
+                        response, head = await self._attempt(request, fresh)
+                        failure = replace(failure, replay=read_api_answer(response.status, head))
+                cause = await self._settle(failure)
+                if failure.refresh_error is not None and failure.refresh_error.cause is None:
+                    # The token endpoint is failing (5xx, timeout): our 503 + Retry-After,
+                    # not Salesforce's 401 for a token we know is refused.
+                    raise failure.refresh_error
+                if failure.replay is not None:
+                    first = failure.replay
+                    call.recovered = first.kind is AnswerKind.OK
+            call.cause = cause
             self._remember_limits(request.org_key, response)
-            await self._relay(send, call, response, head, cause, answer=answer)
-            return answer
+            await self._relay(send, call, response, head, cause, answer=first)
+            return first
         finally:
             response.release()
 
     async def _refresh(
         self, connection_id: str, token: FreshToken
-    ) -> tuple[FreshToken | None, Refreshed]:
+    ) -> tuple[FreshToken | None, TokenkeepError | None]:
         try:
-            fresh = await self._tokens.refresh_after_rejection(connection_id, token.version)
+            return await self._tokens.refresh_after_rejection(connection_id, token.version), None
         except TokenkeepError as exc:
             if exc.cause is None:  # not a known-broken connection: worth a warning
                 self._log.warning(
-                    "proxy.refresh_failed", connection_id=connection_id, code=exc.code
+                    "proxy.refresh_failed", connection_id=connection_id, error_code=exc.code
                 )
-            return None, Refreshed.failed(exc)
-        return fresh, REFRESHED
+            return None, exc
 
-    async def _confirm(self, connection_id: str, rejected_version: int) -> None:
+    async def _settle(self, failure: ProxiedFailure) -> Cause | None:
+        """The diagnosis of an auth failure (it records and acts on it); a failing
+        diagnosis never fails the call: the cause is then ``unknown``."""
         try:
-            await self._tokens.confirm_recovered(connection_id, rejected_version)
-        except Exception as exc:  # expiry learning must not fail the call
-            self._log.warning("proxy.confirm_failed", connection_id=connection_id, error=exc)
-
-    async def _report(self, connection_id: str, cause: str, evidence: dict[str, Any]) -> None:
-        try:
-            await self._tokens.report_cause(connection_id, cause, evidence)
-        except Exception as exc:  # diagnosis bookkeeping must not fail the call
-            self._log.warning("proxy.report_cause_failed", connection_id=connection_id, error=exc)
+            return (await self._tokens.settle(failure)).cause
+        except Exception as exc:
+            self._log.warning(
+                "proxy.diagnosis_failed", connection_id=failure.connection_id, error=repr(exc)
+            )
+            return Cause.UNKNOWN
 
     def _remember_limits(self, org_key: str, response: aiohttp.ClientResponse) -> None:
         for key, value in response.raw_headers:

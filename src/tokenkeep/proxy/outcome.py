@@ -1,11 +1,10 @@
-"""What a proxied call ends as: its cause word and its ``Retry-After``. Pure functions.
+"""What a proxied call ends as: which answers get a diagnosis, and its ``Retry-After``.
 
 After the retry-once (:mod:`.retry`) the proxy knows up to three things: the first answer,
 what the refresh gave (nothing was tried, a newer token, or a failure), and the replay's
-answer. :func:`replay_cause` turns them into the cause word the call is labelled with
-(``Tokenkeep-Cause``, the operation log, the cause report); :func:`replay_accepted` says
-whether the replay proved the rejected token had merely expired (only then does the
-lifecycle learn from it). The cause words are :class:`~tokenkeep.vocabulary.Cause`.
+answer. For the answers in :data:`NEEDS_VERDICT` it hands them to the diagnosis
+(:meth:`tokenkeep.diagnosis.service.Diagnoser.settle`), which names the cause word the call
+is labelled with (``Tokenkeep-Cause``, the log) and acts on it.
 
 ``Retry-After``: a relayed limit that Salesforce sent without one gets ours
 (:func:`relayed_retry_after`), and our own errors carry one when they know when to come
@@ -15,24 +14,17 @@ back (:func:`error_retry_after`).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Any
 
 from tokenkeep.errors import OrgWritePausedError, TokenkeepError, TransientUpstreamError
 from tokenkeep.oauth.errors import UpstreamTransportError
 from tokenkeep.providers.salesforce_answers import AnswerKind, ApiAnswer
-from tokenkeep.vocabulary import Cause
 
 __all__ = [
     "DEFAULT_RETRY_AFTER_503",
     "DEFAULT_RETRY_AFTER_LIMIT",
-    "REFRESHED",
-    "Refreshed",
+    "NEEDS_VERDICT",
     "error_retry_after",
     "relayed_retry_after",
-    "replay_accepted",
-    "replay_cause",
-    "replay_evidence",
 ]
 
 #: ``Retry-After`` (seconds) added to a passed-through 503 that Salesforce sent without
@@ -43,56 +35,11 @@ DEFAULT_RETRY_AFTER_503 = 30
 #: 5 minutes is a conservative pause that lets usage roll off without hammering the org.
 DEFAULT_RETRY_AFTER_LIMIT = 300
 
-_REFUSED = frozenset({AnswerKind.SESSION_INVALID, AnswerKind.SESSION_UNUSABLE})
-
-
-@dataclass(frozen=True, slots=True)
-class Refreshed:
-    """What the refresh after a rejection gave: a newer token (``failure`` None), or the
-    cause word it failed with."""
-
-    failure: Cause | None = None
-
-    @classmethod
-    def failed(cls, exc: TokenkeepError) -> Refreshed:
-        """The refresh raised ``exc``: its cause (``revoked``, an admin's cause word), else
-        ``unknown`` (a transient failure names no cause)."""
-        return cls(exc.cause or Cause.UNKNOWN)
-
-
-#: The refresh returned a newer token.
-REFRESHED = Refreshed()
-
-
-def replay_accepted(replay: ApiAnswer) -> bool:
-    """The replay with a fresh token was not refused as a session: the old one had expired."""
-    return replay.kind not in _REFUSED
-
-
-def replay_cause(
-    first: ApiAnswer, refreshed: Refreshed | None, replay: ApiAnswer | None
-) -> Cause | None:
-    """The cause word of a call: ``first`` answer, the refresh (None: none was tried), and
-    the ``replay``'s answer (None: not replayed)."""
-    if refreshed is None:
-        # A session a refresh does not fix: IP lock, API Client Control, ... (diagnosis
-        # tells them apart, the proxy does not guess).
-        return Cause.UNKNOWN if first.kind is AnswerKind.SESSION_UNUSABLE else first.cause
-    if refreshed.failure is not None:
-        return refreshed.failure
-    if replay is None:
-        return Cause.EXPIRED  # refreshed for the next call; this body was streamed
-    if not replay_accepted(replay):
-        # A token fresh from the token endpoint was refused at once: not an expiry.
-        return Cause.UNKNOWN
-    return replay.cause
-
-
-def replay_evidence(first: ApiAnswer, replay: ApiAnswer | None) -> dict[str, Any]:
-    """What the cause report carries: the answer the client gets, marked when replayed."""
-    if replay is None:
-        return first.evidence()
-    return {**replay.evidence(), "retried": True}
+#: First answers the diagnosis names a cause for (after the retry-once, if any): a dead
+#: session, one a refresh cannot fix, or the wrong host.
+NEEDS_VERDICT = frozenset(
+    {AnswerKind.SESSION_INVALID, AnswerKind.SESSION_UNUSABLE, AnswerKind.WRONG_INSTANCE}
+)
 
 
 def relayed_retry_after(answer: ApiAnswer) -> int | None:

@@ -33,6 +33,11 @@ PEEK_BYTES = HEAD_BYTES
 WRITE_METHODS = frozenset({"POST", "PATCH", "PUT", "DELETE"})
 
 
+#: A dead session, and the wrong host (``URL_NOT_RESET``: the token answer carries the
+#: org's real ``instance_url``): one refresh may fix either.
+_REFRESHABLE = frozenset({AnswerKind.SESSION_INVALID, AnswerKind.WRONG_INSTANCE})
+
+
 class Action(enum.Enum):
     """What the proxy does with a response."""
 
@@ -55,12 +60,13 @@ def needs_body(status: int, method: str) -> bool:
 
 
 def decide(answer: ApiAnswer, *, replayable: bool, replayed: bool) -> Action:
-    """Refresh-and-replay once for a dead session; otherwise pass the response through.
+    """Refresh-and-replay once for a dead session or the wrong host; otherwise pass the
+    response through (a session a refresh cannot fix goes to the diagnosis as it is).
 
     ``replayed`` is True for the response to the replay itself: it always passes (never a
     refresh loop). A body that was streamed cannot be replayed: the token is still refreshed
     so the client's own retry succeeds.
     """
-    if answer.kind is not AnswerKind.SESSION_INVALID or replayed:
+    if answer.kind not in _REFRESHABLE or replayed:
         return Action.PASS
     return Action.REFRESH_AND_REPLAY if replayable else Action.REFRESH_ONLY

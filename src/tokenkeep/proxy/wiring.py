@@ -3,11 +3,11 @@
 ``create_proxy_app(gateway)`` wires :class:`~tokenkeep.proxy.app.ProxyApp` to the gateway:
 
 * API keys: ``gateway.store.api_keys.verify`` (the proxy adds its own short positive cache);
-* tokens: ``gateway.coordinator``, the gateway's own ``RefreshCoordinator`` (any
+* tokens and causes: ``gateway.diagnoser`` over the gateway's ``RefreshCoordinator`` (any
   :class:`~tokenkeep.proxy.source.TokenSource` can be passed instead). It is looked up on
-  each call (one attribute read), because the coordinator needs the store, which exists
-  only while the gateway runs: before ``gateway.start()`` and after ``stop()`` proxied
-  calls answer ``503 not_ready`` (with ``Retry-After``);
+  each call (one attribute read), because it needs the store, which exists only while the
+  gateway runs: before ``gateway.start()`` and after ``stop()`` proxied calls answer
+  ``503 not_ready`` (with ``Retry-After``);
 * events: ``org.maintenance_started`` / ``org.maintenance_ended`` go to the webhook outbox;
 * lifecycle: the app is registered as a gateway service, so its upstream session is created
   on start and closed on stop.
@@ -18,7 +18,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from tokenkeep.proxy.app import ProxyApp
-from tokenkeep.proxy.source import FreshToken, TokenSource
+from tokenkeep.proxy.source import FreshToken, ProxiedFailure, TokenSource, Verdict
 from tokenkeep.runtime import GatewayNotStartedError
 
 if TYPE_CHECKING:
@@ -28,14 +28,14 @@ __all__ = ["create_proxy_app"]
 
 
 class _GatewayTokens:
-    """Forwards to ``gateway.coordinator`` once the gateway has one."""
+    """Forwards to ``gateway.diagnoser`` (over its coordinator) once the gateway runs."""
 
     def __init__(self, gateway: Gateway) -> None:
         self._gateway = gateway
 
     def _source(self) -> TokenSource:
         try:
-            return self._gateway.coordinator
+            return self._gateway.diagnoser
         except GatewayNotStartedError:
             raise GatewayNotStartedError(
                 "The gateway's token service is not running yet."
@@ -45,7 +45,7 @@ class _GatewayTokens:
         return await self._source().token_for(connection_id)
 
     def cached_token(self, connection_id: str) -> FreshToken | None:
-        """The source's synchronous cache hit, if it offers one (the coordinator does)."""
+        """The coordinator's synchronous cache hit (no coroutine on the hot path)."""
         try:
             return self._gateway.coordinator.cached_token(connection_id)
         except GatewayNotStartedError:
@@ -56,15 +56,12 @@ class _GatewayTokens:
     ) -> FreshToken:
         return await self._source().refresh_after_rejection(connection_id, rejected_version)
 
-    async def confirm_recovered(self, connection_id: str, rejected_version: int) -> None:
-        await self._source().confirm_recovered(connection_id, rejected_version)
-
-    async def report_cause(self, connection_id: str, cause: str, evidence: dict[str, Any]) -> None:
-        await self._source().report_cause(connection_id, cause, evidence)
+    async def settle(self, failure: ProxiedFailure) -> Verdict:
+        return await self._source().settle(failure)
 
 
 def create_proxy_app(gateway: Gateway, tokens: TokenSource | None = None) -> ProxyApp:
-    """The proxy ASGI app for ``gateway`` (``tokens`` overrides ``gateway.coordinator``)."""
+    """The proxy ASGI app for ``gateway`` (``tokens`` overrides ``gateway.diagnoser``)."""
 
     async def authenticate(key: str) -> bool:
         return await gateway.store.api_keys.verify(key) is not None

@@ -12,6 +12,7 @@ from tokenkeep.store.api_keys import ApiKeyRepository
 from tokenkeep.store.connect_sessions import ConnectSessionRepository
 from tokenkeep.store.connections import ConnectionRepository
 from tokenkeep.store.database import Database
+from tokenkeep.store.diagnoses import DiagnosisRepository
 from tokenkeep.store.integrations import IntegrationRepository
 from tokenkeep.store.keys import verify_keyring
 from tokenkeep.store.leases import LeaseRepository
@@ -40,6 +41,7 @@ class Store:
     schedule: ScheduleRepository = field(init=False)
     orgs: OrgStateRepository = field(init=False)
     connect_sessions: ConnectSessionRepository = field(init=False)
+    diagnoses: DiagnosisRepository = field(init=False)
 
     def __post_init__(self) -> None:
         self.integrations = IntegrationRepository(self.db, self.keyring, self.clock)
@@ -52,6 +54,7 @@ class Store:
         self.schedule = ScheduleRepository(self.db)
         self.orgs = OrgStateRepository(self.db, self.clock, self.operations)
         self.connect_sessions = ConnectSessionRepository(self.db, self.keyring, self.clock)
+        self.diagnoses = DiagnosisRepository(self.db, self.clock, self.operations, self.outbox)
 
     async def close(self) -> None:
         """Close the database pool."""

@@ -1,0 +1,481 @@
+"""The diagnosis service: gather evidence, classify, and act on the verdict.
+
+Three entry points, one pipeline (evidence → :func:`~tokenkeep.diagnosis.classify.classify`
+→ :meth:`Diagnoser._apply`):
+
+* :meth:`Diagnoser.settle` — the proxy, after its retry-once, with what it saw (the first
+  answer, the refresh, the replay, the local address). Cheap when the story is plain (an
+  expired token, refreshed, replay accepted, the same address and host: no probe at all);
+  one introspection of the refused token when it died early or was used from another
+  address; one identity call when data calls say "not valid for use with the REST API".
+* :meth:`Diagnoser.diagnose` — ``POST /connections/{id}/diagnose``: probe now.
+* :meth:`Diagnoser.report` — ``POST /connections/{id}/report``: a direct-mode client's
+  failed answer and the address it called from.
+
+Acting on a verdict: store it on the connection with a ``diagnosis`` operation-log row;
+when it says an admin or the user must act, set ``status``/``status_reason`` and queue the
+webhook event in the same transaction (``store.diagnoses.record``); learn a shorter org
+session timeout only when the verdict is ``expired`` with the evidence of an expiry (same
+address, same host, the refused token no longer active, no maintenance, no org-wide burst).
+
+The service also stands in for the coordinator as the proxy's token source (``token_for``,
+``cached_token``, ``refresh_after_rejection`` are the coordinator's).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Protocol
+
+from tokenkeep.clock import Clock
+from tokenkeep.config import Settings
+from tokenkeep.diagnosis.classify import (
+    ORG_BURST,
+    Diagnosis,
+    Evidence,
+    RefreshResult,
+    classify,
+    host_of,
+    message_unusable,
+)
+from tokenkeep.diagnosis.probes import DataCall, Probes
+from tokenkeep.errors import (
+    ActionRequiredError,
+    NeedsReauthError,
+    TokenkeepError,
+)
+from tokenkeep.lifecycle.cache import Rejection
+from tokenkeep.lifecycle.coordinator import RefreshCoordinator
+from tokenkeep.lifecycle.tokens import FreshToken
+from tokenkeep.observability.logging import get_logger
+from tokenkeep.providers.salesforce_answers import AnswerKind, ApiAnswer, read_api_answer
+from tokenkeep.store import Connection, Store
+from tokenkeep.store.diagnoses import StatusChange
+from tokenkeep.vocabulary import Cause, EventType, Status
+
+__all__ = ["Diagnoser", "OrgSignals", "ProxiedFailure", "Verdict", "evidence_of"]
+
+_log = get_logger("tokenkeep.diagnosis")
+
+_REFUSED = frozenset(
+    {AnswerKind.SESSION_INVALID, AnswerKind.SESSION_UNUSABLE, AnswerKind.WRONG_INSTANCE}
+)
+_EVENTS = {
+    Status.ACTION_REQUIRED: EventType.CONNECTION_ACTION_REQUIRED,
+    Status.NEEDS_REAUTH: EventType.CONNECTION_NEEDS_REAUTH,
+}
+
+
+class OrgSignals(Protocol):
+    """What org health tells the diagnosis (every gateway's view)."""
+
+    def is_paused(self, org_key: str) -> bool:
+        """Are the org's writes paused (maintenance)?"""
+        ...
+
+    async def recent_session_errors(self, org_id: str, seconds: float = 60.0) -> int:
+        """Session errors on the org's connections within the last ``seconds``."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class ProxiedFailure:
+    """What the proxy saw of one call whose first answer was an auth failure."""
+
+    connection_id: str
+    first: ApiAnswer
+    rejected: FreshToken
+    local_address: str | None = None  # the address the first attempt left from
+    refreshed: bool = False  # a refresh was attempted
+    refresh_error: TokenkeepError | None = None
+    fresh: FreshToken | None = None
+    replay: ApiAnswer | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """The cause word the call is labelled with, and the full diagnosis when one ran."""
+
+    cause: Cause | None
+    diagnosis: Diagnosis | None = None
+
+
+class Diagnoser:
+    """See the module docstring."""
+
+    def __init__(
+        self,
+        store: Store,
+        coordinator: RefreshCoordinator,
+        probes: Probes,
+        *,
+        settings: Settings,
+        clock: Clock,
+        org_signals: OrgSignals | None = None,
+    ) -> None:
+        self.store = store
+        self.coordinator = coordinator
+        self.probes = probes
+        self.settings = settings
+        self.clock = clock
+        self.org_signals = org_signals
+
+    # -- the proxy's token source --------------------------------------------------------
+    async def token_for(self, connection_id: str) -> FreshToken:
+        return await self.coordinator.token_for(connection_id)
+
+    def cached_token(self, connection_id: str) -> FreshToken | None:
+        return self.coordinator.cached_token(connection_id)
+
+    async def refresh_after_rejection(
+        self, connection_id: str, rejected_version: int
+    ) -> FreshToken:
+        return await self.coordinator.refresh_after_rejection(connection_id, rejected_version)
+
+    # -- entry points --------------------------------------------------------------------
+    async def settle(self, failure: ProxiedFailure) -> Verdict:
+        """Name the cause of a proxied call's auth failure and act on it (see module)."""
+        first, rejected = failure.first, failure.rejected
+        if first.kind is AnswerKind.MAINTENANCE:
+            return Verdict(Cause.MAINTENANCE)
+        rejection = (
+            self.coordinator.take_rejection(failure.connection_id, rejected.version)
+            if failure.refreshed
+            else None
+        )
+        conn_then = rejection.connection if rejection is not None else None
+        evidence = await self._context(evidence_of(failure), conn_then, rejected.org_id)
+        if failure.refresh_error is not None and not isinstance(
+            failure.refresh_error, NeedsReauthError | ActionRequiredError
+        ):
+            # The token endpoint is failing: nothing else to learn now, and no status change.
+            return Verdict(Cause.UNKNOWN, classify(evidence))
+        evidence = await self._probe_after_proxy(failure, evidence)
+        diagnosis = classify(evidence)
+        await self._apply(
+            failure.connection_id,
+            rejected.org_id,
+            diagnosis,
+            evidence,
+            rejection=rejection,
+            status_code=(failure.replay or first).status,
+        )
+        return Verdict(diagnosis.cause, diagnosis)
+
+    async def diagnose(self, connection_id: str) -> tuple[Connection, Diagnosis]:
+        """``POST /connections/{id}/diagnose``: probe the connection now and act on it."""
+        conn = await self.store.connections.get(connection_id, with_credentials=True)
+        return await self._investigate(conn, reported=None, used_from=None, host=None)
+
+    async def report(
+        self,
+        connection_id: str,
+        *,
+        status: int,
+        body: str,
+        host: str | None,
+        address: str | None,
+        version: int | None = None,
+    ) -> tuple[Connection, Diagnosis]:
+        """``POST /connections/{id}/report``: a direct-mode client's failed answer."""
+        conn = await self.store.connections.get(connection_id, with_credentials=True)
+        answer = read_api_answer(status, body.encode("utf-8", "replace")[:16_384])
+        if version is not None and version != conn.version:
+            # An older token than the stored one failed: the client should simply fetch
+            # the current token; the stored one is what we diagnose.
+            answer = replace(answer, kind=AnswerKind.OK)
+        return await self._investigate(conn, reported=answer, used_from=address, host=host)
+
+    # -- the pipeline --------------------------------------------------------------------
+    async def _investigate(
+        self,
+        conn: Connection,
+        *,
+        reported: ApiAnswer | None,
+        used_from: str | None,
+        host: str | None,
+    ) -> tuple[Connection, Diagnosis]:
+        if conn.credentials is None:
+            raise TokenkeepError(f"connection {conn.id} has no stored token")
+        app = await self.coordinator.oauth_app(conn.integration_key)
+        token = conn.credentials.access_token
+        here = await self.probes.data_call(conn.instance_url, token, provider=app.provider)
+        base = Evidence(
+            host=host_of(host) or host_of(conn.instance_url),
+            instance_url=conn.instance_url,
+            issued_to_address=conn.issued_to_address,
+            used_from_address=used_from or (here.local_address if here else None),
+        )
+        base = await self._context(base, conn, conn.org_id)
+        failed: ApiAnswer | None = reported if reported and reported.kind in _REFUSED else None
+        if failed is None and here is not None and not here.ok:
+            failed = here.answer
+        if failed is not None:
+            base = replace(
+                base, status=failed.status, error_code=failed.error_code, message=failed.message
+            )
+        if conn.status in (Status.NEEDS_REAUTH, Status.ACTION_REQUIRED) and not (here and here.ok):
+            # Already broken: report the stored verdict with what the probe sees now.
+            result = (
+                RefreshResult.REVOKED
+                if conn.status == Status.NEEDS_REAUTH
+                else RefreshResult.ACTION_REQUIRED
+            )
+            diagnosis = classify(replace(base, refresh=result, refresh_reason=conn.status_reason))
+            await self._apply(conn.id, conn.org_id, diagnosis, base, rejection=None)
+            return conn, diagnosis
+        if failed is None:
+            if here is None:
+                diagnosis = classify(base)  # unknown: the instance cannot be reached
+            elif reported is not None and reported.kind is not AnswerKind.OK:
+                diagnosis = classify(
+                    replace(base, status=reported.status, error_code=reported.error_code)
+                )
+            else:
+                diagnosis = classify(replace(base, replay_ok=True))
+            await self._apply(conn.id, conn.org_id, diagnosis, base, rejection=None)
+            return conn, diagnosis
+        evidence = base
+        if (
+            here is not None
+            and here.ok
+            and used_from is not None
+            and used_from != here.local_address
+        ):
+            # The client's refusal, our success with the same token from the address that
+            # obtained it: the lock is proven without any refresh.
+            evidence = replace(evidence, works_from_origin=True)
+            diagnosis = classify(evidence)
+            await self._apply(conn.id, conn.org_id, diagnosis, evidence, rejection=None)
+            return conn, diagnosis
+        evidence = replace(
+            evidence, refused_token_active=await self.probes.introspect_active(app, token)
+        )
+        if failed.kind is AnswerKind.SESSION_UNUSABLE or message_unusable(failed.message):
+            evidence = replace(evidence, identity_ok=await self.probes.identity(app, token))
+        if conn.status in (Status.ACTIVE, Status.ERROR):
+            evidence = await self._refresh_and_probe(conn, evidence, app.provider)
+        diagnosis = classify(evidence)
+        await self._apply(conn.id, conn.org_id, diagnosis, evidence, rejection=None)
+        refreshed = await self.store.connections.get(conn.id)
+        return refreshed, diagnosis
+
+    async def _refresh_and_probe(
+        self, conn: Connection, evidence: Evidence, provider: str
+    ) -> Evidence:
+        """Refresh (single flight) and send the probe again with the fresh token."""
+        try:
+            fresh = await self.coordinator.refresh_after_rejection(conn.id, conn.version)
+        except TokenkeepError as exc:
+            return _with_refresh(evidence, exc)
+        evidence = replace(
+            evidence, refresh=RefreshResult.OK, refreshed_instance_url=fresh.instance_url
+        )
+        again = await self.probes.data_call(
+            fresh.instance_url, fresh.access_token, provider=provider
+        )
+        if again is None:
+            return evidence
+        evidence = _with_replay(evidence, again)
+        if again.answer.kind is AnswerKind.SESSION_UNUSABLE and evidence.identity_ok is None:
+            app = await self.coordinator.oauth_app(conn.integration_key)
+            evidence = replace(
+                evidence, identity_ok=await self.probes.identity(app, fresh.access_token)
+            )
+        return evidence
+
+    async def _probe_after_proxy(self, failure: ProxiedFailure, evidence: Evidence) -> Evidence:
+        """The probes the proxy's story needs (none for a plain expiry)."""
+        rejected, first = failure.rejected, failure.first
+        app = await self.coordinator.oauth_app(await self._integration_key(rejected))
+        if first.kind is AnswerKind.SESSION_UNUSABLE and not failure.refreshed:
+            evidence = replace(
+                evidence,
+                replay_unusable=True,
+                identity_ok=await self.probes.identity(app, rejected.access_token),
+            )
+            if not (
+                rejected.issued_to_address is not None
+                and rejected.issued_to_address == failure.local_address
+            ):
+                # Not proven from the address that obtained it: get a token here, try again.
+                conn = await self.store.connections.get(rejected.connection_id)
+                evidence = await self._refresh_and_probe(conn, evidence, app.provider)
+            return evidence
+        if not evidence.replay_ok:
+            return evidence
+        early = (
+            evidence.token_age_seconds is not None
+            and evidence.expected_lifetime_seconds is not None
+            and evidence.token_age_seconds < 0.9 * evidence.expected_lifetime_seconds
+        )
+        moved = _addresses_differ(evidence)
+        if early or moved:
+            evidence = replace(
+                evidence,
+                refused_token_active=await self.probes.introspect_active(
+                    app, rejected.access_token
+                ),
+            )
+        return evidence
+
+    async def _apply(
+        self,
+        connection_id: str,
+        org_id: str | None,
+        diagnosis: Diagnosis,
+        evidence: Evidence,
+        *,
+        rejection: Rejection | None,
+        status_code: int | None = None,
+    ) -> None:
+        learned: float | None = None
+        if diagnosis.cause is Cause.EXPIRED and rejection is not None and _expiry_proven(evidence):
+            learned = await self.coordinator.learn_expiry(rejection)
+        change: StatusChange | None = None
+        if diagnosis.status is not None:
+            change = StatusChange(
+                status=diagnosis.status,
+                reason=str(diagnosis.reason) if diagnosis.reason else None,
+                expected=Status.ACTIVE,
+                event=_EVENTS.get(diagnosis.status),
+            )
+        elif diagnosis.recovered and diagnosis.cause is None:
+            change = StatusChange(
+                status=Status.ACTIVE,
+                reason=None,
+                expected=Status.ACTION_REQUIRED,
+                event=EventType.CONNECTION_RECOVERED,
+            )
+        doc = diagnosis.as_dict()
+        if learned is not None:
+            doc["learned_session_timeout_seconds"] = learned
+        changed = await self.store.diagnoses.record(
+            connection_id,
+            org_id,
+            doc,
+            change=change,
+            outcome="recovered" if diagnosis.recovered else "failed",
+            status_code=status_code,
+            event=(
+                EventType.CONNECTION_INSTANCE_MOVED
+                if diagnosis.reason is not None and diagnosis.reason.detail == "instance_moved"
+                else None
+            ),
+        )
+        if changed:
+            self.coordinator.forget(connection_id)
+        _log.info(
+            "diagnosis",
+            connection_id=connection_id,
+            org_id=org_id,
+            cause=diagnosis.cause.value if diagnosis.cause else None,
+            confidence=diagnosis.confidence.value,
+            recovered=diagnosis.recovered,
+            status=change.status if changed and change else None,
+        )
+
+    # -- facts -----------------------------------------------------------------------------
+    async def _context(
+        self, evidence: Evidence, conn: Connection | None, org_id: str | None
+    ) -> Evidence:
+        """Add the refused token's age (from the row as it was) and the org's signals."""
+        if conn is not None and conn.issued_at is not None:
+            issued = conn.issued_at.timestamp()
+            evidence = replace(
+                evidence,
+                token_age_seconds=self.clock.time() - issued,
+                expected_lifetime_seconds=(
+                    conn.expires_at.timestamp() - issued if conn.expires_at else None
+                ),
+            )
+        signals = self.org_signals
+        if signals is None or not org_id:
+            return evidence
+        try:
+            errors = await signals.recent_session_errors(org_id, 60.0)
+        except Exception as exc:  # org health must never fail a diagnosis
+            _log.warning("diagnosis.org_signals_failed", org_id=org_id, error=repr(exc))
+            errors = 0
+        # The other connections' errors: this one's own failure is one of them.
+        return replace(
+            evidence,
+            org_writes_paused=signals.is_paused(org_id),
+            org_recent_session_errors=max(0, errors - 1),
+        )
+
+    async def _integration_key(self, token: FreshToken) -> str:
+        key = token.integration_key
+        if key:
+            return key
+        return (await self.store.connections.get(token.connection_id)).integration_key
+
+
+def evidence_of(failure: ProxiedFailure) -> Evidence:
+    """What the proxy's own attempts show (pure: no probe, no org signals)."""
+    first, rejected, replay = failure.first, failure.rejected, failure.replay
+    evidence = Evidence(
+        status=first.status,
+        error_code=first.error_code,
+        message=first.message,
+        host=host_of(rejected.instance_url),
+        instance_url=rejected.instance_url,
+        refreshed_instance_url=failure.fresh.instance_url if failure.fresh else None,
+        replay_ok=(replay.kind not in _REFUSED) if replay is not None else None,
+        replay_unusable=(replay.kind is AnswerKind.SESSION_UNUSABLE) if replay else None,
+        replay_wrong_host=(replay.kind is AnswerKind.WRONG_INSTANCE) if replay else None,
+        replay_error_code=replay.error_code if replay else None,
+        issued_to_address=rejected.issued_to_address,
+        used_from_address=failure.local_address,
+    )
+    return _with_refresh(evidence, failure.refresh_error) if failure.refreshed else evidence
+
+
+def _with_refresh(evidence: Evidence, exc: TokenkeepError | None) -> Evidence:
+    """The refresh's outcome as evidence (``exc`` None: it gave a new token)."""
+    if exc is None:
+        return replace(evidence, refresh=RefreshResult.OK)
+    if isinstance(exc, NeedsReauthError):
+        return replace(
+            evidence,
+            refresh=RefreshResult.REVOKED,
+            refresh_reason=str(exc.reason or "revoked"),
+        )
+    if isinstance(exc, ActionRequiredError):
+        return replace(
+            evidence,
+            refresh=RefreshResult.ACTION_REQUIRED,
+            refresh_reason=str(exc.reason) if exc.reason else None,
+        )
+    return replace(evidence, refresh=RefreshResult.TRANSIENT)
+
+
+def _with_replay(evidence: Evidence, call: DataCall) -> Evidence:
+    kind = call.answer.kind
+    return replace(
+        evidence,
+        replay_ok=kind not in _REFUSED,
+        replay_unusable=kind is AnswerKind.SESSION_UNUSABLE,
+        replay_wrong_host=kind is AnswerKind.WRONG_INSTANCE,
+    )
+
+
+def _addresses_differ(e: Evidence) -> bool:
+    return (
+        e.issued_to_address is not None
+        and e.used_from_address is not None
+        and e.issued_to_address != e.used_from_address
+    )
+
+
+def _expiry_proven(e: Evidence) -> bool:
+    """Evidence of an expiry, not of something that merely looks like one."""
+    same_host = host_of(e.refreshed_instance_url) in (None, host_of(e.instance_url))
+    return (
+        e.replay_ok is True
+        and same_host
+        and not _addresses_differ(e)
+        and e.refused_token_active is not True
+        and not e.org_writes_paused
+        and e.org_recent_session_errors < ORG_BURST
+    )
