@@ -11,6 +11,7 @@ from tokenkeep.__about__ import __version__
 from tokenkeep.api.connect import router as connect_router
 from tokenkeep.api.connections import router as connections_router
 from tokenkeep.api.deps import require_api_key
+from tokenkeep.api.diagnosis import router as diagnosis_router
 from tokenkeep.api.errors import install_error_handlers
 from tokenkeep.api.health import router as health_router
 from tokenkeep.api.integrations import router as integrations_router
@@ -48,6 +49,7 @@ def create_app(gateway: Gateway) -> FastAPI:
     app.include_router(integrations_router, dependencies=authenticated)
     app.include_router(connections_router, dependencies=authenticated)
     app.include_router(tokens_router, dependencies=authenticated)
+    app.include_router(diagnosis_router, dependencies=authenticated)
     app.include_router(logs_router, dependencies=authenticated)
     app.include_router(connect_router)  # pages are public; /connect/sessions checks the key
 

@@ -357,11 +357,6 @@ class Diagnoser:
             change=change,
             outcome="recovered" if diagnosis.recovered else "failed",
             status_code=status_code,
-            event=(
-                EventType.CONNECTION_INSTANCE_MOVED
-                if diagnosis.reason is not None and diagnosis.reason.detail == "instance_moved"
-                else None
-            ),
         )
         if changed:
             self.coordinator.forget(connection_id)
