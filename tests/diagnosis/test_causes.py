@@ -206,7 +206,7 @@ async def test_api_client_control_needs_an_admin_and_stops_calling_salesforce(
 
 
 async def test_a_503_on_the_reactive_refresh_is_our_503_and_the_refused_token_stays_home(
-    gw: GatewayUnderTest,
+    gw: GatewayUnderTest, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Defect: Salesforce's 401 relayed with cause unknown; every later call resent the
     refused token upstream; GET /token handed it out with 200."""
@@ -219,6 +219,8 @@ async def test_a_503_on_the_reactive_refresh_is_our_503_and_the_refused_token_st
     assert answer.status_code == 503
     assert answer.json()["error"]["code"] == "upstream_unavailable"
     assert int(answer.headers["Retry-After"]) >= 1
+    # The process log says why, readably (it used to print code="***").
+    assert "error_code=upstream_unavailable" in capsys.readouterr().out
     stored = await gw.gateway.store.connections.get("c1")
     assert stored.status != "needs_reauth"  # an outage is never a revocation
     refused = len([c for c in _data_calls(gw, org.org_id) if c["status"] == 401])

@@ -203,6 +203,7 @@ async def test_maintenance_pauses_writes_and_a_probe_resumes_them(
             ) as resp:
                 assert resp.status == 503
                 assert resp.headers["Retry-After"] == "30"
+                assert resp.headers["Tokenkeep-Cause"] == "maintenance"  # ours names it too
                 assert (await resp.json())["error"]["code"] == "org_write_paused"
         assert len(_data_calls(emu)) == seen  # paused writes never reached Salesforce
         async with http.get(url + "/c/acme-2" + QUERY, headers=AUTH) as resp:

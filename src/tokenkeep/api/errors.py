@@ -84,7 +84,7 @@ async def _tokenkeep_error(_request: Request, exc: Exception) -> JSONResponse:
         raise exc
     if exc.status_code >= 500:
         # The request line is logged by RequestLog; this says why it failed.
-        _log.warning("request failed", code=exc.code, reason=exc.message)
+        _log.warning("request failed", error_code=exc.code, reason=exc.message)
     headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else None
     return JSONResponse(exc.to_dict(), status_code=exc.status_code, headers=headers)
 

@@ -38,7 +38,7 @@ async def readyz(request: Request) -> JSONResponse | dict[str, Any]:
     except TokenkeepError as exc:
         # /readyz needs no API key: the reason (which names the database host) goes to the
         # log, the response only says what is wrong.
-        gateway.log.warning("not ready", code=exc.code, reason=exc.message)
+        gateway.log.warning("not ready", error_code=exc.code, reason=exc.message)
         message = (
             "The database is unreachable."
             if exc.code == "database_unavailable"
