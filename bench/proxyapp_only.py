@@ -21,6 +21,7 @@ from tokenkeep.clock import SystemClock
 from tokenkeep.config import load_settings
 from tokenkeep.observability.logging import configure_logging
 from tokenkeep.proxy import FreshToken, ProxyApp
+from tokenkeep.proxy.source import ProxiedFailure, Verdict
 from tokenkeep.secret import Secret
 
 
@@ -38,11 +39,8 @@ class _Tokens:
     ) -> FreshToken:
         return self._token
 
-    async def confirm_recovered(self, connection_id: str, rejected_version: int) -> None:
-        return None
-
-    async def report_cause(self, connection_id: str, cause: str, evidence: dict[str, Any]) -> None:
-        return None
+    async def settle(self, failure: ProxiedFailure) -> Verdict:
+        return Verdict(None)
 
 
 def create_app() -> Any:

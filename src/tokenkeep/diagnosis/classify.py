@@ -30,15 +30,23 @@ then left alone), ``low`` for ``unknown``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from enum import StrEnum
-from typing import Any
-from urllib.parse import urlsplit
-
+from tokenkeep.diagnosis.evidence import (
+    ORG_BURST,
+    Confidence,
+    Diagnosis,
+    Evidence,
+    Fact,
+    RefreshResult,
+    host_of,
+    message_unusable,
+    observations,
+)
+from tokenkeep.diagnosis.words import FIXES, REVOKED_DETAIL
 from tokenkeep.providers.salesforce_answers import MAINTENANCE_CODE
 from tokenkeep.vocabulary import Cause, Reason, Status
 
 __all__ = [
+    "ORG_BURST",
     "Confidence",
     "Diagnosis",
     "Evidence",
@@ -49,159 +57,13 @@ __all__ = [
     "message_unusable",
 ]
 
-_NOT_FOR_REST = "not valid for use with the rest api"
-#: A burst of session errors on an org's OTHER connections within the last minute this
-#: large means an org-wide event (maintenance, a mass revocation), not one token's age.
-ORG_BURST = 3
-
-
-class Confidence(StrEnum):
-    """How sure a diagnosis is."""
-
-    HIGH = "high"
-    MEDIUM = "medium"
-    LOW = "low"
-
-
-class RefreshResult(StrEnum):
-    """What the refresh gave (when one was tried)."""
-
-    OK = "ok"  # a new token
-    REVOKED = "revoked"  # invalid_grant on the token we hold
-    ACTION_REQUIRED = "action_required"  # the app or the org refused (an admin must act)
-    TRANSIENT = "transient"  # 5xx, timeout, network: retried with backoff
-
-
-@dataclass(frozen=True, slots=True)
-class Fact:
-    """One piece of evidence, in words: ``says`` is what an admin reads."""
-
-    name: str
-    value: Any
-    says: str
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "value": self.value, "says": self.says}
-
-
-@dataclass(frozen=True, slots=True)
-class Evidence:
-    """Everything the probes or the proxy saw. None means "not known / not probed"."""
-
-    # The failed answer.
-    status: int | None = None
-    error_code: str | None = None
-    message: str | None = None
-    host: str | None = None  # scheme://host[:port] the call went to
-    instance_url: str | None = None  # the connection's instance_url when it was sent
-    # The refresh after the failure (None: none was tried).
-    refresh: RefreshResult | None = None
-    refresh_reason: str | None = None  # the stored status_reason when it failed
-    refreshed_instance_url: str | None = None
-    # With a fresh token, from this gateway's address.
-    replay_ok: bool | None = None  # the call (or a data probe) worked
-    replay_unusable: bool | None = None  # ... answered "not valid for use with the REST API"
-    replay_wrong_host: bool | None = None  # ... answered URL_NOT_RESET again
-    replay_error_code: str | None = None  # ... its errorCode, if it failed otherwise
-    identity_ok: bool | None = None  # userinfo/identity answered
-    # The refused token itself.
-    issued_to_address: str | None = None  # the address that obtained it
-    used_from_address: str | None = None  # the address it was refused from
-    refused_token_active: bool | None = None  # introspection of the refused token
-    works_from_origin: bool | None = None  # sent again from the address that obtained it
-    token_age_seconds: float | None = None
-    expected_lifetime_seconds: float | None = None
-    # The org.
-    org_writes_paused: bool = False
-    org_recent_session_errors: int = 0  # on its OTHER connections, last minute
-
-
-@dataclass(frozen=True, slots=True)
-class Diagnosis:
-    """The verdict. ``status`` is the connection status to set (None: leave it)."""
-
-    cause: Cause | None  # None: nothing is wrong
-    confidence: Confidence
-    evidence: tuple[Fact, ...]
-    fix: str
-    status: Status | None = None
-    reason: Reason | None = None
-    recovered: bool = False  # the call (or the probe) works now
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def as_dict(self) -> dict[str, Any]:
-        """The JSON of ``/diagnose`` and ``/report`` (less the connection fields)."""
-        return {
-            "cause": self.cause.value if self.cause is not None else None,
-            "confidence": self.confidence.value,
-            "evidence": [f.as_dict() for f in self.evidence],
-            "fix": self.fix,
-            "recovered": self.recovered,
-        }
-
-
-FIXES: dict[Cause, str] = {
-    Cause.EXPIRED: (
-        "Nothing to do: the session had expired; tokenkeep refreshed it and retried once."
-    ),
-    Cause.WRONG_INSTANCE: (
-        "The org answers on another host than the connection's instance_url (My Domain "
-        "change or instance move). tokenkeep refreshes once to learn the right host; if "
-        "Salesforce still points at the wrong one, reconnect the user (a connect link) so the "
-        "login returns the org's current instance URL."
-    ),
-    Cause.IP_LOCKED: (
-        'In Salesforce Setup > Session Settings, turn off "Lock sessions to the IP address '
-        'from which they originated", or send all traffic for this org from one egress '
-        "address (TOKENKEEP_EGRESS_ADDRESS, and direct-mode clients through the proxy)."
-    ),
-    Cause.API_CLIENT_CONTROL: (
-        "API Access Control is on and this connected app is not allowed: in Setup > Connected "
-        "Apps OAuth Usage, install the app org-wide, or in Manage Connected Apps set 'Admin "
-        "approved users are pre-authorized' and assign the users' profiles or permission sets."
-    ),
-    Cause.REVOKED: (
-        "The user's grant is gone (password change, deactivation, app revoked, or the "
-        "5-token cap): send the user a connect link (POST /connect/sessions) to reconnect."
-    ),
-    Cause.MAINTENANCE: (
-        "Salesforce is in maintenance (read-only) for this org: reads flow, writes are paused "
-        "and resume by themselves when it ends. Nothing to do."
-    ),
-    Cause.UNKNOWN: (
-        "tokenkeep could not prove a cause from what it saw (below). Try POST "
-        "/connections/{id}/diagnose again; if it persists, check the org's session settings."
-    ),
-}
-
-_REVOKED_DETAIL = {
-    "inactive_user": "the user was deactivated",
-    "inactive_org": "the org is locked or inactive",
-    "authentication_failure": "the user's credentials changed",
-    "token_cap_evicted": "a newer grant of the same user and app evicted it (the 5-token cap)",
-    "rotation_lost": "a rotated refresh token was lost by a crash",
-    "expired_or_revoked": (
-        "revoked or expired: a password change, the app revoked, or the refresh-token policy"
-    ),
-}
-
-
-def host_of(url: str | None) -> str | None:
-    """``scheme://host[:port]`` of ``url`` (lower case), or None."""
-    if not url:
-        return None
-    parts = urlsplit(url)
-    if not parts.netloc:
-        return None
-    return f"{parts.scheme}://{parts.netloc}".lower()
-
 
 def classify(e: Evidence) -> Diagnosis:
     """The verdict for one body of evidence (see the module docstring for the rules)."""
-    facts = _facts(e)
+    facts = observations(e)
     if e.refresh is RefreshResult.REVOKED:
         reason = _reason(e.refresh_reason, Cause.REVOKED)
-        why = _REVOKED_DETAIL.get(reason.detail or "", "revoked")
+        why = REVOKED_DETAIL.get(reason.detail or "", "revoked")
         return Diagnosis(
             Cause.REVOKED,
             Confidence.HIGH,
@@ -466,50 +328,3 @@ def _expired(e: Evidence, facts: tuple[Fact, ...]) -> Diagnosis:
 
 def _unknown(facts: tuple[Fact, ...]) -> Diagnosis:
     return Diagnosis(Cause.UNKNOWN, Confidence.LOW, facts, FIXES[Cause.UNKNOWN])
-
-
-def _facts(e: Evidence) -> tuple[Fact, ...]:
-    """The plain observations every verdict carries (what was seen, before reasoning)."""
-    out: list[Fact] = []
-    if e.status is not None:
-        code = f" {e.error_code}" if e.error_code else ""
-        text = f' "{e.message}"' if e.message else ""
-        out.append(Fact("answer", e.status, f"Salesforce answered {e.status}{code}{text}."))
-    if e.refresh is not None:
-        out.append(Fact("refresh", e.refresh.value, f"The refresh after it: {e.refresh.value}."))
-    if e.token_age_seconds is not None:
-        out.append(
-            Fact(
-                "token_age_seconds",
-                round(e.token_age_seconds),
-                f"The refused token was {round(e.token_age_seconds)} s old"
-                + (
-                    f" (expected lifetime {round(e.expected_lifetime_seconds)} s)."
-                    if e.expected_lifetime_seconds
-                    else "."
-                ),
-            )
-        )
-    if e.refused_token_active is not None:
-        out.append(
-            Fact(
-                "introspection_active",
-                e.refused_token_active,
-                "Introspection says the refused token is "
-                + ("still active." if e.refused_token_active else "no longer active."),
-            )
-        )
-    if e.identity_ok is not None:
-        out.append(
-            Fact(
-                "identity",
-                e.identity_ok,
-                "A fresh token " + ("works" if e.identity_ok else "fails") + " for identity.",
-            )
-        )
-    return tuple(out)
-
-
-def message_unusable(message: str | None) -> bool:
-    """The "not valid for use with the REST API" variant of INVALID_SESSION_ID."""
-    return bool(message) and _NOT_FOR_REST in (message or "").lower()

@@ -29,16 +29,22 @@ from typing import Protocol
 
 from tokenkeep.clock import Clock
 from tokenkeep.config import Settings
-from tokenkeep.diagnosis.classify import (
-    ORG_BURST,
+from tokenkeep.diagnosis.classify import classify
+from tokenkeep.diagnosis.evidence import (
+    REFUSED,
     Diagnosis,
     Evidence,
+    ProxiedFailure,
     RefreshResult,
-    classify,
+    addresses_differ,
+    evidence_of,
+    expiry_proven,
     host_of,
     message_unusable,
+    with_refresh,
+    with_replay_answer,
 )
-from tokenkeep.diagnosis.probes import DataCall, Probes
+from tokenkeep.diagnosis.probes import Probes
 from tokenkeep.errors import (
     ActionRequiredError,
     NeedsReauthError,
@@ -57,9 +63,6 @@ __all__ = ["Diagnoser", "OrgSignals", "ProxiedFailure", "Verdict", "evidence_of"
 
 _log = get_logger("tokenkeep.diagnosis")
 
-_REFUSED = frozenset(
-    {AnswerKind.SESSION_INVALID, AnswerKind.SESSION_UNUSABLE, AnswerKind.WRONG_INSTANCE}
-)
 _EVENTS = {
     Status.ACTION_REQUIRED: EventType.CONNECTION_ACTION_REQUIRED,
     Status.NEEDS_REAUTH: EventType.CONNECTION_NEEDS_REAUTH,
@@ -76,20 +79,6 @@ class OrgSignals(Protocol):
     async def recent_session_errors(self, org_id: str, seconds: float = 60.0) -> int:
         """Session errors on the org's connections within the last ``seconds``."""
         ...
-
-
-@dataclass(frozen=True, slots=True)
-class ProxiedFailure:
-    """What the proxy saw of one call whose first answer was an auth failure."""
-
-    connection_id: str
-    first: ApiAnswer
-    rejected: FreshToken
-    local_address: str | None = None  # the address the first attempt left from
-    refreshed: bool = False  # a refresh was attempted
-    refresh_error: TokenkeepError | None = None
-    fresh: FreshToken | None = None
-    replay: ApiAnswer | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,7 +196,7 @@ class Diagnoser:
             used_from_address=used_from or (here.local_address if here else None),
         )
         base = await self._context(base, conn, conn.org_id)
-        failed: ApiAnswer | None = reported if reported and reported.kind in _REFUSED else None
+        failed: ApiAnswer | None = reported if reported and reported.kind in REFUSED else None
         if failed is None and here is not None and not here.ok:
             failed = here.answer
         if failed is not None:
@@ -267,7 +256,7 @@ class Diagnoser:
         try:
             fresh = await self.coordinator.refresh_after_rejection(conn.id, conn.version)
         except TokenkeepError as exc:
-            return _with_refresh(evidence, exc)
+            return with_refresh(evidence, exc)
         evidence = replace(
             evidence, refresh=RefreshResult.OK, refreshed_instance_url=fresh.instance_url
         )
@@ -276,7 +265,7 @@ class Diagnoser:
         )
         if again is None:
             return evidence
-        evidence = _with_replay(evidence, again)
+        evidence = with_replay_answer(evidence, again.answer)
         if again.answer.kind is AnswerKind.SESSION_UNUSABLE and evidence.identity_ok is None:
             app = await self.coordinator.oauth_app(conn.integration_key)
             evidence = replace(
@@ -309,7 +298,7 @@ class Diagnoser:
             and evidence.expected_lifetime_seconds is not None
             and evidence.token_age_seconds < 0.9 * evidence.expected_lifetime_seconds
         )
-        moved = _addresses_differ(evidence)
+        moved = addresses_differ(evidence)
         if early or moved:
             evidence = replace(
                 evidence,
@@ -330,7 +319,7 @@ class Diagnoser:
         status_code: int | None = None,
     ) -> None:
         learned: float | None = None
-        if diagnosis.cause is Cause.EXPIRED and rejection is not None and _expiry_proven(evidence):
+        if diagnosis.cause is Cause.EXPIRED and rejection is not None and expiry_proven(evidence):
             learned = await self.coordinator.learn_expiry(rejection)
         change: StatusChange | None = None
         if diagnosis.status is not None:
@@ -404,73 +393,3 @@ class Diagnoser:
         if key:
             return key
         return (await self.store.connections.get(token.connection_id)).integration_key
-
-
-def evidence_of(failure: ProxiedFailure) -> Evidence:
-    """What the proxy's own attempts show (pure: no probe, no org signals)."""
-    first, rejected, replay = failure.first, failure.rejected, failure.replay
-    evidence = Evidence(
-        status=first.status,
-        error_code=first.error_code,
-        message=first.message,
-        host=host_of(rejected.instance_url),
-        instance_url=rejected.instance_url,
-        refreshed_instance_url=failure.fresh.instance_url if failure.fresh else None,
-        replay_ok=(replay.kind not in _REFUSED) if replay is not None else None,
-        replay_unusable=(replay.kind is AnswerKind.SESSION_UNUSABLE) if replay else None,
-        replay_wrong_host=(replay.kind is AnswerKind.WRONG_INSTANCE) if replay else None,
-        replay_error_code=replay.error_code if replay else None,
-        issued_to_address=rejected.issued_to_address,
-        used_from_address=failure.local_address,
-    )
-    return _with_refresh(evidence, failure.refresh_error) if failure.refreshed else evidence
-
-
-def _with_refresh(evidence: Evidence, exc: TokenkeepError | None) -> Evidence:
-    """The refresh's outcome as evidence (``exc`` None: it gave a new token)."""
-    if exc is None:
-        return replace(evidence, refresh=RefreshResult.OK)
-    if isinstance(exc, NeedsReauthError):
-        return replace(
-            evidence,
-            refresh=RefreshResult.REVOKED,
-            refresh_reason=str(exc.reason or "revoked"),
-        )
-    if isinstance(exc, ActionRequiredError):
-        return replace(
-            evidence,
-            refresh=RefreshResult.ACTION_REQUIRED,
-            refresh_reason=str(exc.reason) if exc.reason else None,
-        )
-    return replace(evidence, refresh=RefreshResult.TRANSIENT)
-
-
-def _with_replay(evidence: Evidence, call: DataCall) -> Evidence:
-    kind = call.answer.kind
-    return replace(
-        evidence,
-        replay_ok=kind not in _REFUSED,
-        replay_unusable=kind is AnswerKind.SESSION_UNUSABLE,
-        replay_wrong_host=kind is AnswerKind.WRONG_INSTANCE,
-    )
-
-
-def _addresses_differ(e: Evidence) -> bool:
-    return (
-        e.issued_to_address is not None
-        and e.used_from_address is not None
-        and e.issued_to_address != e.used_from_address
-    )
-
-
-def _expiry_proven(e: Evidence) -> bool:
-    """Evidence of an expiry, not of something that merely looks like one."""
-    same_host = host_of(e.refreshed_instance_url) in (None, host_of(e.instance_url))
-    return (
-        e.replay_ok is True
-        and same_host
-        and not _addresses_differ(e)
-        and e.refused_token_active is not True
-        and not e.org_writes_paused
-        and e.org_recent_session_errors < ORG_BURST
-    )

@@ -7,8 +7,9 @@ the :class:`~tokenkeep.proxy.source.TokenSource`, apply the org's write pause
 clean headers (:mod:`.headers`), and relay the response chunk by chunk. Decisions are
 pure functions elsewhere: what an answer says
 (:func:`~tokenkeep.providers.salesforce_answers.read_api_answer`, only on error statuses),
-whether to refresh and replay once (:mod:`.retry`), and the call's cause word and
-``Retry-After`` (:mod:`.outcome`); this module only moves bytes.
+whether to refresh and replay once (:mod:`.retry`), the cause word of an auth failure (the
+token source's ``settle``: :mod:`tokenkeep.diagnosis`) and ``Retry-After``
+(:mod:`.outcome`); the response is written by :mod:`.respond`. This module only moves bytes.
 
 Bodies: up to ``settings.retry_buffer_bytes`` are buffered so the request can be replayed
 once after a refresh. Larger bodies (by ``Content-Length``, or as soon as a chunked body
@@ -22,9 +23,8 @@ and ``/c/``; the routing reads ``scope["raw_path"]`` (the bytes the client sent)
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, replace
 from random import getrandbits
 from typing import Any
@@ -39,9 +39,10 @@ from tokenkeep.oauth.client import local_address_of
 from tokenkeep.observability.logging import get_logger
 from tokenkeep.providers.salesforce_answers import AnswerKind, ApiAnswer, read_api_answer
 from tokenkeep.proxy.body import Body, ClientGoneError, read_body
-from tokenkeep.proxy.headers import response_headers, scan_request, with_credentials
-from tokenkeep.proxy.outcome import NEEDS_VERDICT, error_retry_after, relayed_retry_after
+from tokenkeep.proxy.headers import scan_request, with_credentials
+from tokenkeep.proxy.outcome import NEEDS_VERDICT
 from tokenkeep.proxy.paths import ProxyTarget, build_upstream_url, split_target
+from tokenkeep.proxy.respond import Call, Receive, Scope, Send, printable, relay, send_error
 from tokenkeep.proxy.retry import PEEK_BYTES, Action, decide, is_write, needs_body
 from tokenkeep.proxy.source import FreshToken, ProxiedFailure, TokenSource
 from tokenkeep.proxy.upstream import (
@@ -59,11 +60,6 @@ __all__ = [
     "UpstreamTimeoutError",
     "UpstreamUnreachableError",
 ]
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
 
 _AUTH_CACHE_MAX = 4096
 
@@ -86,22 +82,6 @@ class _Request:
     body: Body
     session_header: bool
     org_key: str  # the write-pause and limit key: org id, or instance_url if unknown
-
-
-@dataclass(slots=True)
-class _Call:
-    """What the one log line of a proxied call says. Never a token."""
-
-    request_id: str
-    method: str
-    path: str | None  # None until the path is validated (then the escaped raw path is logged)
-    connection_id: str | None = None
-    org_id: str | None = None
-    status: int | None = None
-    retried: bool = False
-    recovered: bool = False  # the replay after a refresh succeeded
-    cause: str | None = None
-    started: bool = False  # response headers already sent to the client
 
 
 class ProxyApp:
@@ -202,16 +182,18 @@ class ProxyApp:
     async def _handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = self._clock.monotonic()
         # A correlation id, not a secret: no os.urandom syscall per call.
-        call = _Call(f"{getrandbits(64):016x}", scope["method"], None)
+        call = Call(f"{getrandbits(64):016x}", scope["method"], None)
         try:
             await self._proxy(scope, receive, send, call)
         except TokenkeepError as exc:
-            await self._send_error(send, call, exc)
+            await send_error(send, call, exc, self._clock.time())
         except ClientGoneError:
             call.status = 499  # nginx's word for "client closed the request"
         except Exception as exc:  # a bug: answer 500 with our body, log the type only
             self._log.error("proxy.internal_error", request_id=call.request_id, error=repr(exc))
-            await self._send_error(send, call, TokenkeepError("Internal proxy error."))
+            await send_error(
+                send, call, TokenkeepError("Internal proxy error."), self._clock.time()
+            )
         finally:
             log = self._call_log
             if log is None:
@@ -225,7 +207,7 @@ class ProxyApp:
                     connection_id=call.connection_id,
                     org_id=call.org_id,
                     method=call.method,
-                    path=call.path if call.path is not None else _printable(scope),
+                    path=call.path if call.path is not None else printable(scope),
                     status=call.status,
                     duration_ms=round((self._clock.monotonic() - started) * 1000, 2),
                     retried=call.retried,
@@ -233,31 +215,9 @@ class ProxyApp:
                     cause=call.cause,
                 )
 
-    async def _send_error(self, send: Send, call: _Call, exc: TokenkeepError) -> None:
-        if call.started:
-            return  # too late for another status line: the connection is cut short instead
-        body = json.dumps({"error": {"code": exc.code, "message": exc.message}}).encode()
-        headers = [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(body)).encode()),
-            (b"tokenkeep-request-id", call.request_id.encode()),
-        ]
-        retry_after = error_retry_after(exc, self._clock.time())
-        if retry_after is not None:
-            headers.append((b"retry-after", str(retry_after).encode()))
-        cause = exc.cause
-        if cause is not None:
-            # Our own 409/424 name the cause too, like a relayed Salesforce failure does.
-            headers.append((b"tokenkeep-cause", cause.encode()))
-            call.cause = cause
-        call.status = exc.status_code
-        call.started = True
-        await send({"type": "http.response.start", "status": exc.status_code, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
-
     # -- the flow ----------------------------------------------------------------------
 
-    async def _proxy(self, scope: Scope, receive: Receive, send: Send, call: _Call) -> None:
+    async def _proxy(self, scope: Scope, receive: Receive, send: Send, call: Call) -> None:
         scanned = scan_request(scope["headers"])
         raw_path = scope.get("raw_path") or scope["path"].encode("utf-8")
         target = split_target(raw_path, scope.get("query_string", b""), scanned.connection_id)
@@ -323,7 +283,7 @@ class ProxyApp:
         return True
 
     async def _exchange(
-        self, send: Send, call: _Call, request: _Request, token: FreshToken
+        self, send: Send, call: Call, request: _Request, token: FreshToken
     ) -> ApiAnswer:
         """Send, maybe refresh and replay once, name the cause, relay the final response."""
         connection_id = request.target.connection_id
@@ -354,7 +314,7 @@ class ProxyApp:
                     call.recovered = first.kind is AnswerKind.OK
             call.cause = cause
             self._remember_limits(request.org_key, response)
-            await self._relay(send, call, response, head, cause, answer=first)
+            await relay(send, call, response, head, cause, answer=first, log=self._log)
             return first
         finally:
             response.release()
@@ -434,43 +394,3 @@ class ProxyApp:
                 response.release()
                 raise UpstreamUnreachableError("Salesforce's answer was cut short.") from None
         return response, head
-
-    async def _relay(
-        self,
-        send: Send,
-        call: _Call,
-        response: aiohttp.ClientResponse,
-        head: bytes,
-        cause: str | None,
-        *,
-        answer: ApiAnswer,
-    ) -> None:
-        """Send the response to the client chunk by chunk, bytes unchanged.
-
-        A limit that Salesforce sent without ``Retry-After`` gets ours
-        (:func:`~tokenkeep.proxy.outcome.relayed_retry_after`); Salesforce's own header,
-        when present, wins.
-        """
-        call.status = response.status
-        headers = response_headers(response.raw_headers, call.request_id.encode(), cause=cause)
-        seconds = relayed_retry_after(answer)
-        if seconds is not None and "Retry-After" not in response.headers:
-            headers.append((b"retry-after", str(seconds).encode()))
-        await send({"type": "http.response.start", "status": response.status, "headers": headers})
-        call.started = True
-        try:
-            if head:
-                await send({"type": "http.response.body", "body": head, "more_body": True})
-            async for chunk in response.content.iter_any():
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
-        except (TimeoutError, aiohttp.ClientError) as exc:
-            # Mid-body: the status is sent, so the only honest signal is a cut connection.
-            self._log.warning("proxy.upstream_cut", request_id=call.request_id, error=repr(exc))
-            return
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
-
-
-def _printable(scope: Scope) -> str:
-    """The request's raw path, escaped: a path refused before validation may carry CR/LF."""
-    raw = scope.get("raw_path") or scope.get("path", "").encode("utf-8", "replace")
-    return str(raw[:256].decode("latin-1").encode("unicode_escape").decode("ascii"))

@@ -1,0 +1,105 @@
+"""Writing a proxied call's response: the relay of Salesforce's answer, our own errors, and
+the one log line's fields (:class:`Call`). ASGI messages only; no decisions."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+
+from tokenkeep.errors import TokenkeepError
+from tokenkeep.providers.salesforce_answers import ApiAnswer
+from tokenkeep.proxy.headers import response_headers
+from tokenkeep.proxy.outcome import error_retry_after, relayed_retry_after
+
+__all__ = ["Call", "Message", "Receive", "Scope", "Send", "printable", "relay", "send_error"]
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+
+@dataclass(slots=True)
+class Call:
+    """What the one log line of a proxied call says. Never a token."""
+
+    request_id: str
+    method: str
+    path: str | None  # None until the path is validated (then the escaped raw path is logged)
+    connection_id: str | None = None
+    org_id: str | None = None
+    status: int | None = None
+    retried: bool = False
+    recovered: bool = False  # the replay after a refresh succeeded
+    cause: str | None = None
+    started: bool = False  # response headers already sent to the client
+
+
+async def send_error(send: Send, call: Call, exc: TokenkeepError, now: float) -> None:
+    """Our own error answer (``{"error": {"code", "message"}}``), unless the response has
+    already started."""
+    if call.started:
+        return  # too late for another status line: the connection is cut short instead
+    body = json.dumps({"error": {"code": exc.code, "message": exc.message}}).encode()
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"tokenkeep-request-id", call.request_id.encode()),
+    ]
+    retry_after = error_retry_after(exc, now)
+    if retry_after is not None:
+        headers.append((b"retry-after", str(retry_after).encode()))
+    cause = exc.cause
+    if cause is not None:
+        # Our own 409/424 name the cause too, like a relayed Salesforce failure does.
+        headers.append((b"tokenkeep-cause", cause.encode()))
+        call.cause = cause
+    call.status = exc.status_code
+    call.started = True
+    await send({"type": "http.response.start", "status": exc.status_code, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def relay(
+    send: Send,
+    call: Call,
+    response: aiohttp.ClientResponse,
+    head: bytes,
+    cause: str | None,
+    *,
+    answer: ApiAnswer,
+    log: Any,
+) -> None:
+    """Send the response to the client chunk by chunk, bytes unchanged.
+
+    A limit that Salesforce sent without ``Retry-After`` gets ours
+    (:func:`~tokenkeep.proxy.outcome.relayed_retry_after`); Salesforce's own header,
+    when present, wins.
+    """
+    call.status = response.status
+    headers = response_headers(response.raw_headers, call.request_id.encode(), cause=cause)
+    seconds = relayed_retry_after(answer)
+    if seconds is not None and "Retry-After" not in response.headers:
+        headers.append((b"retry-after", str(seconds).encode()))
+    await send({"type": "http.response.start", "status": response.status, "headers": headers})
+    call.started = True
+    try:
+        if head:
+            await send({"type": "http.response.body", "body": head, "more_body": True})
+        async for chunk in response.content.iter_any():
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+    except (TimeoutError, aiohttp.ClientError) as exc:
+        # Mid-body: the status is sent, so the only honest signal is a cut connection.
+        log.warning("proxy.upstream_cut", request_id=call.request_id, error=repr(exc))
+        return
+    await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+def printable(scope: Scope) -> str:
+    """The request's raw path, escaped: a path refused before validation may carry CR/LF."""
+    raw = scope.get("raw_path") or scope.get("path", "").encode("utf-8", "replace")
+    return str(raw[:256].decode("latin-1").encode("unicode_escape").decode("ascii"))
