@@ -29,22 +29,21 @@ from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
-from tokenkeep.clock import Clock, utc_from_timestamp
+from tokenkeep.clock import Clock
 from tokenkeep.config import Settings
 from tokenkeep.errors import TokenkeepError, ValidationError
+from tokenkeep.lifecycle.connected import connected_columns, store_connected
 from tokenkeep.lifecycle.coordinator import RefreshCoordinator
-from tokenkeep.lifecycle.expiry import configured_timeout, plan_expiry
-from tokenkeep.lifecycle.timeouts import introspected_lifetime
 from tokenkeep.oauth.client import TokenEndpointClient
 from tokenkeep.oauth.errors import OAuthError, UpstreamTransportError
-from tokenkeep.oauth.models import Identity, OAuthApp, TokenResponse, oauth_app_for
+from tokenkeep.oauth.models import oauth_app_for
 from tokenkeep.oauth.pkce import new_pkce_pair, new_state
 from tokenkeep.observability.logging import get_logger
-from tokenkeep.store import Integration, Store
+from tokenkeep.store import Store
 from tokenkeep.store.connect_sessions import CODE_VERIFIER_FIELD
 from tokenkeep.store.records import ConnectSession
 from tokenkeep.urls import upstream_url_problem
-from tokenkeep.vocabulary import AuthMode, EventType, Status
+from tokenkeep.vocabulary import AuthMode
 
 __all__ = ["CODE_VERIFIER_FIELD", "ConnectFlow", "ConnectFlowError", "ConnectResult"]
 
@@ -282,8 +281,18 @@ class ConnectFlow:
             raise ConnectFlowError(
                 "identity_error", f"The provider did not confirm the identity: {exc.message}"
             ) from exc
-        columns = await self._connected_columns(integration, app, tokens, identity)
-        connection_id, created, previous_status = await self._store_connection(
+        columns = await connected_columns(
+            self.client,
+            self.settings,
+            self._rng,
+            integration=integration,
+            app=app,
+            tokens=tokens,
+            identity=identity,
+        )
+        connection_id, created, previous_status = await store_connected(
+            self.store,
+            self.settings,
             integration_key=row.integration_key,
             connection_id=row.connection_id,
             metadata=row.metadata,
@@ -334,8 +343,18 @@ class ConnectFlow:
         if not tokens.id_url:
             raise ConnectFlowError("identity_error", "The token answer named no identity URL.")
         identity = await self.client.identity(tokens.id_url, tokens.access_token)
-        columns = await self._connected_columns(integration, app, tokens, identity)
-        conn_id, created, _ = await self._store_connection(
+        columns = await connected_columns(
+            self.client,
+            self.settings,
+            self._rng,
+            integration=integration,
+            app=app,
+            tokens=tokens,
+            identity=identity,
+        )
+        conn_id, created, _ = await store_connected(
+            self.store,
+            self.settings,
             integration_key=integration_key,
             connection_id=connection_id,
             metadata=dict(metadata or {}),
@@ -352,85 +371,3 @@ class ConnectFlow:
             created=created,
             return_url=None,
         )
-
-    async def _connected_columns(
-        self, integration: Integration, app: OAuthApp, tokens: TokenResponse, identity: Identity
-    ) -> dict[str, Any]:
-        """The row columns of a finished connect: who, where, and the expiry plan
-        (introspection when possible, else the configured session timeout)."""
-        introspected = await introspected_lifetime(self.client, app, tokens.access_token)
-        plan = plan_expiry(
-            tokens.received_at,
-            configured=configured_timeout(integration),
-            introspected=introspected,
-            margin=self.settings.refresh_margin_seconds,
-            rng=self._rng,
-        )
-        return {
-            "org_id": identity.org_id,
-            "user_id": identity.user_id,
-            "username": identity.username,
-            "instance_url": tokens.instance_url,
-            "id_url": tokens.id_url,
-            "issued_at": utc_from_timestamp(tokens.received_at),
-            "expires_at": plan.expires_at,
-            "next_refresh_at": plan.next_refresh_at,
-            "issued_to_address": tokens.local_address,
-        }
-
-    async def _store_connection(
-        self,
-        *,
-        integration_key: str,
-        connection_id: str | None,
-        metadata: dict[str, Any],
-        tokens: TokenResponse,
-        columns: dict[str, Any],
-        keep_refresh_token: bool = True,
-    ) -> tuple[str, bool, str | None]:
-        """Create or update the connection, its outbox event and log entry: one commit."""
-        org_id = columns["org_id"]
-        async with self.store.db.write() as session:
-            done = await self.store.refresh_state.upsert_connected(
-                session,
-                integration_key=integration_key,
-                connection_id=connection_id,
-                update_existing=self.settings.connect_update_existing,
-                metadata=metadata,
-                access_token=tokens.access_token,
-                refresh_token=tokens.refresh_token if keep_refresh_token else None,
-                columns=columns,
-            )
-            payload = {
-                "connection_id": done.connection_id,
-                "org_id": org_id,
-                "integration": integration_key,
-                "metadata": dict(metadata),
-            }
-            if done.created:
-                self.store.outbox.add_event(
-                    session,
-                    EventType.CONNECTION_CREATED,
-                    connection_id=done.connection_id,
-                    org_id=org_id,
-                    payload=payload,
-                )
-            elif done.previous_status != Status.ACTIVE:
-                # A new grant replaced the old one (version bumped: a refresh in flight on
-                # the old grant is fenced off).
-                self.store.outbox.add_event(
-                    session,
-                    EventType.CONNECTION_RECOVERED,
-                    connection_id=done.connection_id,
-                    org_id=org_id,
-                    payload={**payload, "previous_status": done.previous_status},
-                )
-            await self.store.operations.log(
-                "connect",
-                outcome="ok",
-                connection_id=done.connection_id,
-                org_id=org_id,
-                detail={"created": done.created, "integration": integration_key},
-                session=session,
-            )
-        return done.connection_id, done.created, done.previous_status
