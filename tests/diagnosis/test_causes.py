@@ -8,6 +8,8 @@ emulator saw, the learned session timeout, the webhook events.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -302,14 +304,58 @@ async def test_report_rejects_bad_input_with_a_clear_error(gw: GatewayUnderTest)
     assert extra.status_code == 422
 
 
+@contextlib.asynccontextmanager
+async def _second_gateway(
+    a: GatewayUnderTest, egress_address: str | None = None
+) -> AsyncIterator[httpx.AsyncClient]:
+    """Another gateway process on A's database and keys (in this process, over ASGI)."""
+    from tokenkeep.runtime import Gateway
+    from tokenkeep.server import build_asgi_app
+
+    b = Gateway(
+        a.gateway.settings.model_copy(update={"egress_address": egress_address}),
+        clock=a.clock,
+    )
+    app = build_asgi_app(b)
+    await b.start()
+    try:
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app),
+            base_url="http://127.0.0.1",
+            headers=_auth(a),
+            timeout=30,
+        ) as via_b:
+            yield via_b
+    finally:
+        await b.stop()
+
+
+async def test_two_gateways_racing_a_rotating_token_is_not_a_revocation(
+    gw: GatewayUnderTest,
+) -> None:
+    org = gw.emulator.orgs[0]
+    await gw.connect("c1")
+    gw.emulator.admin.patch_app(gw.emulator.apps[0].client_id, {"rotate_refresh_tokens": True})
+    gw.emulator.admin.patch_org(org.org_id, {"session_timeout_seconds": 1800})
+    gw.emulator.admin.advance_clock(1900)
+    async with _second_gateway(gw) as via_b:
+        answers = await asyncio.gather(
+            *[_get(gw, "c1") for _ in range(5)], *[via_b.get(f"/c/c1{QUERY}") for _ in range(5)]
+        )
+    assert [a.status_code for a in answers] == [200] * 10
+    # Calls that met the dead token say why; calls that came after the refresh had nothing to.
+    assert {a.headers.get("Tokenkeep-Cause") for a in answers} <= {"expired", None}
+    assert any(a.headers.get("Tokenkeep-Cause") == "expired" for a in answers)
+    stored = await gw.gateway.store.connections.get("c1")
+    assert stored.status == "active"
+    assert gw.grants() == 1
+
+
 async def test_two_gateways_on_a_locked_org_stop_ping_ponging(tmp_path: Path) -> None:
     """Defect: two gateway hosts with different egress addresses on an IP-locked org
     silently refreshed in turns (5 refreshes for 7 reads). Now the second gateway proves
     the lock (the refused token is still active, it was obtained from the other address)
     and marks the connection action_required: one refresh, then 424 everywhere."""
-    from tokenkeep.runtime import Gateway
-    from tokenkeep.server import build_asgi_app
-
     async with running_gateway(
         tmp_path / "a", clock=OffsetClock(), egress_address="127.0.0.2"
     ) as a:
@@ -318,32 +364,20 @@ async def test_two_gateways_on_a_locked_org_stop_ping_ponging(tmp_path: Path) ->
         stored = await a.gateway.store.connections.get("c1")
         assert stored.issued_to_address == "127.0.0.2"
         a.emulator.admin.patch_org(org.org_id, {"lock_sessions_to_ip": True})
-        b = Gateway(
-            a.gateway.settings.model_copy(update={"egress_address": "127.0.0.3"}),
-            clock=a.clock,
-        )
-        app = build_asgi_app(b)
-        await b.start()
-        try:
-            transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(
-                transport=transport, base_url="http://127.0.0.1", headers=_auth(a)
-            ) as via_b:
-                first = await via_b.get(f"/c/c1{QUERY}")
-                assert first.status_code == 200  # the call itself is recovered...
-                assert first.headers["Tokenkeep-Cause"] == "ip_locked"  # ...and named
-                stored = await b.store.connections.get("c1")
-                assert stored.status == "action_required"
-                assert (stored.status_reason or "").startswith("ip_locked")
-                for _ in range(3):
-                    assert (await via_b.get(f"/c/c1{QUERY}")).status_code == 424
+        async with _second_gateway(a, "127.0.0.3") as via_b:
+            first = await via_b.get(f"/c/c1{QUERY}")
+            assert first.status_code == 200  # the call itself is recovered...
+            assert first.headers["Tokenkeep-Cause"] == "ip_locked"  # ...and named
+            stored = await a.gateway.store.connections.get("c1")
+            assert stored.status == "action_required"
+            assert (stored.status_reason or "").startswith("ip_locked")
             for _ in range(3):
-                answer = await _get(a, "c1")
-                if answer.status_code == 424:
-                    break
-                a.emulator.admin.advance_clock(6)  # A's cache re-reads the row within 5 s
-            assert answer.status_code == 424
-            assert answer.headers["Tokenkeep-Cause"] == "ip_locked"
-            assert a.grants() == 1
-        finally:
-            await b.stop()
+                assert (await via_b.get(f"/c/c1{QUERY}")).status_code == 424
+        for _ in range(3):
+            answer = await _get(a, "c1")
+            if answer.status_code == 424:
+                break
+            a.emulator.admin.advance_clock(6)  # A's cache re-reads the row within 5 s
+        assert answer.status_code == 424
+        assert answer.headers["Tokenkeep-Cause"] == "ip_locked"
+        assert a.grants() == 1
