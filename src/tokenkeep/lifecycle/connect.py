@@ -36,10 +36,10 @@ from tokenkeep.lifecycle.connected import connected_columns, store_connected
 from tokenkeep.lifecycle.coordinator import RefreshCoordinator
 from tokenkeep.oauth.client import TokenEndpointClient
 from tokenkeep.oauth.errors import OAuthError, UpstreamTransportError
-from tokenkeep.oauth.models import oauth_app_for
+from tokenkeep.oauth.models import Identity, OAuthApp, TokenResponse, oauth_app_for
 from tokenkeep.oauth.pkce import new_pkce_pair, new_state
 from tokenkeep.observability.logging import get_logger
-from tokenkeep.store import Store
+from tokenkeep.store import Integration, Store
 from tokenkeep.store.connect_sessions import CODE_VERIFIER_FIELD
 from tokenkeep.store.records import ConnectSession
 from tokenkeep.urls import upstream_url_problem
@@ -281,26 +281,14 @@ class ConnectFlow:
             raise ConnectFlowError(
                 "identity_error", f"The provider did not confirm the identity: {exc.message}"
             ) from exc
-        columns = await connected_columns(
-            self.client,
-            self.settings,
-            self._rng,
-            integration=integration,
-            app=app,
-            tokens=tokens,
-            identity=identity,
-        )
-        connection_id, created, previous_status = await store_connected(
-            self.store,
-            self.settings,
-            integration_key=row.integration_key,
+        connection_id, created, previous_status = await self._finish(
+            integration,
+            app,
+            tokens,
+            identity,
             connection_id=row.connection_id,
             metadata=row.metadata,
-            tokens=tokens,
-            columns=columns,
         )
-        if self.coordinator is not None:
-            self.coordinator.forget(connection_id)
         _log.info(
             "connection connected",
             connection_id=connection_id,
@@ -343,6 +331,36 @@ class ConnectFlow:
         if not tokens.id_url:
             raise ConnectFlowError("identity_error", "The token answer named no identity URL.")
         identity = await self.client.identity(tokens.id_url, tokens.access_token)
+        conn_id, created, _ = await self._finish(
+            integration,
+            app,
+            tokens,
+            identity,
+            connection_id=connection_id,
+            metadata=dict(metadata or {}),
+            keep_refresh_token=False,
+        )
+        return ConnectResult(
+            connection_id=conn_id,
+            org_id=identity.org_id,
+            username=identity.username,
+            created=created,
+            return_url=None,
+        )
+
+    async def _finish(
+        self,
+        integration: Integration,
+        app: OAuthApp,
+        tokens: TokenResponse,
+        identity: Identity,
+        *,
+        connection_id: str | None,
+        metadata: dict[str, Any],
+        keep_refresh_token: bool = True,
+    ) -> tuple[str, bool, str | None]:
+        """Store a finished connect (:mod:`tokenkeep.lifecycle.connected`) and drop any
+        cached token of the connection it replaces: (id, created, previous status)."""
         columns = await connected_columns(
             self.client,
             self.settings,
@@ -352,22 +370,16 @@ class ConnectFlow:
             tokens=tokens,
             identity=identity,
         )
-        conn_id, created, _ = await store_connected(
+        done = await store_connected(
             self.store,
             self.settings,
-            integration_key=integration_key,
+            integration_key=integration.key,
             connection_id=connection_id,
-            metadata=dict(metadata or {}),
+            metadata=metadata,
             tokens=tokens,
             columns=columns,
-            keep_refresh_token=False,
+            keep_refresh_token=keep_refresh_token,
         )
         if self.coordinator is not None:
-            self.coordinator.forget(conn_id)
-        return ConnectResult(
-            connection_id=conn_id,
-            org_id=identity.org_id,
-            username=identity.username,
-            created=created,
-            return_url=None,
-        )
+            self.coordinator.forget(done[0])
+        return done
