@@ -19,9 +19,6 @@ a streamed upload gets the refreshed token on the *next* call instead.
 
 from __future__ import annotations
 
-import asyncio
-import logging
-import threading
 from collections.abc import AsyncGenerator, Callable, Generator
 from typing import Any
 
@@ -32,65 +29,11 @@ from requests.auth import AuthBase
 from tokenkeep.client._async_client import AsyncClient
 from tokenkeep.client._client import Client
 from tokenkeep.client._models import Token
-from tokenkeep.client._policy import (
-    Fetch,
-    Refresh,
-    Renew,
-    Report,
-    Send,
-    Step,
-    aimed,
-    call_flow,
-    origin,
-    renew_flow,
-    wants_body,
-)
-from tokenkeep.clock import Clock, SystemClock
-from tokenkeep.errors import TokenkeepError
+from tokenkeep.client._policy import Fetch, Report, Send, Step, call_flow, wants_body
+from tokenkeep.client._steps import AsyncSteps, Remembered, SyncSteps
+from tokenkeep.clock import Clock
 
 __all__ = ["TokenkeepAuth", "TokenkeepRequestsAuth"]
-
-_log = logging.getLogger("tokenkeep.client")
-
-# A remembered token this close to its expiry estimate is fetched again instead of used.
-_EXPIRY_MARGIN_SECONDS = 30.0
-
-
-class _Remembered:
-    """The last token one auth object used, shared by its concurrent calls, and the
-    instances the connection lived on before (the origins a move may be followed from)."""
-
-    def __init__(self, clock: Clock) -> None:
-        self.clock = clock
-        self.token: Token | None = None
-        self.former: set[str] = set()
-        self.listeners: list[Callable[[str], None]] = []
-        self._instance: str | None = None  # kept when ``token`` is dropped
-
-    def remember(self, token: Token | None) -> None:
-        """Keep ``token`` (``None``: ask the gateway next time); note an instance move."""
-        self.token = token
-        if token is None:
-            return
-        previous, self._instance = self._instance, origin(token.instance_url)
-        if previous is None or previous == self._instance:
-            return
-        self.former.add(previous)
-        self.former.discard(self._instance)  # moved back: that host is current again
-        for listener in list(self.listeners):
-            listener(token.instance_url)
-
-    def aim(self, url: str, token: Token) -> str:
-        """``url``, moved onto ``token``'s instance if it points at a former one."""
-        return aimed(url, token.instance_url, self.former) if self.former else url
-
-    def usable(self) -> Token | None:
-        token = self.token
-        if token is None or token.expires_at is None:
-            return token
-        if token.expires_at.timestamp() - self.clock.time() < _EXPIRY_MARGIN_SECONDS:
-            return None
-        return token
 
 
 def _bearer(token: Token) -> str:
@@ -121,7 +64,7 @@ def _requests_local_address(response: requests.Response) -> str | None:
     return str(name[0]) if isinstance(name, tuple) and name else None
 
 
-def _aim_httpx(request: httpx.Request, memory: _Remembered, token: Token) -> None:
+def _aim_httpx(request: httpx.Request, memory: Remembered, token: Token) -> None:
     url = str(request.url)
     moved = memory.aim(url, token)
     if moved != url:
@@ -133,131 +76,6 @@ def _httpx_replayable(request: httpx.Request) -> bool:
     # httpx keeps bytes/str/JSON/form content as a ByteStream (sendable twice); iterators
     # and generators are consumed by the first send.
     return isinstance(request.stream, httpx.ByteStream)
-
-
-class _SyncSteps:
-    """Answers policy steps with a synchronous :class:`Client` (one renewal at a time)."""
-
-    def __init__(self, client: Client, connection_id: str, clock: Clock | None) -> None:
-        self.client = client
-        self.connection_id = connection_id
-        self.memory = _Remembered(clock or SystemClock())
-        self._renewing = threading.Lock()
-
-    @staticmethod
-    def token_from(client: Client, connection_id: str, step: Fetch | Refresh) -> Token:
-        """One blocking gateway call for ``step``."""
-        if isinstance(step, Refresh):
-            return client.refresh_connection(connection_id, rejected_version=step.rejected_version)
-        return client.get_token(connection_id)
-
-    def token(self, step: Fetch | Refresh) -> Token:
-        return self.token_from(self.client, self.connection_id, step)
-
-    def renew(self, step: Renew) -> Token:
-        # One renewal per auth object at a time: concurrent calls that all saw the same
-        # dead token wait here, then find the renewed one remembered and use it.
-        with self._renewing:
-            flow = renew_flow(step.rejected, self.memory.token)
-            try:
-                sub = next(flow)
-                while True:
-                    sub = flow.send(self.token(sub))
-            except StopIteration as done:
-                renewed: Token = done.value
-        self.memory.remember(renewed)
-        return renewed
-
-    def answer(self, step: Fetch | Refresh | Renew) -> Token:
-        """Answer a token step (and remember the token)."""
-        try:
-            token = self.renew(step) if isinstance(step, Renew) else self.token(step)
-        except TokenkeepError:
-            # The gateway refused (needs_reauth, action_required...): the remembered token
-            # is no good either, so the next call asks the gateway first and fails fast.
-            # No report then: the gateway already knows.
-            self.memory.remember(None)
-            raise
-        self.memory.remember(token)
-        return token
-
-    def report(self, step: Report, *, url: str, address: str | None) -> None:
-        """Send ``step`` to the gateway; a failure (an older gateway's 404 too) is logged."""
-        try:
-            self.client.report(
-                self.connection_id,
-                status=step.status,
-                body=step.body,
-                host=origin(url),
-                address=address,
-                version=step.token.version,
-            )
-        except Exception as exc:
-            _log.debug("tokenkeep: report for %s not delivered: %r", self.connection_id, exc)
-
-
-class _AsyncSteps:
-    """Answers policy steps with an :class:`AsyncClient` (or a sync :class:`Client` in a thread)."""
-
-    def __init__(
-        self, client: AsyncClient | Client, connection_id: str, clock: Clock | None
-    ) -> None:
-        self.client = client
-        self.connection_id = connection_id
-        self.memory = _Remembered(clock or SystemClock())
-        self._renewing: asyncio.Lock | None = None
-
-    async def token(self, step: Fetch | Refresh) -> Token:
-        client = self.client
-        if isinstance(client, Client):
-            return await asyncio.to_thread(_SyncSteps.token_from, client, self.connection_id, step)
-        if isinstance(step, Refresh):
-            return await client.refresh_connection(
-                self.connection_id, rejected_version=step.rejected_version
-            )
-        return await client.get_token(self.connection_id)
-
-    async def renew(self, step: Renew) -> Token:
-        if self._renewing is None:  # created lazily: it binds to the running loop
-            self._renewing = asyncio.Lock()
-        async with self._renewing:
-            flow = renew_flow(step.rejected, self.memory.token)
-            try:
-                sub = next(flow)
-                while True:
-                    sub = flow.send(await self.token(sub))
-            except StopIteration as done:
-                renewed: Token = done.value
-        self.memory.remember(renewed)
-        return renewed
-
-    async def answer(self, step: Fetch | Refresh | Renew) -> Token:
-        """Answer a token step (and remember the token)."""
-        try:
-            token = await (self.renew(step) if isinstance(step, Renew) else self.token(step))
-        except TokenkeepError:
-            self.memory.remember(None)  # as in the sync twin: fail fast next time
-            raise
-        self.memory.remember(token)
-        return token
-
-    async def report(self, step: Report, *, url: str, address: str | None) -> None:
-        """See :meth:`_SyncSteps.report`."""
-        options: dict[str, Any] = {
-            "status": step.status,
-            "body": step.body,
-            "host": origin(url),
-            "address": address,
-            "version": step.token.version,
-        }
-        client = self.client
-        try:
-            if isinstance(client, Client):
-                await asyncio.to_thread(lambda: client.report(self.connection_id, **options))
-            else:
-                await client.report(self.connection_id, **options)
-        except Exception as exc:
-            _log.debug("tokenkeep: report for %s not delivered: %r", self.connection_id, exc)
 
 
 class TokenkeepAuth(httpx.Auth):
@@ -278,10 +96,8 @@ class TokenkeepAuth(httpx.Auth):
         self, client: Client | AsyncClient, connection_id: str, *, clock: Clock | None = None
     ) -> None:
         self.connection_id = connection_id
-        self._sync = (
-            _SyncSteps(client, connection_id, clock) if isinstance(client, Client) else None
-        )
-        self._async = _AsyncSteps(client, connection_id, clock)
+        self._sync = SyncSteps(client, connection_id, clock) if isinstance(client, Client) else None
+        self._async = AsyncSteps(client, connection_id, clock)
         # One history of instances for both drivers: a move seen by one is followed by both.
         if self._sync is not None:
             self._async.memory = self._sync.memory
@@ -357,7 +173,7 @@ class TokenkeepRequestsAuth(AuthBase):
 
     def __init__(self, client: Client, connection_id: str, *, clock: Clock | None = None) -> None:
         self.connection_id = connection_id
-        self._steps = _SyncSteps(client, connection_id, clock)
+        self._steps = SyncSteps(client, connection_id, clock)
 
     @property
     def token(self) -> Token | None:
