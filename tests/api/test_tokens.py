@@ -159,3 +159,31 @@ async def test_delete_with_revoke_keeps_the_connection_when_salesforce_is_unreac
     assert refused.status_code == 503
     assert refused.json()["error"]["code"] == "upstream_unavailable"
     assert still.status_code == 200
+
+
+async def _token_from(gw: GatewayUnderTest, connection_id: str, address: str) -> None:
+    transport = httpx.AsyncHTTPTransport(local_address=address)
+    async with httpx.AsyncClient(
+        base_url=gw.base_url, headers=_auth(gw), transport=transport
+    ) as http:
+        answer = await http.get(f"/connections/{connection_id}/token")
+    assert answer.status_code == 200, answer.text
+
+
+async def test_the_token_route_records_the_address_it_was_handed_to(
+    tokenkeep_gateway: GatewayUnderTest,
+) -> None:
+    """``last_used_from_address`` follows the direct-mode caller (the evidence diagnosis
+    compares with ``issued_to_address`` for IP-locked sessions)."""
+    gw = tokenkeep_gateway
+    await gw.connect("t9")
+    async with httpx.AsyncClient(base_url=gw.base_url, headers=_auth(gw)) as http:
+        assert (await http.get("/connections/t9")).json()["last_used_from_address"] is None
+        await _token_from(gw, "t9", "127.0.0.2")
+        first = (await http.get("/connections/t9")).json()
+        assert first["last_used_from_address"] == "127.0.0.2"
+        await _token_from(gw, "t9", "127.0.0.2")
+        await _token_from(gw, "t9", "127.0.0.3")
+        second = (await http.get("/connections/t9")).json()
+    assert second["last_used_from_address"] == "127.0.0.3"
+    assert second["updated_at"] == first["updated_at"]  # bookkeeping only

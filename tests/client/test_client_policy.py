@@ -13,10 +13,14 @@ from tokenkeep.client._policy import (
     Fetch,
     Refresh,
     Renew,
+    Report,
     Send,
+    aimed,
     call_flow,
+    origin,
     renew_flow,
     session_rejected,
+    session_unusable,
     wants_body,
 )
 from tokenkeep.secret import Secret
@@ -76,8 +80,51 @@ def test_a_dead_session_renews_and_replays_exactly_once() -> None:
     assert next(flow) == Send(OLD)
     assert flow.send((401, DEAD.encode())) == Renew(OLD)
     assert flow.send(NEW) == Send(NEW)
-    # The replay is refused too: the call ends with that answer, no third send.
-    assert _finish(flow, (401, DEAD.encode())) == NEW
+    # The replay is refused too: a refresh was not the fix. The gateway is told, and the
+    # call ends with that answer, no third send.
+    assert flow.send((401, DEAD.encode())) == Report(401, DEAD.encode(), NEW)
+    assert _finish(flow, None) == NEW
+
+
+def test_a_replay_that_works_is_not_reported() -> None:
+    flow = call_flow(OLD)
+    next(flow)
+    flow.send((401, DEAD.encode()))
+    assert flow.send(NEW) == Send(NEW)
+    assert _finish(flow, (200, b"")) == NEW
+
+
+def test_a_replay_refused_for_another_reason_is_not_reported() -> None:
+    flow = call_flow(OLD)
+    next(flow)
+    flow.send((401, DEAD.encode()))
+    flow.send(NEW)
+    assert _finish(flow, (404, b'[{"errorCode":"NOT_FOUND","message":"gone"}]')) == NEW
+
+
+def test_a_session_no_refresh_fixes_is_reported_not_renewed() -> None:
+    not_for_rest = (
+        b'[{"errorCode":"INVALID_SESSION_ID","message":"This session is not valid for '
+        b'use with the REST API"}]'
+    )
+    assert session_unusable(401, not_for_rest)
+    assert not session_unusable(401, DEAD.encode())
+    assert not session_unusable(200, b"")
+    flow = call_flow(OLD)
+    next(flow)
+    assert flow.send((401, not_for_rest)) == Report(401, not_for_rest, OLD)
+    assert _finish(flow, None) == OLD
+
+
+def test_the_same_token_back_is_reported_not_replayed() -> None:
+    """The gateway has nothing newer than the refused token: replaying it would be refused
+    the same way, so the first answer is reported and is the caller's answer."""
+    flow = call_flow(OLD)
+    next(flow)
+    assert flow.send((401, DEAD.encode())) == Renew(OLD)
+    same = Token(Secret("old-token"), "https://na1.example", version=3)
+    assert flow.send(same) == Report(401, DEAD.encode(), OLD)
+    assert _finish(flow, None) == same
 
 
 def test_other_errors_are_not_retried() -> None:
@@ -118,3 +165,33 @@ def test_a_streamed_body_is_not_replayed_but_the_token_is_renewed() -> None:
     assert next(flow) == Send(OLD)
     assert flow.send((401, DEAD.encode())) == Renew(OLD)
     assert _finish(flow, NEW) == NEW  # no second Send: the 401 is the answer
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("https://NA1.example/services/data?q=1", "https://na1.example"),
+        ("https://na1.example:443/x", "https://na1.example"),
+        ("http://127.0.0.1:8500/x", "http://127.0.0.1:8500"),
+        ("http://[::1]:80/x", "http://[::1]"),
+        ("/services/data", ""),
+        ("http://host:notaport/x", ""),
+    ],
+)
+def test_origin(url: str, expected: str) -> None:
+    assert origin(url) == expected
+
+
+def test_aimed_moves_only_urls_on_a_former_instance() -> None:
+    former = {"http://127.0.0.1:8501"}
+    new = "http://127.0.0.1:8502"
+    url = "http://127.0.0.1:8501/services/data/v60.0/query?q=SELECT%20Id#frag"
+    assert aimed(url, new, former) == (
+        "http://127.0.0.1:8502/services/data/v60.0/query?q=SELECT%20Id#frag"
+    )
+    # The current instance, another host, and a relative URL are left alone.
+    assert aimed(new + "/x", new, former) == new + "/x"
+    assert aimed("http://127.0.0.1:8500/x", new, former) == "http://127.0.0.1:8500/x"
+    assert aimed("https://127.0.0.1:8501/x", new, former) == "https://127.0.0.1:8501/x"
+    assert aimed("/x", new, former) == "/x"
+    assert aimed(url, new, set()) == url

@@ -208,3 +208,21 @@ async def test_ciphertext_swapped_between_rows_fails(store: Store) -> None:
         await store.connections.get("c2", with_credentials=True)
     # Without asking for credentials the row still reads (listing never decrypts).
     assert (await store.connections.get("c2")).id == "c2"
+
+
+async def test_note_used_from_writes_only_a_changed_address(
+    store: Store, clock: ManualClock
+) -> None:
+    await _integration(store)
+    created = await store.connections.create(_input())
+    assert created.last_used_from_address is None
+    clock.advance(5)
+    assert await store.connections.note_used_from("c1", "10.0.0.1") is True
+    assert await store.connections.note_used_from("c1", "10.0.0.1") is False  # no write
+    assert await store.connections.note_used_from("c1", "10.0.0.2") is True
+    conn = await store.connections.get("c1")
+    assert conn.last_used_from_address == "10.0.0.2"
+    # Bookkeeping, not a change of the connection: no new version, same updated_at.
+    assert conn.version == created.version
+    assert conn.updated_at == created.updated_at
+    assert await store.connections.note_used_from("nobody", "10.0.0.1") is False

@@ -185,6 +185,7 @@ class ConnectionOut(BaseModel):
     refresh_token_fingerprint: str | None
     issued_at: datetime | None
     expires_at: datetime | None
+    last_used_from_address: str | None = None
     metadata: dict[str, Any]
     created_at: datetime | None = None
     updated_at: datetime | None = None
@@ -211,6 +212,7 @@ def connection_out(connection: Connection) -> ConnectionOut:
         refresh_token_fingerprint=connection.refresh_token_fingerprint,
         issued_at=connection.issued_at,
         expires_at=connection.expires_at,
+        last_used_from_address=connection.last_used_from_address,
         metadata=dict(connection.metadata),
         created_at=connection.created_at,
         updated_at=connection.updated_at,

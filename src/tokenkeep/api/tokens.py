@@ -4,23 +4,37 @@ Both go through the gateway's :class:`~tokenkeep.lifecycle.coordinator.RefreshCo
 so a caller here never starts a second refresh beside the scheduler, the proxy or another
 gateway process. These are the only routes that answer with an access token, and only to a
 holder of an API key; the answer is marked ``Cache-Control: no-store``.
+
+``GET /token`` also records the caller's address as the connection's
+``last_used_from_address`` (diagnosis compares it with ``issued_to_address`` to tell an
+IP-locked session apart). Only a change is written: an in-process memo answers the usual
+"same address as last time" without touching the database, and forgets after
+``_ADDRESS_MEMO_SECONDS`` so a change seen by another gateway process is corrected soon.
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Path, Query, Response
+from fastapi import APIRouter, Body, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from tokenkeep.api.deps import GatewayDep
 from tokenkeep.api.schemas import CONNECTION_ID_PATTERN
+from tokenkeep.errors import TokenkeepError
 from tokenkeep.lifecycle.tokens import FreshToken
+from tokenkeep.runtime import Gateway
 
 __all__ = ["router"]
 
 router = APIRouter(prefix="/connections", tags=["tokens"])
+
+# How long a noted address is trusted without a database write, and how many connections
+# the memo keeps (the oldest entry is dropped beyond that).
+_ADDRESS_MEMO_SECONDS = 60.0
+_ADDRESS_MEMO_SIZE = 10_000
 
 IdPath = Annotated[str, Path(pattern=CONNECTION_ID_PATTERN, description="connection id")]
 
@@ -66,10 +80,51 @@ def _token_out(token: FreshToken, response: Response) -> TokenOut:
     )
 
 
+class _UsedFrom:
+    """The address each connection's token was last handed to, as this process noted it."""
+
+    def __init__(self) -> None:
+        self._seen: OrderedDict[str, tuple[str, float]] = OrderedDict()
+
+    def fresh(self, connection_id: str, address: str, now: float) -> bool:
+        """True when ``address`` was noted for ``connection_id`` within the memo's window."""
+        seen = self._seen.get(connection_id)
+        return seen is not None and seen[0] == address and now - seen[1] < _ADDRESS_MEMO_SECONDS
+
+    def note(self, connection_id: str, address: str, now: float) -> None:
+        self._seen[connection_id] = (address, now)
+        self._seen.move_to_end(connection_id)
+        while len(self._seen) > _ADDRESS_MEMO_SIZE:
+            self._seen.popitem(last=False)
+
+
+async def _note_used_from(gateway: Gateway, request: Request, connection_id: str) -> None:
+    client = request.client
+    if client is None or not client.host:
+        return
+    state = request.app.state
+    memo: _UsedFrom | None = getattr(state, "token_used_from", None)
+    if memo is None:
+        memo = state.token_used_from = _UsedFrom()
+    now = gateway.clock.time()
+    if memo.fresh(connection_id, client.host, now):
+        return
+    try:
+        await gateway.store.connections.note_used_from(connection_id, client.host)
+    except TokenkeepError as exc:
+        # Bookkeeping for diagnosis: never the reason a caller goes without its token.
+        gateway.log.warning(
+            "token.used_from_not_recorded", connection_id=connection_id, error=exc.code
+        )
+        return
+    memo.note(connection_id, client.host, now)
+
+
 @router.get("/{connection_id}/token", response_model=TokenOut)
 async def get_token(
     connection_id: IdPath,
     gateway: GatewayDep,
+    request: Request,
     response: Response,
     min_ttl: Annotated[
         float, Query(ge=0, le=3600, description="seconds the token must stay valid")
@@ -81,6 +136,7 @@ async def get_token(
     when an org admin must act, 503 while the provider's token endpoint is failing.
     """
     token = await gateway.coordinator.fresh_token(connection_id, min_ttl=min_ttl)
+    await _note_used_from(gateway, request, connection_id)
     return _token_out(token, response)
 
 

@@ -212,6 +212,28 @@ class AsyncClient(_Base):
         """See :meth:`Client.diagnose`."""
         return await self._run(ops.diagnose(connection_id))
 
+    async def report(
+        self,
+        connection_id: str,
+        *,
+        status: int,
+        body: str | bytes,
+        host: str,
+        address: str | None = None,
+        version: int | None = None,
+    ) -> Diagnosis:
+        """See :meth:`Client.report`."""
+        return await self._run(
+            ops.report(
+                connection_id,
+                status=status,
+                body=body,
+                host=host,
+                address=address,
+                version=version,
+            )
+        )
+
     async def logs(
         self,
         *,

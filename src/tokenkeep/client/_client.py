@@ -232,6 +232,36 @@ class Client(_Base):
         """
         return self._run(ops.diagnose(connection_id))
 
+    def report(
+        self,
+        connection_id: str,
+        *,
+        status: int,
+        body: str | bytes,
+        host: str,
+        address: str | None = None,
+        version: int | None = None,
+    ) -> Diagnosis:
+        """Tell the gateway what Salesforce answered a direct-mode call; its diagnosis.
+
+        ``POST /connections/{id}/report`` with the answer's ``status``, the head of its
+        ``body`` (the first 2,048 characters are sent), the ``host`` the call went to
+        (``scheme://host[:port]``), optionally this client's local ``address`` and the
+        :attr:`Token.version` it used. The auth plug-ins call this themselves when a
+        renewed token is refused again. A gateway without that route answers 404
+        (``NotFoundError``).
+        """
+        return self._run(
+            ops.report(
+                connection_id,
+                status=status,
+                body=body,
+                host=host,
+                address=address,
+                version=version,
+            )
+        )
+
     def logs(
         self,
         *,

@@ -110,12 +110,26 @@ class ConnectSession:
 
 @dataclass(frozen=True, slots=True)
 class Diagnosis:
-    """``POST /connections/{id}/diagnose``: the cause word, how sure, the evidence, the fix."""
+    """What the gateway concluded about a connection's trouble.
+
+    The answer of ``POST /connections/{id}/diagnose`` and of ``POST /connections/{id}/report``:
+    the ``cause`` word (``expired``, ``wrong_instance``, ``ip_locked``,
+    ``api_client_control``, ``revoked``, ``maintenance``; ``None`` when nothing is wrong or
+    nothing could be told), how sure (``confidence``: ``"high"``, ``"medium"``, ``"low"``),
+    the ``evidence`` (``{"name", "value", "says"}`` entries), the ``fix`` to show an admin,
+    the connection's ``status`` / ``status_reason`` after the diagnosis, and whether it
+    ``recovered`` (the trouble is gone). Fields a gateway does not send stay ``None``/empty.
+    """
 
     cause: str | None
     confidence: float | str | None
     evidence: tuple[Any, ...]
     fix: str | None
+    connection_id: str | None = None
+    status: str | None = None
+    status_reason: str | None = None
+    recovered: bool = False
+    diagnosed_at: datetime | None = None
 
 
 class LogEntry(TypedDict, total=False):
@@ -202,12 +216,17 @@ def parse_connect_session(doc: dict[str, Any]) -> ConnectSession:
 
 
 def parse_diagnosis(doc: dict[str, Any]) -> Diagnosis:
-    """``POST /connections/{id}/diagnose`` → :class:`Diagnosis`."""
+    """``POST /connections/{id}/diagnose`` or ``/report`` → :class:`Diagnosis`."""
     return Diagnosis(
         cause=doc.get("cause"),
         confidence=doc.get("confidence"),
         evidence=tuple(doc.get("evidence") or ()),
         fix=doc.get("fix"),
+        connection_id=doc.get("connection_id"),
+        status=doc.get("status"),
+        status_reason=doc.get("status_reason"),
+        recovered=bool(doc.get("recovered")),
+        diagnosed_at=_when(doc.get("diagnosed_at")),
     )
 
 

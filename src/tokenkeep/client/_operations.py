@@ -35,7 +35,10 @@ from tokenkeep.client._models import (
 )
 from tokenkeep.secret import Secret
 
-__all__ = ["Operation"]
+__all__ = ["REPORT_BODY_CHARS", "Operation"]
+
+#: How much of a failed Salesforce answer a report carries (its head is what tells).
+REPORT_BODY_CHARS = 2048
 
 T = TypeVar("T")
 
@@ -248,6 +251,34 @@ def diagnose(connection_id: str) -> Operation[Diagnosis]:
         "POST",
         f"/connections/{_seg(connection_id)}/diagnose",
         lambda r: parse_diagnosis(r.json()),
+    )
+
+
+def report(
+    connection_id: str,
+    *,
+    status: int,
+    body: str | bytes,
+    host: str,
+    address: str | None,
+    version: int | None,
+) -> Operation[Diagnosis]:
+    """``POST /connections/{id}/report``: the failed answer a direct-mode call got."""
+    text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
+    doc = _drop_none(
+        {
+            "status": status,
+            "body": text[:REPORT_BODY_CHARS],
+            "host": host,
+            "address": address,
+            "version": version,
+        }
+    )
+    return Operation(
+        "POST",
+        f"/connections/{_seg(connection_id)}/report",
+        lambda r: parse_diagnosis(r.json()),
+        json=doc,
     )
 
 

@@ -9,15 +9,24 @@ already replaced it, the gateway answers with that newer token and refreshes not
 when it still holds the refused token does it refresh (its single-flight coordinator makes
 concurrent refreshes one). The replay is never replayed.
 
+What a refresh cannot fix is told to the gateway (``POST /connections/{id}/report``,
+best-effort) instead of retried: the replay refused again (an IP lock, a session the org
+kills...), a "renewed" token that is the very one just refused, and the ``INVALID_SESSION_ID``
+variant no refresh fixes ("not valid for use with the REST API": API Client Control). And when
+the org moved (the renewed token names another ``instance_url``), requests aimed at the
+instance the connection used to have are moved onto the new one (:func:`aimed`), as
+Salesforce's Mobile SDK does; a request to any other host is sent where it was going.
+
 The drivers (``httpx`` sync and async auth flows, the ``requests`` hook) answer the steps
 these generators yield; they never decide anything themselves.
 """
 
 from __future__ import annotations
 
-from collections.abc import Generator
+from collections.abc import Collection, Generator
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from tokenkeep.client._models import Token
 
@@ -25,12 +34,16 @@ __all__ = [
     "Fetch",
     "Refresh",
     "Renew",
+    "Report",
     "Send",
     "Step",
+    "aimed",
     "call_flow",
+    "origin",
     "renew_flow",
     "same_token",
     "session_rejected",
+    "session_unusable",
     "wants_body",
 ]
 
@@ -69,7 +82,56 @@ class Send:
     token: Token
 
 
-Step = Fetch | Refresh | Renew | Send
+@dataclass(frozen=True, slots=True)
+class Report:
+    """Tell the gateway Salesforce refused ``token`` with ``(status, body)``; answer ``None``.
+
+    Best-effort: a failed report never changes the caller's answer.
+    """
+
+    status: int
+    body: bytes
+    token: Token
+
+
+Step = Fetch | Refresh | Renew | Report | Send
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def origin(url: str) -> str:
+    """``scheme://host[:port]`` of ``url``, lower-cased, without a default port (``""`` if
+    ``url`` has no host)."""
+    parts = urlsplit(url)
+    host = parts.hostname
+    if not host:
+        return ""
+    try:
+        port = parts.port
+    except ValueError:  # a port that is not a number: no origin to compare
+        return ""
+    scheme = parts.scheme.lower()
+    netloc = f"[{host}]" if ":" in host else host
+    if port is not None and port != _DEFAULT_PORTS.get(scheme):
+        netloc += f":{port}"
+    return f"{scheme}://{netloc}"
+
+
+def aimed(url: str, instance_url: str, former: Collection[str]) -> str:
+    """``url`` moved onto ``instance_url`` when it points at a ``former`` instance origin.
+
+    Only scheme, host and port change; path, query and fragment are kept. A URL on the
+    current instance, or on any host that is not a former instance of this connection
+    (another org, a login host), is returned unchanged: the token goes where the caller
+    sent it, and a wrong host shows up as the refusal it is.
+    """
+    at = origin(url)
+    to = origin(instance_url)
+    if not at or not to or at == to or at not in former:
+        return url
+    target = urlsplit(to)
+    parts = urlsplit(url)
+    return urlunsplit((target.scheme, target.netloc, parts.path, parts.query, parts.fragment))
 
 
 def wants_body(status: int) -> bool:
@@ -92,6 +154,17 @@ def session_rejected(status: int, body: bytes) -> bool:
     from tokenkeep.providers.salesforce_answers import read_api_answer
 
     return read_api_answer(status, body).refresh_may_help
+
+
+def session_unusable(status: int, body: bytes) -> bool:
+    """Salesforce refused the session in a way a refresh does not fix (``401
+    INVALID_SESSION_ID`` "not valid for use with the REST API": API Client Control, among
+    others). Nothing to retry; worth a report."""
+    if not wants_body(status):
+        return False
+    from tokenkeep.providers.salesforce_answers import AnswerKind, read_api_answer
+
+    return read_api_answer(status, body).kind is AnswerKind.SESSION_UNUSABLE
 
 
 def same_token(a: Token, b: Token) -> bool:
@@ -121,17 +194,30 @@ def call_flow(remembered: Token | None, *, replayable: bool = True) -> Generator
     """One call: send with a token; on a dead session renew and send once more.
 
     The driver answers :class:`Fetch`, :class:`Refresh` and :class:`Renew` with a
-    :class:`Token`, and :class:`Send` with ``(status, body)``. Returns the token the call
-    ended with (for the driver to remember). A request whose body was streamed
-    (``replayable=False``) cannot be sent twice: the token is still renewed, so the caller's
-    own retry (or next call) works, but the refusal is the answer.
+    :class:`Token`, :class:`Send` with ``(status, body)`` and :class:`Report` with ``None``.
+    Returns the token the call ended with (for the driver to remember). A request whose
+    body was streamed (``replayable=False``) cannot be sent twice: the token is still
+    renewed, so the caller's own retry (or next call) works, but the refusal is the answer.
+
+    The replay's answer is the caller's answer whatever it is; when it is a dead session
+    again, a refresh was not the fix, and the gateway is told (:class:`Report`). So it is
+    when the gateway has nothing newer than the refused token (replaying a token known to
+    be refused would only burn an API call), and when Salesforce refuses the session in a
+    way no refresh fixes (:func:`session_unusable`: nothing is renewed or replayed).
     """
     token: Token = remembered if remembered is not None else (yield Fetch())
     status, body = yield Send(token)
     if not session_rejected(status, body):
+        if session_unusable(status, body):
+            yield Report(status, body, token)
         return token
     renewed: Token = yield Renew(token)
+    if same_token(renewed, token):
+        yield Report(status, body, token)
+        return renewed
     if not replayable:
         return renewed
-    yield Send(renewed)  # the one replay: whatever it answers is the caller's answer
+    status, body = yield Send(renewed)  # the one replay
+    if session_rejected(status, body):
+        yield Report(status, body, renewed)
     return renewed

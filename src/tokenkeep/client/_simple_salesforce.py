@@ -12,7 +12,10 @@ prefix, which rewrites each URL onto the real base before sending:
 * **direct** mode: the base is the connection's current ``instance_url`` (an ``http://``
   emulator works too, and an instance move is followed) and the token comes from the
   gateway through :class:`~tokenkeep.client.TokenkeepRequestsAuth`, which renews a dead
-  session and replays the call once.
+  session and replays the call once. When the renewed token names a new instance (the org
+  moved), the replay goes there, and the ``Salesforce`` object's own URLs (``sf_instance``,
+  ``base_url``, ``apex_url``, ``bulk_url``...) are rebuilt on the new host, with an adapter
+  mounted for it; URLs built before the move still reach the current instance.
 """
 
 from __future__ import annotations
@@ -67,6 +70,34 @@ class RebaseAdapter(HTTPAdapter):
             request = request.copy()
             request.url = url
         return super().send(request, **kwargs)
+
+
+def _sf_instance(instance_url: str) -> str:
+    # What simple-salesforce keeps of an instance URL: host, and the port unless 443.
+    parts = urlsplit(instance_url)
+    host = parts.hostname or ""
+    return host if parts.port in (None, 443) else f"{host}:{parts.port}"
+
+
+def _move(
+    sf: Salesforce, http: requests.Session, instance_url: str, target: Callable[[], str]
+) -> None:
+    """Point ``sf``'s URLs at ``instance_url`` (as its constructor builds them)."""
+    instance = _sf_instance(instance_url)
+    if not instance or instance == sf.sf_instance:
+        return
+    prefix = f"https://{instance}/"
+    http.mount(prefix, RebaseAdapter(prefix, target))
+    version = sf.sf_version
+    sf.sf_instance = instance
+    sf.base_url = f"https://{instance}/services/data/v{version}/"
+    sf.apex_url = f"https://{instance}/services/apexrest/"
+    sf.bulk_url = f"https://{instance}/services/async/{version}/"
+    sf.bulk2_url = f"https://{instance}/services/data/v{version}/jobs/"
+    sf.metadata_url = f"https://{instance}/services/Soap/m/{version}/"
+    sf.tooling_url = f"{sf.base_url}tooling/"
+    sf.oauth2_url = f"https://{instance}/services/oauth2/"
+    sf._mdapi = None  # built from the old URLs on first use
 
 
 def _salesforce_class() -> type[Salesforce]:
@@ -124,6 +155,8 @@ def simple_salesforce(
 
         def target() -> str:
             return (auth.token or first).instance_url
+
+        auth.on_instance_url(lambda instance_url: _move(sf, http, instance_url, target))
 
     else:
         raise ValueError(f"mode must be 'proxy' or 'direct', not {mode!r}")

@@ -347,6 +347,26 @@ class ConnectionRepository:
             if not getattr(result, "rowcount", 0):
                 raise NotFoundError(f"connection {conn_id!r} does not exist")
 
+    async def note_used_from(self, conn_id: str, address: str) -> bool:
+        """Record ``address`` as the connection's ``last_used_from_address``; True if it
+        changed.
+
+        Direct-mode clients fetch tokens all day: the guard in the ``WHERE`` clause makes the
+        usual call (same address as last time) a write-free no-op, and leaves ``version`` and
+        ``updated_at`` alone (this is bookkeeping, not a change of the connection).
+        """
+        async with self._db.write() as session:
+            result = await session.execute(
+                update(ConnectionRow)
+                .where(
+                    ConnectionRow.id == conn_id,
+                    ConnectionRow.last_used_from_address.is_distinct_from(address),
+                )
+                .values(last_used_from_address=address)
+                .execution_options(synchronize_session=False)
+            )
+            return bool(getattr(result, "rowcount", 0))
+
     # -- helpers --------------------------------------------------------------------------
     def credentials_of(self, row: ConnectionRow) -> ConnectionCredentials:
         """Decrypt a row's tokens (for code that queried :class:`ConnectionRow` itself)."""
@@ -395,4 +415,5 @@ class ConnectionRepository:
             created_at=row.created_at,
             updated_at=row.updated_at,
             credentials=self.credentials_of(row) if with_credentials else None,
+            last_used_from_address=row.last_used_from_address,
         )

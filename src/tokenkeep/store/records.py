@@ -102,6 +102,9 @@ class Connection:
     created_at: datetime
     updated_at: datetime
     credentials: ConnectionCredentials | None = None
+    # The client address of the last ``GET /connections/{id}/token`` (direct mode): with
+    # ``issued_to_address``, the evidence for a session locked to the IP it was made from.
+    last_used_from_address: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
