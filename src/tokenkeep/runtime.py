@@ -18,6 +18,8 @@ from tokenkeep.config import Settings
 from tokenkeep.crypto import Keyring
 from tokenkeep.errors import TokenkeepError
 from tokenkeep.observability.logging import get_logger
+from tokenkeep.orgs.health import OrgHealth
+from tokenkeep.orgs.shared_pause import SharedWritePause
 from tokenkeep.secret import Secret
 from tokenkeep.store import Store, ensure_bootstrap_api_key, open_store
 from tokenkeep.store.database import Database
@@ -65,6 +67,11 @@ class Gateway:
         # The proactive refresh scheduler (None unless TOKENKEEP_SCHEDULER_ENABLED).
         self.scheduler: RefreshScheduler | None = None
         self._lifecycle_services: list[Service] = []
+        # Org health (tokenkeep.orgs), shared with every other gateway through the store:
+        # built now, attached to the store at start. The proxy counts calls into
+        # org_health and asks write_pause before each write; diagnosis reads both.
+        self.org_health = OrgHealth(settings, self.clock)
+        self.write_pause = SharedWritePause(settings, self.clock)
 
     def __repr__(self) -> str:
         state = "started" if self._store is not None else "stopped"
@@ -165,7 +172,9 @@ class Gateway:
         self._coordinator = RefreshCoordinator(
             store, self._oauth, settings=settings, clock=self.clock
         )
-        self._lifecycle_services = []
+        self.org_health.attach(store)
+        self.write_pause.attach(store)
+        self._lifecycle_services = [self.write_pause, self.org_health]
         if settings.scheduler_enabled:
             from tokenkeep.lifecycle.scheduler import RefreshScheduler
 
@@ -180,6 +189,8 @@ class Gateway:
         self._coordinator = None
         self.scheduler = None
         self._lifecycle_services = []
+        self.org_health.attach(None)
+        self.write_pause.attach(None)
         if http is not None:
             await http.close()
 

@@ -383,5 +383,6 @@ class RefreshCoordinator:
                 version=conn.version,
                 expires_at=conn.expires_at,
                 issued_to_address=conn.issued_to_address,
+                integration_key=conn.integration_key,
             )
         )

@@ -158,6 +158,7 @@ class Refresher:
             version=commit.version,
             expires_at=expires_at,
             issued_to_address=response.local_address or conn.issued_to_address,
+            integration_key=conn.integration_key,
         )
         return self.cache.put(token)
 

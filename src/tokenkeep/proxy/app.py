@@ -36,6 +36,7 @@ from tokenkeep.clock import Clock
 from tokenkeep.config import Settings
 from tokenkeep.errors import OrgWritePausedError, TokenkeepError, UnauthorizedError
 from tokenkeep.observability.logging import get_logger
+from tokenkeep.orgs.health import OrgHealth
 from tokenkeep.providers.salesforce_answers import AnswerKind, ApiAnswer, read_api_answer
 from tokenkeep.proxy.body import Body, ClientGoneError, read_body
 from tokenkeep.proxy.headers import response_headers, scan_request, with_credentials
@@ -57,7 +58,13 @@ from tokenkeep.proxy.upstream import (
     create_upstream_session,
     peek_body,
 )
-from tokenkeep.proxy.write_pause import Admission, EventCallback, Outcome, WritePause
+from tokenkeep.proxy.write_pause import (
+    Admission,
+    EventCallback,
+    Outcome,
+    WritePause,
+    WritePauseGate,
+)
 
 __all__ = [
     "LimitInfo",
@@ -72,6 +79,8 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 _AUTH_CACHE_MAX = 4096
+# A first answer of INVALID_SESSION_ID: a session error for org health.
+_SESSION_ERRORS = frozenset({AnswerKind.SESSION_INVALID, AnswerKind.SESSION_UNUSABLE})
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +116,7 @@ class _Call:
     retried: bool = False
     cause: str | None = None
     started: bool = False  # response headers already sent to the client
+    session_error: bool = False  # the first answer was INVALID_SESSION_ID (org health)
 
 
 class ProxyApp:
@@ -125,6 +135,8 @@ class ProxyApp:
         auth_cache_seconds: float = 30.0,
         pool_limit: int = 512,
         pool_limit_per_host: int = 0,
+        write_pause: WritePauseGate | None = None,
+        org_health: OrgHealth | None = None,
     ) -> None:
         self._tokens = tokens
         self._authenticate = authenticate
@@ -144,13 +156,16 @@ class ProxyApp:
         self._pool_limit = pool_limit
         self._pool_limit_per_host = pool_limit_per_host
         self._limits: dict[str, LimitInfo] = {}
-        self.write_pause = WritePause(
+        # A gateway passes its shared pause and org health (tokenkeep.orgs); alone, the
+        # proxy pauses in-process and counts nothing.
+        self.write_pause: WritePauseGate = write_pause or WritePause(
             clock,
             settings.write_pause_probe_seconds,
             on_event=on_event,
             probe_timeout_seconds=settings.write_pause_probe_seconds
             + settings.upstream_timeout_seconds,
         )
+        self.org_health = org_health
 
     # -- lifecycle (the :class:`tokenkeep.runtime.Service` protocol) ----------------------
 
@@ -285,6 +300,8 @@ class ProxyApp:
         org_key = token.org_id or token.instance_url
         method = call.method
         admission = self.write_pause.admit(org_key, method)
+        if admission is Admission.PROBE:  # the shared pause claims it for every gateway
+            admission = await self.write_pause.claim_probe(org_key)
         if admission is Admission.REJECT:
             raise OrgWritePausedError(
                 "Salesforce is in maintenance for this org: writes are paused.",
@@ -300,6 +317,8 @@ class ProxyApp:
                 method, target, scanned.forward, body, scanned.used_session_header, org_key
             )
             answer = await self._exchange(send, call, request, token)
+            if self.org_health is not None:  # org health: in-memory counts, flushed later
+                self._record_health(call, token, org_key)
             if answer.kind is AnswerKind.MAINTENANCE:
                 outcome = Outcome.MAINTENANCE
             elif call.status is not None and call.status < 400:
@@ -334,6 +353,7 @@ class ProxyApp:
         response, head = await self._attempt(request, token)
         try:
             first = read_api_answer(response.status, head)
+            call.session_error = first.kind in _SESSION_ERRORS
             action = decide(first, replayable=request.body.replayable, replayed=False)
             refreshed: Refreshed | None = None
             replay: ApiAnswer | None = None
@@ -380,6 +400,20 @@ class ProxyApp:
             await self._tokens.report_cause(connection_id, cause, evidence)
         except Exception as exc:  # diagnosis bookkeeping must not fail the call
             self._log.warning("proxy.report_cause_failed", connection_id=connection_id, error=exc)
+
+    def _record_health(self, call: _Call, token: FreshToken, org_key: str) -> None:
+        health = self.org_health
+        if health is None or token.org_id is None:
+            return
+        health.record_call(
+            token.org_id,
+            token.integration_key,
+            cause=call.cause,
+            session_error=call.session_error,
+        )
+        limits = self._limits.get(org_key)
+        if limits is not None:
+            health.remember_limits(token.org_id, limits.value, seen_at=limits.seen_at)
 
     def _remember_limits(self, org_key: str, response: aiohttp.ClientResponse) -> None:
         for key, value in response.raw_headers:

@@ -16,6 +16,7 @@ from tokenkeep.store.integrations import IntegrationRepository
 from tokenkeep.store.keys import verify_keyring
 from tokenkeep.store.leases import LeaseRepository
 from tokenkeep.store.operations import OperationLog, Outbox
+from tokenkeep.store.org_counts import OrgCallCountRepository
 from tokenkeep.store.org_state import OrgStateRepository
 from tokenkeep.store.refresh_state import RefreshStateRepository
 from tokenkeep.store.schedule import ScheduleRepository
@@ -39,6 +40,7 @@ class Store:
     leases: LeaseRepository = field(init=False)
     schedule: ScheduleRepository = field(init=False)
     orgs: OrgStateRepository = field(init=False)
+    org_counts: OrgCallCountRepository = field(init=False)
     connect_sessions: ConnectSessionRepository = field(init=False)
 
     def __post_init__(self) -> None:
@@ -51,6 +53,7 @@ class Store:
         self.leases = LeaseRepository(self.db)
         self.schedule = ScheduleRepository(self.db)
         self.orgs = OrgStateRepository(self.db, self.clock, self.operations)
+        self.org_counts = OrgCallCountRepository(self.db)
         self.connect_sessions = ConnectSessionRepository(self.db, self.keyring, self.clock)
 
     async def close(self) -> None:
