@@ -32,6 +32,7 @@ LAYERS: tuple[str, ...] = (
     "providers",
     "oauth",
     "lifecycle",
+    "orgs",
     "diagnosis",
     "runtime",
     "proxy",

@@ -63,6 +63,15 @@ class Settings(BaseSettings):
     webhook_url: str | None = None
     webhook_secret: SecretStr | None = None
     write_pause_probe_seconds: float = Field(default=30.0, gt=0)
+    # Org health (orgs/): how often each gateway re-reads the shared write pauses, flushes
+    # its call counts, and the session-error spike rule.
+    write_pause_poll_seconds: float = Field(default=0.5, gt=0, le=5)
+    org_health_flush_seconds: float = Field(default=1.0, gt=0)
+    org_health_bucket_seconds: int = Field(default=10, ge=1, le=3600)
+    org_health_retention_seconds: int = Field(default=86_400, ge=600)
+    spike_min_errors: int = Field(default=5, ge=1)
+    spike_min_ratio: float = Field(default=0.2, gt=0, le=1)
+    spike_window_seconds: int = Field(default=300, ge=10)
     connect_session_ttl_seconds: int = Field(default=900, ge=30)
     # Connecting the same org + user again updates that connection instead of adding one.
     connect_update_existing: bool = True

@@ -18,6 +18,8 @@ from tokenkeep.config import Settings
 from tokenkeep.crypto import Keyring
 from tokenkeep.errors import TokenkeepError
 from tokenkeep.observability.logging import get_logger
+from tokenkeep.orgs.health import OrgHealth
+from tokenkeep.orgs.shared_pause import SharedWritePause
 from tokenkeep.secret import Secret
 from tokenkeep.store import Store, ensure_bootstrap_api_key, open_store
 from tokenkeep.store.database import Database
@@ -25,7 +27,7 @@ from tokenkeep.store.database import Database
 if TYPE_CHECKING:
     import aiohttp
 
-    from tokenkeep.diagnosis.service import Diagnoser, OrgSignals
+    from tokenkeep.diagnosis.service import Diagnoser
     from tokenkeep.lifecycle.coordinator import RefreshCoordinator
     from tokenkeep.lifecycle.scheduler import RefreshScheduler
     from tokenkeep.oauth.client import TokenEndpointClient
@@ -65,10 +67,14 @@ class Gateway:
         self._coordinator: RefreshCoordinator | None = None
         self._diagnoser: Diagnoser | None = None
         # Org health's view for the diagnosis (write pause, error bursts), when wired.
-        self.org_signals: OrgSignals | None = None
         # The proactive refresh scheduler (None unless TOKENKEEP_SCHEDULER_ENABLED).
         self.scheduler: RefreshScheduler | None = None
         self._lifecycle_services: list[Service] = []
+        # Org health (tokenkeep.orgs), shared with every other gateway through the store:
+        # built now, attached to the store at start. The proxy counts calls into
+        # org_health and asks write_pause before each write; diagnosis reads both.
+        self.org_health = OrgHealth(settings, self.clock)
+        self.write_pause = SharedWritePause(settings, self.clock)
 
     def __repr__(self) -> str:
         state = "started" if self._store is not None else "stopped"
@@ -184,9 +190,11 @@ class Gateway:
             Probes(self._oauth, settings, self.clock),
             settings=settings,
             clock=self.clock,
-            org_signals=self.org_signals,
+            org_signals=_OrgSignals(self.org_health, self.write_pause),
         )
-        self._lifecycle_services = []
+        self.org_health.attach(store)
+        self.write_pause.attach(store)
+        self._lifecycle_services = [self.write_pause, self.org_health]
         if settings.scheduler_enabled:
             from tokenkeep.lifecycle.scheduler import RefreshScheduler
 
@@ -202,6 +210,8 @@ class Gateway:
         self._diagnoser = None
         self.scheduler = None
         self._lifecycle_services = []
+        self.org_health.attach(None)
+        self.write_pause.attach(None)
         if http is not None:
             await http.close()
 
@@ -219,3 +229,18 @@ class Gateway:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
+
+
+class _OrgSignals:
+    """What the diagnosis reads of org health: the shared write pause and the session
+    errors of every gateway (:class:`tokenkeep.diagnosis.service.OrgSignals`)."""
+
+    def __init__(self, health: OrgHealth, pause: SharedWritePause) -> None:
+        self._health = health
+        self._pause = pause
+
+    def is_paused(self, org_key: str) -> bool:
+        return self._pause.is_paused(org_key)
+
+    async def recent_session_errors(self, org_id: str, seconds: float = 60.0) -> int:
+        return await self._health.recent_session_errors(org_id, seconds)

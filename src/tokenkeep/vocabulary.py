@@ -18,11 +18,13 @@ __all__ = [
     "AUTH_MODES",
     "CAUSE_WORDS",
     "CONNECTION_STATUSES",
+    "WRITE_METHODS",
     "AuthMode",
     "Cause",
     "EventType",
     "Reason",
     "Status",
+    "is_write",
 ]
 
 
@@ -77,6 +79,15 @@ class AuthMode(StrEnum):
 
 
 AUTH_MODES: tuple[str, ...] = tuple(m.value for m in AuthMode)
+
+#: The HTTP methods that write (the ones Salesforce maintenance refuses).
+WRITE_METHODS = frozenset({"POST", "PATCH", "PUT", "DELETE"})
+
+
+def is_write(method: str) -> bool:
+    """POST, PATCH, PUT and DELETE are writes (the ones maintenance refuses)."""
+    return method.upper() in WRITE_METHODS
+
 
 _REASON_MAX = 50  # the width of connections.status_reason
 

@@ -21,6 +21,19 @@ LIMITS = "/services/data/v60.0/limits"
 ACCOUNTS = "/services/data/v60.0/sobjects/Account"
 
 
+async def _org_events_soon(gw: GatewayUnderTest) -> list[OutboxRow]:
+    """The org.* outbox rows, once there are some (up to 5 s)."""
+    rows: list[OutboxRow] = []
+    for _ in range(100):
+        async with gw.gateway.store.db.read() as session:
+            rows = list((await session.execute(select(OutboxRow))).scalars().all())
+        rows = [r for r in rows if r.event_type.startswith("org.")]
+        if rows:
+            break
+        await asyncio.sleep(0.05)
+    return rows
+
+
 def _proxy(gw: GatewayUnderTest, connection_id: str) -> httpx.AsyncClient:
     return httpx.AsyncClient(
         base_url=gw.proxy_url(connection_id),
@@ -87,8 +100,9 @@ async def test_maintenance_pauses_writes_and_records_the_event(
     assert writes_before > 0
     assert len(gw.emulator.admin.requests(path=ACCOUNTS)) == writes_before
     assert read.status_code == 200
-    async with gw.gateway.store.db.read() as session:
-        rows = (await session.execute(select(OutboxRow))).scalars().all()
-    assert [(r.event_type, r.org_id) for r in rows if r.event_type.startswith("org.")] == [
+    # The pause is shared through the database: its event is written in the transaction
+    # that pauses, right after the refused write's answer was relayed.
+    rows = await _org_events_soon(gw)
+    assert [(r.event_type, r.org_id) for r in rows] == [
         ("org.maintenance_started", connection.org_id)
     ]

@@ -32,6 +32,7 @@ class FreshToken:
     version: int
     expires_at: datetime | None = None
     issued_to_address: str | None = None
+    #: The connection's integration (org health counts calls per org and integration).
     integration_key: str | None = None
     #: ``expires_at`` as epoch seconds, computed once (the proxy's hot path compares it).
     expires_epoch: float | None = field(init=False, repr=False, compare=False)

@@ -40,6 +40,7 @@ __all__ = [
     "parse_id_url",
     "parse_identity",
     "parse_introspection",
+    "parse_limit_info",
     "parse_oauth_error",
     "parse_rest_errors",
     "parse_token_response",
@@ -294,3 +295,15 @@ def parse_rest_errors(body: bytes) -> list[RestError]:
             )
         )
     return out
+
+
+_API_USAGE_RE = re.compile(r"(?:^|[;,\s])api-usage=(\d+)/(\d+)")
+
+
+def parse_limit_info(value: str) -> tuple[int, int] | None:
+    """The org's daily API usage ``(used, max)`` from a ``Sforce-Limit-Info`` header
+    (``api-usage=18/15000``, possibly followed by ``; per-app-api-usage=...``), or None."""
+    match = _API_USAGE_RE.search(value)
+    if match is None:
+        return None
+    return int(match.group(1)), int(match.group(2))

@@ -37,6 +37,7 @@ from tokenkeep.config import Settings
 from tokenkeep.errors import OrgWritePausedError, TokenkeepError, UnauthorizedError
 from tokenkeep.oauth.client import local_address_of
 from tokenkeep.observability.logging import get_logger
+from tokenkeep.orgs.health import OrgHealth
 from tokenkeep.providers.salesforce_answers import AnswerKind, ApiAnswer, read_api_answer
 from tokenkeep.proxy.body import Body, ClientGoneError, read_body
 from tokenkeep.proxy.headers import scan_request, with_credentials
@@ -51,7 +52,13 @@ from tokenkeep.proxy.upstream import (
     create_upstream_session,
     peek_body,
 )
-from tokenkeep.proxy.write_pause import Admission, EventCallback, Outcome, WritePause
+from tokenkeep.proxy.write_pause import (
+    Admission,
+    EventCallback,
+    Outcome,
+    WritePause,
+    WritePauseGate,
+)
 from tokenkeep.vocabulary import Cause
 
 __all__ = [
@@ -62,6 +69,8 @@ __all__ = [
 ]
 
 _AUTH_CACHE_MAX = 4096
+# A first answer of INVALID_SESSION_ID: a session error for org health.
+_SESSION_ERRORS = frozenset({AnswerKind.SESSION_INVALID, AnswerKind.SESSION_UNUSABLE})
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +109,8 @@ class ProxyApp:
         auth_cache_seconds: float = 30.0,
         pool_limit: int = 512,
         pool_limit_per_host: int = 0,
+        write_pause: WritePauseGate | None = None,
+        org_health: OrgHealth | None = None,
     ) -> None:
         self._tokens = tokens
         self._authenticate = authenticate
@@ -119,13 +130,16 @@ class ProxyApp:
         self._pool_limit = pool_limit
         self._pool_limit_per_host = pool_limit_per_host
         self._limits: dict[str, LimitInfo] = {}
-        self.write_pause = WritePause(
+        # A gateway passes its shared pause and org health (tokenkeep.orgs); alone, the
+        # proxy pauses in-process and counts nothing.
+        self.write_pause: WritePauseGate = write_pause or WritePause(
             clock,
             settings.write_pause_probe_seconds,
             on_event=on_event,
             probe_timeout_seconds=settings.write_pause_probe_seconds
             + settings.upstream_timeout_seconds,
         )
+        self.org_health = org_health
 
     # -- lifecycle (the :class:`tokenkeep.runtime.Service` protocol) ----------------------
 
@@ -241,6 +255,8 @@ class ProxyApp:
         org_key = token.org_id or token.instance_url
         method = call.method
         admission = self.write_pause.admit(org_key, method)
+        if admission is Admission.PROBE:  # the shared pause claims it for every gateway
+            admission = await self.write_pause.claim_probe(org_key)
         if admission is Admission.REJECT:
             raise OrgWritePausedError(
                 "Salesforce is in maintenance for this org: writes are paused.",
@@ -256,6 +272,8 @@ class ProxyApp:
                 method, target, scanned.forward, body, scanned.used_session_header, org_key
             )
             answer = await self._exchange(send, call, request, token)
+            if self.org_health is not None:  # org health: in-memory counts, flushed later
+                self._record_health(call, token, org_key)
             if answer.kind is AnswerKind.MAINTENANCE:
                 outcome = Outcome.MAINTENANCE
             elif call.status is not None and call.status < 400:
@@ -290,6 +308,7 @@ class ProxyApp:
         response, head = await self._attempt(request, token)
         try:
             first = read_api_answer(response.status, head)
+            call.session_error = first.kind in _SESSION_ERRORS
             cause: Cause | None = first.cause
             if first.kind in NEEDS_VERDICT:
                 failure = ProxiedFailure(
@@ -341,6 +360,20 @@ class ProxyApp:
                 "proxy.diagnosis_failed", connection_id=failure.connection_id, error=repr(exc)
             )
             return Cause.UNKNOWN
+
+    def _record_health(self, call: Call, token: FreshToken, org_key: str) -> None:
+        health = self.org_health
+        if health is None or token.org_id is None:
+            return
+        health.record_call(
+            token.org_id,
+            token.integration_key,
+            cause=call.cause,
+            session_error=call.session_error,
+        )
+        limits = self._limits.get(org_key)
+        if limits is not None:
+            health.remember_limits(token.org_id, limits.value, seen_at=limits.seen_at)
 
     def _remember_limits(self, org_key: str, response: aiohttp.ClientResponse) -> None:
         for key, value in response.raw_headers:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import enum
 
 from tokenkeep.providers.salesforce_answers import HEAD_BYTES, AnswerKind, ApiAnswer
+from tokenkeep.vocabulary import WRITE_METHODS, is_write  # re-exported: they moved down
 
 __all__ = [
     "PEEK_BYTES",
@@ -30,7 +31,6 @@ __all__ = [
 
 #: The body head the proxy peeks at on an error status: all the answer reader looks at.
 PEEK_BYTES = HEAD_BYTES
-WRITE_METHODS = frozenset({"POST", "PATCH", "PUT", "DELETE"})
 
 
 #: A dead session, and the wrong host (``URL_NOT_RESET``: the token answer carries the
@@ -44,11 +44,6 @@ class Action(enum.Enum):
     PASS = "pass"
     REFRESH_AND_REPLAY = "refresh_and_replay"
     REFRESH_ONLY = "refresh_only"
-
-
-def is_write(method: str) -> bool:
-    """POST, PATCH, PUT and DELETE are writes (the ones maintenance refuses)."""
-    return method.upper() in WRITE_METHODS
 
 
 def needs_body(status: int, method: str) -> bool:

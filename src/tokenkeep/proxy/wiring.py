@@ -5,10 +5,12 @@
 * API keys: ``gateway.store.api_keys.verify`` (the proxy adds its own short positive cache);
 * tokens and causes: ``gateway.diagnoser`` over the gateway's ``RefreshCoordinator`` (any
   :class:`~tokenkeep.proxy.source.TokenSource` can be passed instead). It is looked up on
-  each call (one attribute read), because it needs the store, which exists only while the
-  gateway runs: before ``gateway.start()`` and after ``stop()`` proxied calls answer
-  ``503 not_ready`` (with ``Retry-After``);
-* events: ``org.maintenance_started`` / ``org.maintenance_ended`` go to the webhook outbox;
+  each call (one attribute read), because it needs the store, which exists
+  only while the gateway runs: before ``gateway.start()`` and after ``stop()`` proxied
+  calls answer ``503 not_ready`` (with ``Retry-After``);
+* org health: the gateway's shared write pause (``org.maintenance_started`` /
+  ``org.maintenance_ended`` go to the webhook outbox in the transaction of the change) and
+  its call counters (``tokenkeep.orgs``);
 * lifecycle: the app is registered as a gateway service, so its upstream session is created
   on start and closed on stop.
 """
@@ -77,6 +79,9 @@ def create_proxy_app(gateway: Gateway, tokens: TokenSource | None = None) -> Pro
         gateway.settings,
         gateway.clock,
         on_event=on_event,
+        # Org health: one write pause and one set of counts for every gateway (orgs/).
+        write_pause=gateway.write_pause,
+        org_health=gateway.org_health,
     )
     gateway.add_service(app)
     return app

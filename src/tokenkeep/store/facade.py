@@ -17,6 +17,7 @@ from tokenkeep.store.integrations import IntegrationRepository
 from tokenkeep.store.keys import verify_keyring
 from tokenkeep.store.leases import LeaseRepository
 from tokenkeep.store.operations import OperationLog, Outbox
+from tokenkeep.store.org_counts import OrgCallCountRepository
 from tokenkeep.store.org_state import OrgStateRepository
 from tokenkeep.store.refresh_state import RefreshStateRepository
 from tokenkeep.store.schedule import ScheduleRepository
@@ -40,6 +41,7 @@ class Store:
     leases: LeaseRepository = field(init=False)
     schedule: ScheduleRepository = field(init=False)
     orgs: OrgStateRepository = field(init=False)
+    org_counts: OrgCallCountRepository = field(init=False)
     connect_sessions: ConnectSessionRepository = field(init=False)
     diagnoses: DiagnosisRepository = field(init=False)
 
@@ -53,6 +55,7 @@ class Store:
         self.leases = LeaseRepository(self.db)
         self.schedule = ScheduleRepository(self.db)
         self.orgs = OrgStateRepository(self.db, self.clock, self.operations)
+        self.org_counts = OrgCallCountRepository(self.db)
         self.connect_sessions = ConnectSessionRepository(self.db, self.keyring, self.clock)
         self.diagnoses = DiagnosisRepository(self.db, self.clock, self.operations, self.outbox)
 

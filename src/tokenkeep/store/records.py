@@ -18,6 +18,7 @@ __all__ = [
     "CONNECTION_STATUSES",
     "ApiKey",
     "AuthMode",
+    "BucketCounts",
     "ConnectSession",
     "Connection",
     "ConnectionCredentials",
@@ -28,6 +29,8 @@ __all__ = [
     "IntegrationSecrets",
     "LeaseGrant",
     "Operation",
+    "OrgConnections",
+    "OrgState",
     "RowState",
 ]
 
@@ -188,3 +191,45 @@ class ConnectSession:
     expires_at: datetime
     used_at: datetime | None
     code_verifier: Secret | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BucketCounts:
+    """Calls of one org and integration in one time bucket (``org_call_counts``)."""
+
+    org_id: str
+    integration_key: str
+    bucket_start: datetime
+    calls: int
+    session_errors: int
+    causes: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class OrgState:
+    """An org's shared health row (``org_state``); every field may be unset."""
+
+    org_id: str
+    pause_started_at: datetime | None = None
+    #: While paused: no write before this (the next probe's time).
+    writes_paused_until: datetime | None = None
+    pause_probe_owner: str | None = None
+    pause_probe_until: datetime | None = None
+    last_limit_info: str | None = None
+    last_limit_info_at: datetime | None = None
+    session_timeout_estimate_seconds: int | None = None
+    session_timeout_learned_at: datetime | None = None
+    session_timeout_samples: int = 0
+    spike_started_at: datetime | None = None
+
+    @property
+    def paused(self) -> bool:
+        return self.pause_started_at is not None
+
+
+@dataclass(frozen=True, slots=True)
+class OrgConnections:
+    """How many connections of one org are in each status."""
+
+    org_id: str
+    by_status: dict[str, int]

@@ -1,11 +1,11 @@
-"""Per-org write pause during maintenance (src/tokenkeep/proxy/write_pause.py)."""
+"""The in-process write pause during maintenance (src/tokenkeep/orgs/write_pause.py)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from tokenkeep.clock import ManualClock
-from tokenkeep.proxy.write_pause import Admission, Outcome, WritePause
+from tokenkeep.orgs.write_pause import Admission, Outcome, WritePause
 
 ORG = "00Dxx0000001gPL"
 OTHER = "00Dxx0000002ABC"
