@@ -242,7 +242,17 @@ class Diagnoser:
         )
         if failed.kind is AnswerKind.SESSION_UNUSABLE or message_unusable(failed.message):
             evidence = replace(evidence, identity_ok=await self.probes.identity(app, token))
-        if conn.status in (Status.ACTIVE, Status.ERROR):
+        # Refused "not valid for use with the REST API" from the very address that obtained
+        # the token: API Client Control is proven without a refresh.
+        unusable_here = (
+            here is not None
+            and here.answer.kind is AnswerKind.SESSION_UNUSABLE
+            and conn.issued_to_address is not None
+            and conn.issued_to_address == here.local_address
+        )
+        if unusable_here and here is not None:
+            evidence = replace(evidence, replay_unusable=True, used_from_address=here.local_address)
+        elif conn.status in (Status.ACTIVE, Status.ERROR):
             evidence = await self._refresh_and_probe(conn, evidence, app.provider)
         diagnosis = classify(evidence)
         await self._apply(conn.id, conn.org_id, diagnosis, evidence, rejection=None)
