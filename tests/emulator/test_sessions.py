@@ -9,6 +9,7 @@ from emu_helpers import (
     client_from,
     code_grant,
     expired_grant,
+    inactive_user,
     invalid_session,
     limits,
     password_grant,
@@ -160,7 +161,10 @@ async def test_revocations_end_refresh_and_sessions(
         emu.admin.revoke_app(app.client_id, user.username)
     else:
         emu.admin.revoke_app(app.client_id)
-    expired_grant(await refresh(http, emu, grant["refresh_token"]))
+    if action == "deactivate":
+        inactive_user(await refresh(http, emu, grant["refresh_token"]))
+    else:
+        expired_grant(await refresh(http, emu, grant["refresh_token"]))
     invalid_session(await limits(http, org.instance_url, grant["access_token"]))
     bystander_ok = (await refresh(http, emu, bystander["refresh_token"])).status_code == 200
     assert bystander_ok is (action != "revoke_all")
@@ -185,6 +189,25 @@ async def test_deactivated_user_cannot_log_in_and_the_error_is_configurable(
     emu.admin.patch_org(org.org_id, {"inactive_user_error": "invalid_grant"})
     r = await http.post(emu.login_url + "/services/oauth2/token", data=form)
     assert r.json()["error"] == "invalid_grant"
+
+
+async def test_a_deactivated_users_refresh_says_inactive_unlike_a_password_change(
+    emu: Emulator, http: httpx.AsyncClient
+) -> None:
+    org = emu.orgs[0]
+    deactivated, changed = org.users
+    grant = (await code_grant(http, emu, deactivated)).json()
+    other = (await code_grant(http, emu, changed)).json()
+    emu.admin.deactivate(deactivated.username)
+    emu.admin.set_password(changed.username, "N3w-password!")
+    inactive_user(await refresh(http, emu, grant["refresh_token"]))
+    expired_grant(await refresh(http, emu, other["refresh_token"]))
+    # The org setting that switches a new login's error switches the refresh's too.
+    emu.admin.patch_org(org.org_id, {"inactive_user_error": "invalid_grant"})
+    inactive_user(await refresh(http, emu, grant["refresh_token"]), "invalid_grant")
+    # Re-activated, the user's old grant stays revoked.
+    emu.admin.activate(deactivated.username)
+    expired_grant(await refresh(http, emu, grant["refresh_token"]))
 
 
 async def test_read_only_mode_can_invalidate_sessions_but_not_refresh_tokens(
