@@ -38,22 +38,14 @@ def upgrade() -> None:
             sa.Column("session_timeout_learned_at", sa.DateTime(timezone=True), nullable=True)
         )
         batch.add_column(
-            sa.Column(
-                "session_timeout_samples", sa.Integer(), server_default="0", nullable=False
-            )
+            sa.Column("session_timeout_samples", sa.Integer(), server_default="0", nullable=False)
         )
         batch.add_column(sa.Column("pause_probe_owner", sa.String(length=100), nullable=True))
-        batch.add_column(
-            sa.Column("pause_probe_until", sa.DateTime(timezone=True), nullable=True)
-        )
-        batch.add_column(
-            sa.Column("last_limit_info_at", sa.DateTime(timezone=True), nullable=True)
-        )
+        batch.add_column(sa.Column("pause_probe_until", sa.DateTime(timezone=True), nullable=True))
+        batch.add_column(sa.Column("last_limit_info_at", sa.DateTime(timezone=True), nullable=True))
         batch.add_column(sa.Column("spike_started_at", sa.DateTime(timezone=True), nullable=True))
     with op.batch_alter_table("connections") as batch:
-        batch.add_column(
-            sa.Column("last_used_from_address", sa.String(length=64), nullable=True)
-        )
+        batch.add_column(sa.Column("last_used_from_address", sa.String(length=64), nullable=True))
         batch.add_column(sa.Column("diagnosis", sa.JSON(), nullable=True))
 
 
