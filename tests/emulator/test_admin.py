@@ -41,6 +41,13 @@ async def test_state_lists_orgs_users_apps_with_credentials(
         ("POST", "/faults", {"target": "token", "kind": "error", "status": 200}, 400),
         ("POST", "/faults", {"target": "everything", "kind": "drop"}, 400),
         ("POST", "/authorize", {"client_id": "{app}", "username": "{user}"}, 400),
+        ("POST", "/sessions/kill", {}, 400),
+        ("POST", "/sessions/kill", {"access_token": "00Dnope!x", "username": "{user}"}, 400),
+        ("POST", "/sessions/kill", {"access_token": 5}, 400),
+        ("POST", "/sessions/kill", {"username": ""}, 400),
+        ("POST", "/sessions/kill", {"session": "x"}, 400),
+        ("POST", "/sessions/kill", {"access_token": "00Dnope!x"}, 404),
+        ("POST", "/sessions/kill", {"username": "nobody@example.com"}, 404),
         ("GET", "/nothing-here", None, 404),
     ],
 )

@@ -210,6 +210,37 @@ async def test_a_deactivated_users_refresh_says_inactive_unlike_a_password_chang
     expired_grant(await refresh(http, emu, grant["refresh_token"]))
 
 
+async def test_killing_a_session_ends_its_access_token_but_not_its_refresh_token(
+    emu: Emulator, http: httpx.AsyncClient
+) -> None:
+    org = emu.orgs[0]
+    user, other = org.users
+    first = (await code_grant(http, emu, user)).json()
+    second = (await code_grant(http, emu, user)).json()
+    bystander = (await code_grant(http, emu, other)).json()
+    # Setup -> Session Management -> Remove, for one session.
+    r = await http.post(
+        emu.admin_url + "/sessions/kill", json={"access_token": first["access_token"]}
+    )
+    assert (r.status_code, r.json()) == (200, {"killed": 1})
+    invalid_session(await limits(http, org.instance_url, first["access_token"]))
+    assert (await limits(http, org.instance_url, second["access_token"])).status_code == 200
+    # The grant survives: a refresh brings a new working session.
+    fresh = await refresh(http, emu, first["refresh_token"])
+    assert fresh.status_code == 200, fresh.text
+    assert (await limits(http, org.instance_url, fresh.json()["access_token"])).status_code == 200
+    # Killing a dead session kills nothing more.
+    assert emu.admin.kill_sessions(access_token=first["access_token"]) == {"killed": 0}
+    # Every current session of the user: the second grant's and the refreshed one.
+    r = await http.post(emu.admin_url + "/sessions/kill", json={"username": user.username})
+    assert (r.status_code, r.json()) == (200, {"killed": 2})
+    for token in (second["access_token"], fresh.json()["access_token"]):
+        invalid_session(await limits(http, org.instance_url, token))
+    assert (await limits(http, org.instance_url, bystander["access_token"])).status_code == 200
+    for grant in (first, second):
+        assert (await refresh(http, emu, grant["refresh_token"])).status_code == 200
+
+
 async def test_read_only_mode_can_invalidate_sessions_but_not_refresh_tokens(
     emu: Emulator, http: httpx.AsyncClient
 ) -> None:

@@ -304,6 +304,13 @@ class EmulatorState:
                     at.family.revoked = True
         return count
 
+    def kill_session(self, at: AccessToken) -> bool:
+        """End one session, as Setup's Session Management "Remove" does: the access token
+        dies, its grant's refresh token lives on. Whether the session was still live."""
+        was_live = self.live(at.token) is not None
+        at.revoked = True
+        return was_live
+
     def invalidate_sessions(self, org: Org) -> None:
         """Kill every access token of ``org`` (refresh tokens survive)."""
         for at in self.access.values():
