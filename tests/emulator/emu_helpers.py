@@ -97,6 +97,13 @@ def expired_grant(r: httpx.Response) -> None:
     assert r.headers["cache-control"] == "no-store"
 
 
+def inactive_user(r: httpx.Response, error: str = "inactive_user") -> None:
+    """Assert the refresh failed the way a deactivated user's refresh fails."""
+    assert r.status_code == 400, r.text
+    assert r.json() == {"error": error, "error_description": "user is inactive"}
+    assert r.headers["cache-control"] == "no-store"
+
+
 def invalid_session(r: httpx.Response, message: str = "Session expired or invalid") -> None:
     assert r.status_code == 401, r.text
     assert r.json() == [{"message": message, "errorCode": "INVALID_SESSION_ID"}]

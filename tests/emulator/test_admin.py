@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import httpx
 import pytest
-from emu_helpers import TOKEN_PATH, code_grant, limits, password_grant, refresh
+from emu_helpers import REDIRECT, TOKEN_PATH, code_grant, limits, password_grant, refresh
 
 from tokenkeep.emulator import Emulator
+from tokenkeep.emulator.oauth import JWT_BEARER
 
 
 async def test_state_lists_orgs_users_apps_with_credentials(
@@ -40,6 +41,13 @@ async def test_state_lists_orgs_users_apps_with_credentials(
         ("POST", "/faults", {"target": "token", "kind": "error", "status": 200}, 400),
         ("POST", "/faults", {"target": "everything", "kind": "drop"}, 400),
         ("POST", "/authorize", {"client_id": "{app}", "username": "{user}"}, 400),
+        ("POST", "/sessions/kill", {}, 400),
+        ("POST", "/sessions/kill", {"access_token": "00Dnope!x", "username": "{user}"}, 400),
+        ("POST", "/sessions/kill", {"access_token": 5}, 400),
+        ("POST", "/sessions/kill", {"username": ""}, 400),
+        ("POST", "/sessions/kill", {"session": "x"}, 400),
+        ("POST", "/sessions/kill", {"access_token": "00Dnope!x"}, 404),
+        ("POST", "/sessions/kill", {"username": "nobody@example.com"}, 404),
         ("GET", "/nothing-here", None, 404),
     ],
 )
@@ -235,3 +243,60 @@ async def test_python_admin_takes_keywords_too(emu: Emulator) -> None:
         redirect_uri="http://localhost/callback",
     )
     assert code["code"]
+
+
+async def test_a_token_fault_for_one_org_hits_only_that_orgs_grants_on_the_login_host(
+    emu: Emulator, http: httpx.AsyncClient
+) -> None:
+    app = emu.apps[0]
+    secret = {"client_id": app.client_id, "client_secret": app.client_secret}
+    # Grants made before the fault: one refresh token per org.
+    refresh_tokens = [
+        (await code_grant(http, emu, o.users[0])).json()["refresh_token"] for o in emu.orgs
+    ]
+    codes = [
+        emu.admin.authorize(
+            client_id=app.client_id, username=o.users[0].username, redirect_uri=REDIRECT
+        )["code"]
+        for o in emu.orgs
+    ]
+    target, bystander = emu.orgs
+    emu.admin.add_fault(target="token", kind="error", status=503, org_id=target.org_id)
+
+    def forms(i: int) -> dict[str, dict[str, str]]:
+        user = emu.orgs[i].users[0]
+        return {
+            "password": {
+                "grant_type": "password",
+                "username": user.username,
+                "password": user.password,
+                **secret,
+            },
+            "refresh_token": {
+                "grant_type": "refresh_token",
+                "refresh_token": refresh_tokens[i],
+                **secret,
+            },
+            JWT_BEARER: {"grant_type": JWT_BEARER, "assertion": emu.mint_jwt(user.username)},
+            "authorization_code": {
+                "grant_type": "authorization_code",
+                "code": codes[i],
+                "redirect_uri": REDIRECT,
+                **secret,
+            },
+        }
+
+    for i, org in enumerate(emu.orgs):
+        expected = 503 if org is target else 200
+        for grant, form in forms(i).items():
+            r = await http.post(emu.login_url + TOKEN_PATH, data=form)
+            assert r.status_code == expected, (org.name, grant, r.text)
+        # client_credentials runs on the org's My Domain host: the host names the org.
+        r = await http.post(
+            org.my_domain_url + TOKEN_PATH, data={"grant_type": "client_credentials", **secret}
+        )
+        assert r.status_code == expected, (org.name, "client_credentials", r.text)
+    # The log names the org of each failed call, and only the target's calls failed.
+    failed = [e for e in emu.admin.requests(path=TOKEN_PATH) if e["status"] == 503]
+    assert [e["org_id"] for e in failed] == [target.org_id] * 5
+    assert all(e["status"] == 200 for e in emu.admin.requests(org_id=bystander.org_id))

@@ -46,6 +46,7 @@ MAINTENANCE = [
     }
 ]
 INVALID_GRANT = {"error": "invalid_grant", "error_description": "expired access/refresh token"}
+INACTIVE_USER = {"error": "inactive_user", "error_description": "user is inactive"}
 
 
 @dataclass
@@ -128,8 +129,8 @@ def _assert_error(response: httpx.Response, status: int, body: Any) -> None:
     assert response.json() == body
 
 
-def _assert_invalid_grant(response: httpx.Response) -> None:
-    _assert_error(response, 400, INVALID_GRANT)
+def _assert_invalid_grant(response: httpx.Response, answer: dict[str, str] = INVALID_GRANT) -> None:
+    _assert_error(response, 400, answer)
     assert response.headers["cache-control"] == "no-store"
 
 
@@ -310,16 +311,20 @@ async def _sixth_approval(emu: Emulator, user: User, http: httpx.AsyncClient) ->
 
 
 @pytest.mark.parametrize(
-    "revoke",
+    ("revoke", "answer"),
     [
-        _revoke_by_password_change,
-        _revoke_by_deactivation,
-        _revoke_app_for_the_user,
-        _sixth_approval,
+        (_revoke_by_password_change, INVALID_GRANT),
+        # Salesforce names the inactive user (the org's inactive_user_error, by default
+        # inactive_user), so a client can tell a deactivation from a password change.
+        (_revoke_by_deactivation, INACTIVE_USER),
+        (_revoke_app_for_the_user, INVALID_GRANT),
+        (_sixth_approval, INVALID_GRANT),
     ],
     ids=["password-change", "deactivation", "app-revoke", "sixth-approval"],
 )
-async def test_revoked_refresh_token_answers_invalid_grant(emu: Emulator, revoke: Any) -> None:
+async def test_revoked_refresh_token_answers_invalid_grant(
+    emu: Emulator, revoke: Any, answer: dict[str, str]
+) -> None:
     org: Org = emu.orgs[0]
     user = org.users[0]
     async with _client() as http:
@@ -330,12 +335,12 @@ async def test_revoked_refresh_token_answers_invalid_grant(emu: Emulator, revoke
 
         await revoke(emu, user, http)
 
-        _assert_invalid_grant(await _refresh(emu, http, grant.refresh_token))
+        _assert_invalid_grant(await _refresh(emu, http, grant.refresh_token), answer)
         _assert_error(
             await _query(http, grant.instance_url, grant.access_token), 401, EXPIRED_OR_INVALID
         )
         # Revoked for good: asking again does not revive it.
-        _assert_invalid_grant(await _refresh(emu, http, grant.refresh_token))
+        _assert_invalid_grant(await _refresh(emu, http, grant.refresh_token), answer)
         _token_body(await _refresh(emu, http, other.refresh_token))
 
     statuses = [r["status"] for r in emu.admin.requests(grant_type="refresh_token")]

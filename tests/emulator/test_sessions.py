@@ -9,6 +9,7 @@ from emu_helpers import (
     client_from,
     code_grant,
     expired_grant,
+    inactive_user,
     invalid_session,
     limits,
     password_grant,
@@ -160,7 +161,10 @@ async def test_revocations_end_refresh_and_sessions(
         emu.admin.revoke_app(app.client_id, user.username)
     else:
         emu.admin.revoke_app(app.client_id)
-    expired_grant(await refresh(http, emu, grant["refresh_token"]))
+    if action == "deactivate":
+        inactive_user(await refresh(http, emu, grant["refresh_token"]))
+    else:
+        expired_grant(await refresh(http, emu, grant["refresh_token"]))
     invalid_session(await limits(http, org.instance_url, grant["access_token"]))
     bystander_ok = (await refresh(http, emu, bystander["refresh_token"])).status_code == 200
     assert bystander_ok is (action != "revoke_all")
@@ -185,6 +189,56 @@ async def test_deactivated_user_cannot_log_in_and_the_error_is_configurable(
     emu.admin.patch_org(org.org_id, {"inactive_user_error": "invalid_grant"})
     r = await http.post(emu.login_url + "/services/oauth2/token", data=form)
     assert r.json()["error"] == "invalid_grant"
+
+
+async def test_a_deactivated_users_refresh_says_inactive_unlike_a_password_change(
+    emu: Emulator, http: httpx.AsyncClient
+) -> None:
+    org = emu.orgs[0]
+    deactivated, changed = org.users
+    grant = (await code_grant(http, emu, deactivated)).json()
+    other = (await code_grant(http, emu, changed)).json()
+    emu.admin.deactivate(deactivated.username)
+    emu.admin.set_password(changed.username, "N3w-password!")
+    inactive_user(await refresh(http, emu, grant["refresh_token"]))
+    expired_grant(await refresh(http, emu, other["refresh_token"]))
+    # The org setting that switches a new login's error switches the refresh's too.
+    emu.admin.patch_org(org.org_id, {"inactive_user_error": "invalid_grant"})
+    inactive_user(await refresh(http, emu, grant["refresh_token"]), "invalid_grant")
+    # Re-activated, the user's old grant stays revoked.
+    emu.admin.activate(deactivated.username)
+    expired_grant(await refresh(http, emu, grant["refresh_token"]))
+
+
+async def test_killing_a_session_ends_its_access_token_but_not_its_refresh_token(
+    emu: Emulator, http: httpx.AsyncClient
+) -> None:
+    org = emu.orgs[0]
+    user, other = org.users
+    first = (await code_grant(http, emu, user)).json()
+    second = (await code_grant(http, emu, user)).json()
+    bystander = (await code_grant(http, emu, other)).json()
+    # Setup -> Session Management -> Remove, for one session.
+    r = await http.post(
+        emu.admin_url + "/sessions/kill", json={"access_token": first["access_token"]}
+    )
+    assert (r.status_code, r.json()) == (200, {"killed": 1})
+    invalid_session(await limits(http, org.instance_url, first["access_token"]))
+    assert (await limits(http, org.instance_url, second["access_token"])).status_code == 200
+    # The grant survives: a refresh brings a new working session.
+    fresh = await refresh(http, emu, first["refresh_token"])
+    assert fresh.status_code == 200, fresh.text
+    assert (await limits(http, org.instance_url, fresh.json()["access_token"])).status_code == 200
+    # Killing a dead session kills nothing more.
+    assert emu.admin.kill_sessions(access_token=first["access_token"]) == {"killed": 0}
+    # Every current session of the user: the second grant's and the refreshed one.
+    r = await http.post(emu.admin_url + "/sessions/kill", json={"username": user.username})
+    assert (r.status_code, r.json()) == (200, {"killed": 2})
+    for token in (second["access_token"], fresh.json()["access_token"]):
+        invalid_session(await limits(http, org.instance_url, token))
+    assert (await limits(http, org.instance_url, bystander["access_token"])).status_code == 200
+    for grant in (first, second):
+        assert (await refresh(http, emu, grant["refresh_token"])).status_code == 200
 
 
 async def test_read_only_mode_can_invalidate_sessions_but_not_refresh_tokens(

@@ -111,10 +111,9 @@ async def test_a_new_instance_url_replaces_the_stored_one(rig: Rig) -> None:
     ("revoke", "reason"),
     [
         ("password", "revoked:expired_or_revoked"),
-        # The emulator revokes a deactivated user's tokens, so the refresh says
-        # "expired access/refresh token" (an explicit inactive_user maps to its own reason:
-        # tests/oauth/test_classify.py).
-        ("deactivate", "revoked:expired_or_revoked"),
+        # A deactivated user's refresh answers inactive_user (as Salesforce names an
+        # inactive user), so the reason tells it apart from a password change.
+        ("deactivate", "revoked:inactive_user"),
         ("app_revoke", "revoked:expired_or_revoked"),
     ],
 )

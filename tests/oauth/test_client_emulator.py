@@ -408,6 +408,34 @@ async def test_deactivated_user_and_revoked_app_mean_needs_reauth(
         assert verdict(info.value)[:2] == ("needs_reauth", "revoked")
 
 
+async def test_deactivation_and_password_change_get_different_sub_reasons(
+    salesforce_emulator: Emulator, client: TokenEndpointClient
+) -> None:
+    emu = salesforce_emulator
+    users = emu.orgs[0].users
+    app, deactivated = await connect(emu, client, user=0)
+    _, changed = await connect(emu, client, user=1)
+    emu.admin.deactivate(users[0].username)
+    emu.admin.set_password(users[1].username, "a-new-Passw0rd")
+    verdicts = []
+    for tr in (deactivated, changed):
+        assert tr.refresh_token is not None
+        with pytest.raises(OAuthError) as info:
+            await client.refresh(app, tr.refresh_token)
+        verdicts.append(verdict(info.value))
+    assert verdicts == [
+        ("needs_reauth", "revoked", "inactive_user"),
+        ("needs_reauth", "revoked", "expired_or_revoked"),
+    ]
+    # The org's inactive_user_error switched to invalid_grant: the description still names
+    # the inactive user.
+    emu.admin.patch_org(emu.orgs[0].org_id, {"inactive_user_error": "invalid_grant"})
+    with pytest.raises(OAuthError) as info:
+        await client.refresh(app, deactivated.refresh_token)
+    assert info.value.error == "invalid_grant"
+    assert verdict(info.value) == ("needs_reauth", "revoked", "inactive_user")
+
+
 async def test_sixth_approval_evicts_the_oldest_family(
     salesforce_emulator: Emulator, client: TokenEndpointClient
 ) -> None:

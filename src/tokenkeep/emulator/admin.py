@@ -73,7 +73,8 @@ class _Pristine:
 
 
 class Admin:
-    """Drive the emulator: org/app/user settings, clock, faults, request log, reset."""
+    """Drive the emulator: org/app/user settings, sessions, clock, faults, request log,
+    reset."""
 
     def __init__(
         self,
@@ -296,6 +297,27 @@ class Admin:
         for sid in [s for s, u in self.state.browser_sessions.items() if u is user]:
             del self.state.browser_sessions[sid]
         return self.state.revoke_user(user)
+
+    def kill_sessions(
+        self, access_token: str | None = None, username: str | None = None
+    ) -> dict[str, Any]:
+        """End one session (``access_token``) or every current session of ``username``;
+        refresh tokens keep working. ``{"killed": N}`` counts the sessions that were live."""
+        if (access_token is None) == (username is None):
+            raise _bad("give either access_token or username")
+        if access_token is not None:
+            if not isinstance(access_token, str) or not access_token:
+                raise _bad("access_token must be a non-empty string")
+            at = self.state.access.get(access_token)
+            if at is None:
+                raise AdminError(404, "not_found", "no such access token")
+            sessions = [at]
+        else:
+            if not isinstance(username, str) or not username:
+                raise _bad("username must be a non-empty string")
+            user = self._user(username)
+            sessions = [at for at in self.state.access.values() if at.user is user]
+        return {"killed": sum(self.state.kill_session(at) for at in sessions)}
 
     def revoke_app(self, client_id: str, username: str | None = None) -> dict[str, Any]:
         """Revoke an app's grants for one user, or for everyone."""

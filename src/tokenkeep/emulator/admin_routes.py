@@ -43,6 +43,11 @@ async def route(admin: Admin, request: Request) -> Any:
             return admin.deactivate(username)
         case ("POST", "users", username, "activate"):
             return admin.activate(username)
+        case ("POST", "sessions", "kill"):
+            unknown = set(body) - {"access_token", "username"}
+            if unknown:
+                raise _bad(f"unknown fields: {', '.join(sorted(unknown))}")
+            return admin.kill_sessions(body.get("access_token"), body.get("username"))
         case ("POST", "apps", client_id, "revoke"):
             who = body.get("username")
             if who is not None and not isinstance(who, str):

@@ -18,8 +18,8 @@ from tokenkeep.emulator.admin import Admin
 from tokenkeep.emulator.authorize import handle_authorize
 from tokenkeep.emulator.faults import Faults
 from tokenkeep.emulator.gate import handle_data
-from tokenkeep.emulator.http import Call, ConnectionDrop, error_code_of, sf_error
-from tokenkeep.emulator.oauth import handle_identity, handle_oauth
+from tokenkeep.emulator.http import Call, ConnectionDrop, error_code_of, read_form, sf_error
+from tokenkeep.emulator.oauth import handle_identity, handle_oauth, token_call_org
 from tokenkeep.emulator.state import EmulatorState, HostBinding
 
 __all__ = ["EmulatorApp"]
@@ -85,20 +85,27 @@ class EmulatorApp:
                 return PlainTextResponse("this org moved to another instance", 404)
             if path.rstrip("/") == "/services/oauth2/authorize":
                 return await handle_authorize(self.state, request, binding, port)
-            if path.rstrip("/") == "/services/oauth2/token":
-                fault = self.faults.take("token", binding.org.org_id if binding.org else None)
+            form = None
+            if path.rstrip("/") == "/services/oauth2/token" and self.faults.armed("token"):
+                # A fault may be scoped to one org; on the shared login host only the form
+                # says which org the call is for. Read once, handed on to the grant.
+                form = await read_form(request)
+                org_id = token_call_org(self.state, binding, form)
+                fault = self.faults.take("token", org_id)
                 if fault is not None:
                     if fault.kind == "latency":
                         await asyncio.sleep(fault.latency_seconds)
                     else:
-                        # Logged with its grant type, so tests can count failed grants too.
-                        call.grant_type = await _grant_type(request)
+                        # Logged with its grant type and org, so tests can count failed
+                        # grants too.
+                        call.grant_type = form.get("grant_type") or None
+                        call.org_id = org_id
                         if fault.kind == "drop":
                             raise ConnectionDrop
                         return PlainTextResponse(
                             "Service Unavailable (injected)", status_code=fault.status
                         )
-            response = await handle_oauth(self.state, request, binding, call)
+            response = await handle_oauth(self.state, request, binding, call, form)
             if response is not None:
                 return response
         elif path.startswith("/id/"):
@@ -122,12 +129,6 @@ class EmulatorApp:
                 "errorCode": error_code,
             }
         )
-
-
-async def _grant_type(request: Request) -> str | None:
-    from tokenkeep.emulator.http import read_form
-
-    return (await read_form(request)).get("grant_type") or None
 
 
 async def _lifespan(receive: Any, send: Any) -> None:

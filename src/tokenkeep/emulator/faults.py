@@ -100,6 +100,10 @@ class Faults:
             if (f.remaining is None or f.remaining > 0) and (f.until is None or f.until > now)
         ]
 
+    def armed(self, target: str) -> bool:
+        """Whether any fault for ``target`` is registered (it may still be for another org)."""
+        return any(f.target == target for f in self._faults)
+
     def take(self, target: str, org_id: str | None) -> Fault | None:
         """The fault that applies to this call (consuming one of its ``count``), or None."""
         if not self._faults:  # the hot path: no faults, no work

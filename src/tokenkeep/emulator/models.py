@@ -103,8 +103,9 @@ class Org:
     daily_api_limit: int = 15000
     api_usage: int = 0
     usage_day: int = -1
-    # What a deactivated user gets from a NEW login (password, JWT): SALESFORCE.md marks the
-    # text UNCERTAIN. Refreshing a revoked token always answers invalid_grant.
+    # What a deactivated user gets from a new login (password, JWT, code) and from a refresh
+    # of an old grant: SALESFORCE.md marks the text UNCERTAIN. Other revoked refresh tokens
+    # (password change, app revoke) answer invalid_grant / expired access/refresh token.
     inactive_user_error: str = "inactive_user"
     # Login IP ranges (CIDRs) of the user's profile; empty means anywhere.
     login_ip_ranges: list[str] = field(default_factory=list)

@@ -36,7 +36,7 @@ from tokenkeep.emulator.state import (
     parse_policy,
 )
 
-__all__ = ["JWT_BEARER", "handle_identity", "handle_oauth"]
+__all__ = ["JWT_BEARER", "handle_identity", "handle_oauth", "token_call_org"]
 
 JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 GRANTS = ("authorization_code", "refresh_token", JWT_BEARER, "client_credentials", "password")
@@ -81,6 +81,34 @@ def _login_user(state: EmulatorState, binding: HostBinding, username: str) -> Us
     if user is None or (binding.org is not None and user.org_id != binding.org.org_id):
         return None
     return user
+
+
+def token_call_org(state: EmulatorState, binding: HostBinding, form: dict[str, str]) -> str | None:
+    """The org a token call is for, before it is handled (faults scoped to one org).
+
+    An org's own host names it; on the shared login host the form does: the refresh
+    token's family, the code's or the password grant's user, the assertion's ``sub``.
+    None when the form names no known user (the grant then fails on its own).
+    """
+    if binding.org is not None:
+        return binding.org.org_id
+    grant = form.get("grant_type", "")
+    user: User | None = None
+    if grant == "refresh_token":
+        family = state.refresh_index.get(form.get("refresh_token", ""))
+        user = family.user if family is not None else None
+    elif grant == "authorization_code":
+        code = state.codes.get(form.get("code", ""))
+        user = code.user if code is not None else None
+    elif grant == "password":
+        user = _login_user(state, binding, form.get("username", ""))
+    elif grant == JWT_BEARER:
+        try:
+            claims = jwt.decode(form.get("assertion", ""), options={"verify_signature": False})
+        except jwt.PyJWTError:
+            return None
+        user = _login_user(state, binding, str(claims.get("sub", "")))
+    return user.org_id if user is not None else None
 
 
 def _grant(
@@ -186,11 +214,16 @@ def _jwt_bearer(
 
 
 async def _token(
-    state: EmulatorState, request: Request, binding: HostBinding, call: Call
+    state: EmulatorState,
+    request: Request,
+    binding: HostBinding,
+    call: Call,
+    form: dict[str, str] | None,
 ) -> Response:
     if request.method != "POST":
         return oauth_error("invalid_request", "must use HTTP POST")
-    form = await read_form(request)
+    if form is None:
+        form = await read_form(request)
     call.grant_type = form.get("grant_type") or None
     try:
         body = _grant(state, request, binding, form, call)
@@ -335,12 +368,19 @@ def _session_from(state: EmulatorState, request: Request) -> AccessToken | None:
 
 
 async def handle_oauth(
-    state: EmulatorState, request: Request, binding: HostBinding, call: Call
+    state: EmulatorState,
+    request: Request,
+    binding: HostBinding,
+    call: Call,
+    form: dict[str, str] | None = None,
 ) -> Response | None:
-    """``/services/oauth2/*`` except authorize; None when the path is not one of ours."""
+    """``/services/oauth2/*`` except authorize; None when the path is not one of ours.
+
+    ``form``: the token call's form when the caller already read it.
+    """
     path = request.url.path.rstrip("/")
     if path == "/services/oauth2/token":
-        return await _token(state, request, binding, call)
+        return await _token(state, request, binding, call, form)
     if path == "/services/oauth2/revoke":
         return await _revoke(state, request)
     if path == "/services/oauth2/introspect":

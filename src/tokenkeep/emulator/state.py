@@ -179,7 +179,13 @@ class EmulatorState:
     def refresh(self, app: App, refresh_token: str, address: str) -> dict:
         """The refresh_token grant: policy, rotation and reuse detection."""
         family = self.refresh_index.get(refresh_token)
-        if family is None or family.client_id != app.client_id or family.revoked:
+        if family is None or family.client_id != app.client_id:
+            raise OAuthError("invalid_grant", EXPIRED)
+        if not family.user.active:
+            # Deactivation revokes the family too, but Salesforce names the inactive user
+            # (not "expired"), which tells it apart from a password change.
+            raise OAuthError(self.org_of(family.user).inactive_user_error, "user is inactive")
+        if family.revoked:
             raise OAuthError("invalid_grant", EXPIRED)
         if refresh_token != family.refresh_token:
             # A rotated-out token replayed: Salesforce revokes the whole family, including
@@ -297,6 +303,13 @@ class EmulatorState:
                 if at.family.refresh_token is None:
                     at.family.revoked = True
         return count
+
+    def kill_session(self, at: AccessToken) -> bool:
+        """End one session, as Setup's Session Management "Remove" does: the access token
+        dies, its grant's refresh token lives on. Whether the session was still live."""
+        was_live = self.live(at.token) is not None
+        at.revoked = True
+        return was_live
 
     def invalidate_sessions(self, org: Org) -> None:
         """Kill every access token of ``org`` (refresh tokens survive)."""
