@@ -116,8 +116,8 @@ async def test_a_killed_session_minutes_old_teaches_nothing(gw: GatewayUnderTest
     await gw.connect("c1")
     assert (await _get(gw, "c1")).status_code == 200
     gw.emulator.admin.advance_clock(40)
-    for token in list(gw.emulator.state.access):  # an admin removes every session
-        gw.emulator.state.access[token].revoked = True
+    user = gw.emulator.orgs[0].users[0]
+    gw.emulator.admin.kill_sessions(username=user.username)  # Setup > Session Management
     answer = await _get(gw, "c1")
     assert answer.status_code == 200
     assert answer.headers["Tokenkeep-Cause"] == "expired"
@@ -381,3 +381,26 @@ async def test_two_gateways_on_a_locked_org_stop_ping_ponging(tmp_path: Path) ->
         assert answer.status_code == 424
         assert answer.headers["Tokenkeep-Cause"] == "ip_locked"
         assert a.grants() == 1
+
+
+async def test_a_maintenance_burst_over_50_connections_is_not_50_expiries(
+    gw: GatewayUnderTest,
+) -> None:
+    """Look-alike: a maintenance session flip kills every session of an org at once, at an
+    age that would fit a timeout. Nothing is marked needs_reauth and nothing is learned."""
+    org = gw.emulator.orgs[0]
+    users = len(org.users)
+    ids = [f"m{i}" for i in range(50)]
+    # Few emulator users, 50 grants: lift the 5-approval cap so none is evicted.
+    gw.emulator.admin.patch_app(gw.emulator.apps[0].client_id, {"max_approvals": 100})
+    for i, cid in enumerate(ids):
+        await gw.connect(cid, user=i % users, via="import")
+    gw.emulator.admin.advance_clock(1900)  # 30 minutes would "fit"
+    gw.emulator.admin.patch_org(
+        org.org_id, {"read_only": True, "invalidate_sessions_on_read_only": True}
+    )
+    answers = await asyncio.gather(*[_get(gw, cid) for cid in ids])
+    assert [a.status_code for a in answers] == [200] * 50  # reads flow
+    for cid in ids:
+        assert (await gw.gateway.store.connections.get(cid)).status == "active"
+    assert await _learned(gw, org.org_id) is None

@@ -118,6 +118,22 @@ class OrgHealth:
         if cause:
             tally.causes[cause] += 1
 
+    def count_session_error(self, org_id: str | None, integration_key: str | None) -> None:
+        """Count a session error the moment it is seen (before the call's diagnosis ends),
+        so the diagnoses of a burst across an org see each other; the call itself is
+        counted by :meth:`record_call` with ``session_error=False`` afterwards."""
+        if not org_id or len(org_id) > _ORG_KEY_MAX:
+            return
+        key = (
+            org_id,
+            (integration_key or "")[:_INTEGRATION_MAX],
+            bucket_of(self._clock.time(), self.bucket_seconds),
+        )
+        tally = self._pending.get(key)
+        if tally is None:
+            tally = self._pending[key] = _Tally()
+        tally.session_errors += 1
+
     def remember_limits(
         self, org_id: str | None, value: str, *, seen_at: float | None = None
     ) -> None:
