@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
+from rich.table import Column, Table
 
 from tokenkeep.cli._shared import console, print_json, settings_or_fail, with_store
 
@@ -21,6 +21,11 @@ def _usage(org: dict[str, Any]) -> str:
         return "-"
     usage = limit["api_usage"]
     return f"{usage['used']}/{usage['max']}" if usage else limit["raw"]
+
+
+def _connections(org: dict[str, Any]) -> str:
+    counts = org["connections"]
+    return ", ".join(f"{n} {status}" for status, n in counts.items() if n) or "-"
 
 
 def _pause(org: dict[str, Any]) -> str:
@@ -57,25 +62,19 @@ def orgs_list(
         print_json({"data": items, "next_cursor": next_cursor})
         return
     table = Table(
-        "org",
-        "active",
-        "needs_reauth",
-        "action_req.",
-        "error",
+        Column("org", no_wrap=True),
+        "connections",
         "writes",
         "calls",
         "session errors",
         "spike",
-        "api usage",
+        Column("api usage", no_wrap=True),
     )
     for org in items:
-        c, rates = org["connections"], org["error_rates"]
+        rates = org["error_rates"]
         table.add_row(
             org["org_id"],
-            str(c["active"]),
-            str(c["needs_reauth"]),
-            str(c["action_required"]),
-            str(c["error"]),
+            _connections(org),
             _pause(org),
             str(rates["calls"]),
             f"{rates['session_errors']} ({rates['ratio']:.0%})",
@@ -107,12 +106,9 @@ def orgs_show(
     if json_output:
         print_json(org)
         return
-    c, rates, timeout = org["connections"], org["error_rates"], org["session_timeout"]
+    rates, timeout = org["error_rates"], org["session_timeout"]
     table = Table("", org["org_id"], show_header=True)
-    table.add_row(
-        "connections",
-        ", ".join(f"{k} {v}" for k, v in c.items()),
-    )
+    table.add_row("connections", _connections(org))
     table.add_row(
         "writes",
         _pause(org)
