@@ -17,6 +17,7 @@ from tokenkeep.api.health import router as health_router
 from tokenkeep.api.integrations import router as integrations_router
 from tokenkeep.api.logs import router as logs_router
 from tokenkeep.api.middleware import BodySizeLimit, RequestLog
+from tokenkeep.api.orgs import router as orgs_router
 from tokenkeep.api.tokens import router as tokens_router
 from tokenkeep.runtime import Gateway
 
@@ -51,6 +52,7 @@ def create_app(gateway: Gateway) -> FastAPI:
     app.include_router(tokens_router, dependencies=authenticated)
     app.include_router(diagnosis_router, dependencies=authenticated)
     app.include_router(logs_router, dependencies=authenticated)
+    app.include_router(orgs_router, dependencies=authenticated)
     app.include_router(connect_router)  # pages are public; /connect/sessions checks the key
 
     @app.get("/openapi.json", include_in_schema=False, dependencies=authenticated)

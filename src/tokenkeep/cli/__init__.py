@@ -16,6 +16,7 @@ from tokenkeep.cli.db import db_app
 from tokenkeep.cli.emulator import demo, emulator
 from tokenkeep.cli.integrations import integrations_app
 from tokenkeep.cli.keys import keys_app
+from tokenkeep.cli.orgs import orgs_app
 from tokenkeep.cli.serve import scheduler, serve
 
 __all__ = ["app", "main"]
@@ -29,6 +30,7 @@ app.add_typer(db_app, name="db")
 app.add_typer(keys_app, name="keys")
 app.add_typer(integrations_app, name="integrations")
 app.add_typer(connections_app, name="connections")
+app.add_typer(orgs_app, name="orgs")
 
 
 def main() -> None:
