@@ -242,5 +242,7 @@ class _OrgSignals:
     def is_paused(self, org_key: str) -> bool:
         return self._pause.is_paused(org_key)
 
-    async def recent_session_errors(self, org_id: str, seconds: float = 60.0) -> int:
-        return await self._health.recent_session_errors(org_id, seconds)
+    def failing_connections(
+        self, org_id: str, *, seconds: float = 60.0, exclude: str | None = None
+    ) -> int:
+        return self._health.failing_connections(org_id, seconds=seconds, exclude=exclude)

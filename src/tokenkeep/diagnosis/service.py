@@ -76,8 +76,10 @@ class OrgSignals(Protocol):
         """Are the org's writes paused (maintenance)?"""
         ...
 
-    async def recent_session_errors(self, org_id: str, seconds: float = 60.0) -> int:
-        """Session errors on the org's connections within the last ``seconds``."""
+    def failing_connections(
+        self, org_id: str, *, seconds: float = 60.0, exclude: str | None = None
+    ) -> int:
+        """Other connections of the org whose session was refused within ``seconds``."""
         ...
 
 
@@ -133,7 +135,9 @@ class Diagnoser:
             else None
         )
         conn_then = rejection.connection if rejection is not None else None
-        evidence = await self._context(evidence_of(failure), conn_then, rejected.org_id)
+        evidence = await self._context(
+            evidence_of(failure), conn_then, rejected.org_id, failure.connection_id
+        )
         if failure.refresh_error is not None and not isinstance(
             failure.refresh_error, NeedsReauthError | ActionRequiredError
         ):
@@ -195,7 +199,7 @@ class Diagnoser:
             issued_to_address=conn.issued_to_address,
             used_from_address=used_from or (here.local_address if here else None),
         )
-        base = await self._context(base, conn, conn.org_id)
+        base = await self._context(base, conn, conn.org_id, conn.id)
         failed: ApiAnswer | None = reported if reported and reported.kind in REFUSED else None
         if failed is None and here is not None and not here.ok:
             failed = here.answer
@@ -371,7 +375,11 @@ class Diagnoser:
 
     # -- facts -----------------------------------------------------------------------------
     async def _context(
-        self, evidence: Evidence, conn: Connection | None, org_id: str | None
+        self,
+        evidence: Evidence,
+        conn: Connection | None,
+        org_id: str | None,
+        connection_id: str,
     ) -> Evidence:
         """Add the refused token's age (from the row as it was) and the org's signals."""
         if conn is not None and conn.issued_at is not None:
@@ -386,16 +394,12 @@ class Diagnoser:
         signals = self.org_signals
         if signals is None or not org_id:
             return evidence
-        try:
-            errors = await signals.recent_session_errors(org_id, 60.0)
-        except Exception as exc:  # org health must never fail a diagnosis
-            _log.warning("diagnosis.org_signals_failed", org_id=org_id, error=repr(exc))
-            errors = 0
-        # The other connections' errors: this one's own failure is one of them.
         return replace(
             evidence,
             org_writes_paused=signals.is_paused(org_id),
-            org_recent_session_errors=max(0, errors - 1),
+            org_recent_session_errors=signals.failing_connections(
+                org_id, seconds=60.0, exclude=connection_id
+            ),
         )
 
     async def _integration_key(self, token: FreshToken) -> str:

@@ -47,6 +47,9 @@ _INTEGRATION_MAX = 100
 _Key = tuple[str, str, float]  # org, integration ("" when unknown), bucket start (epoch)
 
 
+_FAILING_MAX = 10_000  # connections remembered per org for the burst signal
+
+
 @dataclass(slots=True)
 class _Tally:
     calls: int = 0
@@ -62,6 +65,7 @@ class OrgHealth:
 
     def __init__(self, settings: Settings, clock: Clock) -> None:
         self._clock = clock
+        self._failing: dict[str, dict[str, float]] = {}
         self.rule = SpikeRule(
             settings.spike_min_errors, settings.spike_min_ratio, settings.spike_window_seconds
         )
@@ -118,21 +122,16 @@ class OrgHealth:
         if cause:
             tally.causes[cause] += 1
 
-    def count_session_error(self, org_id: str | None, integration_key: str | None) -> None:
-        """Count a session error the moment it is seen (before the call's diagnosis ends),
-        so the diagnoses of a burst across an org see each other; the call itself is
-        counted by :meth:`record_call` with ``session_error=False`` afterwards."""
-        if not org_id or len(org_id) > _ORG_KEY_MAX:
+    def note_failing(self, org_id: str | None, connection_id: str) -> None:
+        """A session error of ``connection_id`` seen just now (before its diagnosis ends),
+        so the diagnoses of a burst across an org see each other
+        (:meth:`failing_connections`). Counting the call is :meth:`record_call`'s."""
+        if not org_id:
             return
-        key = (
-            org_id,
-            (integration_key or "")[:_INTEGRATION_MAX],
-            bucket_of(self._clock.time(), self.bucket_seconds),
-        )
-        tally = self._pending.get(key)
-        if tally is None:
-            tally = self._pending[key] = _Tally()
-        tally.session_errors += 1
+        failing = self._failing.setdefault(org_id, {})
+        if len(failing) >= _FAILING_MAX:
+            failing.clear()  # bounded: a burst that large is a burst either way
+        failing[connection_id] = self._clock.time()
 
     def remember_limits(
         self, org_id: str | None, value: str, *, seen_at: float | None = None
@@ -169,6 +168,16 @@ class OrgHealth:
     async def window(self, org_id: str, *, seconds: float | None = None) -> Counts:
         """One org's counts over the last ``seconds`` (see :meth:`windows`)."""
         return (await self.windows([org_id], seconds=seconds))[org_id]
+
+    def failing_connections(
+        self, org_id: str, *, seconds: float = 60, exclude: str | None = None
+    ) -> int:
+        """How many OTHER connections of ``org_id`` met a session error in the last
+        ``seconds`` in this process (the diagnosis's burst signal: one connection's many
+        concurrent calls on one dead token are one failing connection, not a burst)."""
+        since = self._clock.time() - seconds
+        failing = self._failing.get(org_id, {})
+        return sum(1 for cid, at in failing.items() if at >= since and cid != exclude)
 
     async def recent_session_errors(self, org_id: str, seconds: float = 60) -> int:
         """Session errors of ``org_id`` in the last ``seconds``, across every gateway (to one

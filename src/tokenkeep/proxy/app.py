@@ -308,9 +308,10 @@ class ProxyApp:
         response, head = await self._attempt(request, token)
         try:
             first = read_api_answer(response.status, head)
-            if first.kind in _SESSION_ERRORS and self.org_health is not None:
-                # Counted now, so the diagnoses of a burst across an org see each other.
-                self.org_health.count_session_error(token.org_id, token.integration_key)
+            call.session_error = first.kind in _SESSION_ERRORS
+            if call.session_error and self.org_health is not None:
+                # Seen now, so the diagnoses of a burst across an org see each other.
+                self.org_health.note_failing(token.org_id, connection_id)
             cause: Cause | None = first.cause
             if first.kind in NEEDS_VERDICT:
                 failure = ProxiedFailure(
@@ -371,7 +372,7 @@ class ProxyApp:
             token.org_id,
             token.integration_key,
             cause=call.cause,
-            session_error=False,  # counted when it was seen (count_session_error)
+            session_error=call.session_error,
         )
         limits = self._limits.get(org_key)
         if limits is not None:

@@ -37,6 +37,7 @@ class Call:
     recovered: bool = False  # the replay after a refresh succeeded
     cause: str | None = None
     started: bool = False  # response headers already sent to the client
+    session_error: bool = False  # the first answer was INVALID_SESSION_ID (org health)
 
 
 async def send_error(send: Send, call: Call, exc: TokenkeepError, now: float) -> None:
