@@ -8,7 +8,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from api_helpers import Api, start_api
+from tests.api.api_helpers import Api, start_api
 
 from tokenkeep.clock import ManualClock
 from tokenkeep.config import Settings, load_settings

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import httpx
-from api_helpers import Api, import_body, put_integration, start_api
 from sqlalchemy import select
+from tests.api.api_helpers import Api, import_body, put_integration, start_api
 
 from tokenkeep.clock import ManualClock
 from tokenkeep.config import load_settings

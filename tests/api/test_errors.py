@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Iterator
 import httpx
 import pytest
 import structlog
-from api_helpers import Api, import_body, put_integration
+from tests.api.api_helpers import Api, import_body, put_integration
 
 from tokenkeep.observability.logging import configure_logging
 from tokenkeep.server import build_asgi_app

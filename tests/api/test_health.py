@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from api_helpers import Api
 from sqlalchemy import text
+from tests.api.api_helpers import Api
 
 
 async def test_healthz_needs_no_key(api: Api) -> None:

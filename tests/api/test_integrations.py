@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from api_helpers import Api, import_body, put_integration
+from tests.api.api_helpers import Api, import_body, put_integration
 
 SECRET = "client-secret-value-7f3a"
 PRIVATE_KEY = (

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import secrets
 
-from api_helpers import Api
 from structlog.testing import capture_logs
+from tests.api.api_helpers import Api
 
 
 async def test_a_connect_link_token_never_reaches_the_request_log(api: Api) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from api_helpers import Api
+from tests.api.api_helpers import Api
 
 PROTECTED = [
     ("GET", "/integrations"),

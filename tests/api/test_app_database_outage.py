@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import psycopg
 import pytest
-from api_helpers import import_body, put_integration, start_api
+from tests.api.api_helpers import import_body, put_integration, start_api
 
 from tokenkeep.clock import ManualClock
 from tokenkeep.config import load_settings
