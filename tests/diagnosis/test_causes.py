@@ -404,3 +404,27 @@ async def test_a_maintenance_burst_over_50_connections_is_not_50_expiries(
     for cid in ids:
         assert (await gw.gateway.store.connections.get(cid)).status == "active"
     assert await _learned(gw, org.org_id) is None
+
+
+async def test_maintenance_pauses_writes_names_the_cause_and_is_in_the_log(
+    gw: GatewayUnderTest,
+) -> None:
+    """Defect: our 503 org_write_paused had no Tokenkeep-Cause; maintenance left no /logs rows."""
+    org = gw.emulator.orgs[0]
+    await gw.connect("c1")
+    gw.emulator.admin.patch_org(org.org_id, {"read_only": True})
+    path = "/c/c1/services/data/v60.0/sobjects/Account"
+    first = await _api(gw, "POST", path, json={"Name": "During maintenance"})
+    assert first.status_code >= 400
+    assert first.headers["Tokenkeep-Cause"] == "maintenance"
+    paused = await _api(gw, "POST", path, json={"Name": "Paused"})
+    assert paused.status_code == 503
+    assert paused.json()["error"]["code"] == "org_write_paused"
+    assert paused.headers["Tokenkeep-Cause"] == "maintenance"
+    assert int(paused.headers["Retry-After"]) >= 1
+    assert (await _get(gw, "c1")).status_code == 200  # reads flow
+    logs = (await _api(gw, "GET", "/logs", params={"kind": "write_pause_started"})).json()
+    rows = logs["data"] if isinstance(logs, dict) else logs
+    assert [(r["org_id"], r["cause"]) for r in rows] == [(org.org_id, "maintenance")]
+    stored = await gw.gateway.store.connections.get("c1")
+    assert stored.status == "active"
