@@ -32,6 +32,7 @@ class Node:
     gateway: Gateway
     base_url: str
     api_key: Secret
+    keys: str = ""  # the fleet's exported keyring (another process can share it)
 
     def proxy(self, connection_id: str) -> httpx.AsyncClient:
         return httpx.AsyncClient(
@@ -82,7 +83,7 @@ async def fleet(
             await gateway.start()
             server = ServerHandle(app, host="127.0.0.1", port=port)
             servers.append(server)
-            nodes.append(Node(gateway, await server.start(), api_key))
+            nodes.append(Node(gateway, await server.start(), api_key, keys))
         await register_emulator_app(emu, nodes[0].base_url, api_key, EMULATOR_INTEGRATION)
         yield nodes
     finally:

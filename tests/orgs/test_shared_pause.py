@@ -91,3 +91,76 @@ async def test_two_gateways_meeting_maintenance_at_once_raise_one_started_event(
         assert await _org_events(a.gateway.store.db) == [("org.maintenance_started", org_id)]
         assert a.gateway.write_pause.is_paused(org_id)
         assert b.gateway.write_pause.is_paused(org_id)
+
+
+async def test_a_gateway_process_refuses_writes_once_another_learned_the_maintenance(
+    pg_url: str, tmp_path: Path
+) -> None:
+    """The same, with the second gateway a real ``tokenkeep serve`` OS process."""
+    import os
+    import subprocess
+    import sys
+
+    import httpx
+
+    from tokenkeep.server import free_port
+
+    async with Emulator.running(orgs=1) as emu, fleet(emu, pg_url, tmp_path, count=1) as (a,):
+        await connect(a, emu, "acme")
+        org_id = emu.orgs[0].org_id
+        port = free_port()
+        env = {
+            **os.environ,
+            "TOKENKEEP_DATABASE_URL": pg_url,
+            "TOKENKEEP_SECRET_KEY": a.api_key.reveal(),
+            "TOKENKEEP_ENCRYPTION_KEYS": a.keys,
+            "TOKENKEEP_ALLOW_INSECURE_LOOPBACK": "true",
+            "TOKENKEEP_DATA_DIR": str(tmp_path / "process-b"),
+            "TOKENKEEP_LOG_LEVEL": "WARNING",
+        }
+        for name in ("TOKENKEEP_EGRESS_ADDRESS", "TOKENKEEP_WEBHOOK_URL"):
+            env.pop(name, None)
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "tokenkeep",
+                "serve",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--no-scheduler",
+            ],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        try:
+            base_b = f"http://127.0.0.1:{port}"
+            headers = {"Authorization": f"Bearer {a.api_key.reveal()}"}
+            async with httpx.AsyncClient(base_url=base_b, headers=headers, timeout=30) as b:
+
+                async def ready() -> bool:
+                    try:
+                        return (await b.get("/readyz")).status_code == 200
+                    except httpx.TransportError:
+                        return False
+
+                await eventually(ready, within=30.0, step=0.2)
+                assert (await b.get(f"/c/acme{LIMITS}")).status_code == 200
+                emu.admin.patch_org(org_id, {"read_only": True})
+                async with a.proxy("acme") as via_a:
+                    refused = await via_a.post(ACCOUNTS, json={"Name": "A"})
+                assert refused.headers["Tokenkeep-Cause"] == "maintenance"
+                await asyncio.sleep(1.0)  # the process polls the shared pause every 0.5 s
+                before = _writes(emu)
+                paused = await b.post(f"/c/acme{ACCOUNTS}", json={"Name": "B"})
+                assert paused.status_code == 503, paused.text
+                assert paused.json()["error"]["code"] == "org_write_paused"
+                assert paused.headers["Tokenkeep-Cause"] == "maintenance"
+                assert _writes(emu) == before  # the other process never sent it upstream
+        finally:
+            proc.terminate()
+            proc.wait(timeout=20)
+        assert await _org_events(a.gateway.store.db) == [("org.maintenance_started", org_id)]
