@@ -219,13 +219,15 @@ class GatewayUnderTest:
         user: int = 0,
         metadata: dict[str, Any] | None = None,
         via: Literal["flow", "import"] = "flow",
+        instance_url: str | None = None,
     ) -> Connection:
         """Connect emulator user ``user`` of org ``org`` as ``connection_id`` (headless).
 
         ``via="flow"``: the gateway's hosted connect flow (:func:`connect_through_flow`).
         ``via="import"``: the user approves through the emulator's admin API, the code is
         exchanged at the emulator's token endpoint and the tokens are imported
-        (``POST /connections``), as an app that already holds a token response would.
+        (``POST /connections``), as an app that already holds a token response would;
+        ``instance_url`` then replaces the token answer's (to import a wrong one).
         """
         if via == "flow":
             emu_user = self.emulator.orgs[org].users[user]
@@ -241,10 +243,18 @@ class GatewayUnderTest:
             )
             async with self.async_client() as tk:
                 return await tk.get_connection(connection_id)
-        return await self._connect_import(connection_id, org=org, user=user, metadata=metadata)
+        return await self._connect_import(
+            connection_id, org=org, user=user, metadata=metadata, instance_url=instance_url
+        )
 
     async def _connect_import(
-        self, connection_id: str, *, org: int, user: int, metadata: dict[str, Any] | None
+        self,
+        connection_id: str,
+        *,
+        org: int,
+        user: int,
+        metadata: dict[str, Any] | None,
+        instance_url: str | None = None,
     ) -> Connection:
         import httpx
 
@@ -279,7 +289,7 @@ class GatewayUnderTest:
                 connection_id=connection_id,
                 access_token=body["access_token"],
                 refresh_token=body.get("refresh_token"),
-                instance_url=body["instance_url"],
+                instance_url=instance_url or body["instance_url"],
                 id_url=body.get("id"),
                 issued_at=body.get("issued_at"),
                 metadata=metadata,

@@ -127,46 +127,8 @@ async def test_a_killed_session_minutes_old_teaches_nothing(gw: GatewayUnderTest
 async def test_url_not_reset_is_fixed_by_a_refresh(gw: GatewayUnderTest) -> None:
     """Defect: an import with the login host as instance_url failed forever."""
     emu = gw.emulator
-    app = emu.apps[0]
-    user = emu.orgs[0].users[0]
-    code = emu.admin.authorize(
-        {
-            "client_id": app.client_id,
-            "username": user.username,
-            "redirect_uri": app.redirect_uris[0],
-            "scope": "api refresh_token",
-        }
-    )["code"]
-    async with httpx.AsyncClient() as http:
-        body = (
-            await http.post(
-                f"{emu.login_url}/services/oauth2/token",
-                data={
-                    "grant_type": "authorization_code",
-                    "code": code,
-                    "client_id": app.client_id,
-                    "client_secret": app.client_secret,
-                    "redirect_uri": app.redirect_uris[0],
-                },
-            )
-        ).json()
-    imported = await _api(
-        gw,
-        "POST",
-        "/connections",
-        json={
-            "connection_id": "c1",
-            "integration": gw.integration,
-            "credentials": {
-                "access_token": body["access_token"],
-                "refresh_token": body["refresh_token"],
-                "instance_url": emu.login_url,  # the mistake
-                "id": body["id"],
-                "issued_at": body["issued_at"],
-            },
-        },
-    )
-    assert imported.status_code == 201, imported.text
+    await gw.connect("c1", via="import", instance_url=emu.login_url)  # the mistake
+    assert (await gw.gateway.store.connections.get("c1")).instance_url == emu.login_url
     answer = await _get(gw, "c1")
     assert answer.status_code == 200, answer.text
     assert answer.headers["Tokenkeep-Cause"] == "wrong_instance"

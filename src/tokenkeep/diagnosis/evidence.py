@@ -8,7 +8,7 @@ reasoning itself is :func:`tokenkeep.diagnosis.classify.classify`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any
 from urllib.parse import urlsplit
@@ -115,7 +115,6 @@ class Diagnosis:
     status: Status | None = None
     reason: Reason | None = None
     recovered: bool = False  # the call (or the probe) works now
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         """The JSON of ``/diagnose`` and ``/report`` (less the connection fields)."""

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 from tokenkeep.clock import Clock
 from tokenkeep.config import Settings
+from tokenkeep.errors import NotFoundError
 from tokenkeep.oauth.client import TokenEndpointClient, create_session
 from tokenkeep.oauth.errors import OAuthError, UpstreamTransportError
 from tokenkeep.oauth.models import OAuthApp
@@ -107,9 +108,7 @@ class Probes:
             await self.client.userinfo(app, token)
         except OAuthError:
             return False
-        except UpstreamTransportError as exc:
-            if exc.status == 403:  # Bad_OAuth_Token: the token does not work here either
-                return False
+        except UpstreamTransportError:  # 5xx, timeout: cannot tell
             return None
         return True
 
@@ -127,5 +126,5 @@ class Probes:
 def _probe_path(provider: str) -> str:
     try:
         return get_provider(provider).probe_path
-    except Exception:  # an unknown provider: the instance's root
+    except NotFoundError:  # a provider the catalog does not know: the instance's root
         return "/"

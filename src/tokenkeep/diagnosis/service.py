@@ -127,8 +127,6 @@ class Diagnoser:
     async def settle(self, failure: ProxiedFailure) -> Verdict:
         """Name the cause of a proxied call's auth failure and act on it (see module)."""
         first, rejected = failure.first, failure.rejected
-        if first.kind is AnswerKind.MAINTENANCE:
-            return Verdict(Cause.MAINTENANCE)
         rejection = (
             self.coordinator.take_rejection(failure.connection_id, rejected.version)
             if failure.refreshed
