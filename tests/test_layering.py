@@ -24,6 +24,7 @@ FOUNDATION = frozenset(
         "urls",
         "crypto",
         "observability",
+        "periodic",
     }
 )
 LAYERS: tuple[str, ...] = (

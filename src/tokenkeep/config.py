@@ -75,6 +75,14 @@ class Settings(BaseSettings):
     connect_session_ttl_seconds: int = Field(default=900, ge=30)
     # Connecting the same org + user again updates that connection instead of adding one.
     connect_update_existing: bool = True
+    # The operation log (observability/oplog.py) and metrics (observability/metrics.py).
+    log_query: bool = False  # keep proxied calls' query strings in the log (may hold data)
+    log_retention_days: int = Field(default=30, ge=1, le=3650)
+    log_queue_size: int = Field(default=10_000, ge=100)
+    log_flush_seconds: float = Field(default=0.25, gt=0, le=10)
+    log_prune_interval_seconds: float = Field(default=3600.0, gt=0)
+    log_prune_batch: int = Field(default=5000, ge=100)
+    metrics_org_label: bool = False
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -11,18 +11,21 @@ already stored, and make sure an API key exists (a new one is returned once, for
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from tokenkeep.clock import Clock, SystemClock
 from tokenkeep.config import Settings
 from tokenkeep.crypto import Keyring
 from tokenkeep.errors import TokenkeepError
 from tokenkeep.observability.logging import get_logger
+from tokenkeep.observability.metrics import Metrics
+from tokenkeep.observability.oplog import OperationQueue
 from tokenkeep.orgs.health import OrgHealth
 from tokenkeep.orgs.shared_pause import SharedWritePause
 from tokenkeep.secret import Secret
 from tokenkeep.store import Store, ensure_bootstrap_api_key, open_store
 from tokenkeep.store.database import Database
+from tokenkeep.store.retention import LogRetention
 
 if TYPE_CHECKING:
     import aiohttp
@@ -66,6 +69,7 @@ class Gateway:
         self._oauth: TokenEndpointClient | None = None
         self._coordinator: RefreshCoordinator | None = None
         self._diagnoser: Diagnoser | None = None
+        self._log_store: Store | None = None
         # Org health's view for the diagnosis (write pause, error bursts), when wired.
         # The proactive refresh scheduler (None unless TOKENKEEP_SCHEDULER_ENABLED).
         self.scheduler: RefreshScheduler | None = None
@@ -75,6 +79,18 @@ class Gateway:
         # org_health and asks write_pause before each write; diagnosis reads both.
         self.org_health = OrgHealth(settings, self.clock)
         self.write_pause = SharedWritePause(settings, self.clock)
+        # Observability: this process's metrics (GET /metrics) and the operation log's
+        # write queue (flushed to store.operations in batches; see observability/oplog.py).
+        self.metrics = Metrics(org_label=settings.metrics_org_label)
+        self.org_health.metrics = self.metrics
+        self.write_pause.metrics = self.metrics
+        self.oplog = OperationQueue(
+            self._write_log,
+            clock=self.clock,
+            capacity=settings.log_queue_size,
+            interval_seconds=settings.log_flush_seconds,
+            on_drop=self.metrics.log_dropped.inc,
+        )
 
     def __repr__(self) -> str:
         state = "started" if self._store is not None else "stopped"
@@ -144,7 +160,8 @@ class Gateway:
         try:
             api_key = await ensure_bootstrap_api_key(store, self.settings)
             self._start_lifecycle(store)
-            for service in [*self._services, *self._lifecycle_services]:
+            # The log queue first (stopped last: it drains what the others logged).
+            for service in [self.oplog, *self._services, *self._lifecycle_services]:
                 await service.start()
                 self._running.append(service)
         except BaseException:
@@ -153,6 +170,7 @@ class Gateway:
             await store.close()
             raise
         self._store = store
+        self._log_store = store
         self.log.info("gateway started", database=store.db.dialect)
         return api_key
 
@@ -161,6 +179,8 @@ class Gateway:
         await self._stop_services()
         await self._close_http()
         store, self._store = self._store, None
+        self._log_store = None
+        self.metrics.mark_process_dead()  # multiprocess mode: drop this worker's live gauges
         if store is not None:
             await store.close()
             self.log.info("gateway stopped")
@@ -181,8 +201,9 @@ class Gateway:
             connect_timeout_seconds=settings.upstream_connect_timeout_seconds,
         )
         self._oauth = TokenEndpointClient(self._http, clock=self.clock)
+        self._log_store = store  # the log queue's sink, from the first service on
         self._coordinator = RefreshCoordinator(
-            store, self._oauth, settings=settings, clock=self.clock
+            store, self._oauth, settings=settings, clock=self.clock, metrics=self.metrics
         )
         self._diagnoser = Diagnoser(
             store,
@@ -194,7 +215,11 @@ class Gateway:
         )
         self.org_health.attach(store)
         self.write_pause.attach(store)
-        self._lifecycle_services = [self.write_pause, self.org_health]
+        self._lifecycle_services = [
+            self.write_pause,
+            self.org_health,
+            LogRetention(store.operations, settings, self.clock),
+        ]
         if settings.scheduler_enabled:
             from tokenkeep.lifecycle.scheduler import RefreshScheduler
 
@@ -214,6 +239,12 @@ class Gateway:
         self.write_pause.attach(None)
         if http is not None:
             await http.close()
+
+    async def _write_log(self, entries: list[dict[str, Any]]) -> None:
+        store = self._log_store
+        if store is None:
+            raise GatewayNotStartedError("the gateway is not started")
+        await store.operations.insert_many(entries)
 
     async def _stop_services(self) -> None:
         while self._running:

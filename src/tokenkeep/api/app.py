@@ -16,6 +16,7 @@ from tokenkeep.api.errors import install_error_handlers
 from tokenkeep.api.health import router as health_router
 from tokenkeep.api.integrations import router as integrations_router
 from tokenkeep.api.logs import router as logs_router
+from tokenkeep.api.metrics import router as metrics_router
 from tokenkeep.api.middleware import BodySizeLimit, RequestLog
 from tokenkeep.api.orgs import router as orgs_router
 from tokenkeep.api.tokens import router as tokens_router
@@ -24,7 +25,7 @@ from tokenkeep.runtime import Gateway
 __all__ = ["create_app"]
 
 _DESCRIPTION = """\
-The tokenkeep control plane. Every route except `/healthz`, `/readyz`, the connect pages
+The tokenkeep control plane. Every route except `/healthz`, `/readyz`, `/metrics`, the connect pages
 and the OAuth callback needs `Authorization: Bearer <api key>`. Every error is
 `{"error": {"code": "...", "message": "..."}}`.
 """
@@ -47,6 +48,7 @@ def create_app(gateway: Gateway) -> FastAPI:
 
     authenticated = [Depends(require_api_key)]
     app.include_router(health_router)
+    app.include_router(metrics_router)  # public, like /healthz: counts only
     app.include_router(integrations_router, dependencies=authenticated)
     app.include_router(connections_router, dependencies=authenticated)
     app.include_router(tokens_router, dependencies=authenticated)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 from typing import Annotated
 
@@ -14,6 +15,7 @@ from tokenkeep.__about__ import __version__
 from tokenkeep.cli._shared import console, print_api_key, run, settings_or_fail
 from tokenkeep.config import Settings
 from tokenkeep.observability.logging import configure_logging
+from tokenkeep.observability.metrics import MULTIPROC_ENV
 from tokenkeep.secret import Secret
 
 __all__ = ["scheduler", "serve"]
@@ -94,8 +96,18 @@ def _serve_workers(settings: Settings, workers: int) -> None:
             await gateway.stop()
 
     api_key = run(prepare())
+    _prepare_multiprocess_metrics(settings)
     _announce(f"http://{settings.host}:{settings.port}", api_key, settings)
     run_server(settings, workers=workers)
+
+
+def _prepare_multiprocess_metrics(settings: Settings) -> None:
+    """prometheus-client's multiprocess mode for the workers: a fresh directory for their
+    value files, named in the environment they inherit (tokenkeep.observability.metrics)."""
+    directory = settings.data_dir / "metrics-multiproc"
+    shutil.rmtree(directory, ignore_errors=True)
+    directory.mkdir(parents=True)
+    os.environ[MULTIPROC_ENV] = str(directory)
 
 
 def scheduler() -> None:

@@ -48,6 +48,7 @@ from tokenkeep.lifecycle.tokens import FreshToken
 from tokenkeep.oauth.client import TokenEndpointClient
 from tokenkeep.oauth.models import OAuthApp, oauth_app_for
 from tokenkeep.observability.logging import get_logger
+from tokenkeep.observability.metrics import Metrics
 from tokenkeep.store import Connection, Integration, Store
 from tokenkeep.vocabulary import AuthMode, Status
 
@@ -86,8 +87,10 @@ class RefreshCoordinator:
         heartbeat_interval: float | None = None,
         revalidate_seconds: float = 5.0,
         rng: random.Random | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.store = store
+        self.metrics = metrics
         self.client = client
         self.settings = settings
         self.clock: Clock = clock or store.clock
@@ -114,6 +117,7 @@ class RefreshCoordinator:
             integration=self._integration,
             rng=self._rng,
             heartbeat_interval=heartbeat_interval,
+            metrics=metrics,
         )
         self._flights: dict[str, asyncio.Task[FreshToken]] = {}
 
@@ -243,11 +247,22 @@ class RefreshCoordinator:
                 self._flights[connection_id] = task
                 task.add_done_callback(functools.partial(self._landed, connection_id))
                 return await asyncio.shield(task)
-            token = await asyncio.shield(task)
+            token = await self._join(task)
             if need.met_by(token.version, token.expires_epoch, self.clock.time()):
                 return token
             # The flight we joined was for a weaker need (e.g. a shorter min_ttl): go again.
         raise TransientUpstreamError(f"connection {connection_id}: could not get a fresh token")
+
+    async def _join(self, task: asyncio.Task[FreshToken]) -> FreshToken:
+        """Wait on another caller's flight (counted: ``tokenkeep_refresh_waiters``)."""
+        if self.metrics is None:
+            return await asyncio.shield(task)
+        waiters = self.metrics.refresh_waiters
+        waiters.inc()
+        try:
+            return await asyncio.shield(task)
+        finally:
+            waiters.dec()
 
     def _landed(self, connection_id: str, task: asyncio.Task[FreshToken]) -> None:
         if self._flights.get(connection_id) is task:
@@ -384,5 +399,6 @@ class RefreshCoordinator:
                 expires_at=conn.expires_at,
                 issued_to_address=conn.issued_to_address,
                 integration_key=conn.integration_key,
+                user_id=conn.user_id,
             )
         )

@@ -19,7 +19,7 @@ from datetime import timedelta
 
 from tokenkeep.clock import Clock
 from tokenkeep.config import Settings
-from tokenkeep.errors import DatabaseUnavailableError, TransientUpstreamError
+from tokenkeep.errors import DatabaseUnavailableError, TokenkeepError, TransientUpstreamError
 from tokenkeep.lifecycle.cache import ConnectionCache
 from tokenkeep.lifecycle.expiry import configured_timeout, plan_expiry
 from tokenkeep.lifecycle.lease import LeaseGrant, LeaseHeartbeat
@@ -37,6 +37,7 @@ from tokenkeep.oauth.client import TokenEndpointClient
 from tokenkeep.oauth.errors import OAuthError, UpstreamTransportError
 from tokenkeep.oauth.models import TokenResponse, oauth_app_for
 from tokenkeep.observability.logging import get_logger
+from tokenkeep.observability.metrics import Metrics
 from tokenkeep.secret import Secret
 from tokenkeep.store import Connection, Integration, Store
 from tokenkeep.vocabulary import AuthMode, Status
@@ -63,8 +64,10 @@ class Refresher:
         integration: Callable[[str], Awaitable[Integration]],
         rng: random.Random,
         heartbeat_interval: float | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.store = store
+        self.metrics = metrics
         self.client = client
         self.settings = settings
         self.clock = clock
@@ -80,7 +83,27 @@ class Refresher:
         self.fenced_writes = 0
 
     async def refresh(self, conn: Connection, grant: LeaseGrant) -> FreshToken | None:
-        """Call the token endpoint and commit; None when the stored row moved on (use it)."""
+        """Call the token endpoint and commit; None when the stored row moved on (use it).
+
+        Counted by result in the metrics: ``ok``, ``fenced``, the cause word of a refusal
+        (``revoked``, ...) or our error code (``upstream_unavailable``, ...).
+        """
+        if self.metrics is None:
+            return await self._refresh(conn, grant)
+        started = self.clock.monotonic()
+        result = "error"
+        try:
+            token = await self._refresh(conn, grant)
+            result = "ok" if token is not None else "fenced"
+            return token
+        except TokenkeepError as exc:
+            result = str(exc.cause) if exc.cause is not None else exc.code
+            raise
+        finally:
+            self.metrics.refreshes.labels(result).inc()
+            self.metrics.refresh_seconds.labels(result).observe(self.clock.monotonic() - started)
+
+    async def _refresh(self, conn: Connection, grant: LeaseGrant) -> FreshToken | None:
         integration = await self.integration(conn.integration_key)
         app = oauth_app_for(integration)
         configured = configured_timeout(integration)
@@ -159,6 +182,7 @@ class Refresher:
             expires_at=expires_at,
             issued_to_address=response.local_address or conn.issued_to_address,
             integration_key=conn.integration_key,
+            user_id=conn.user_id,
         )
         return self.cache.put(token)
 

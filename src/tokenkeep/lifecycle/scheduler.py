@@ -30,8 +30,6 @@ import random
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from prometheus_client import Counter, Gauge
-
 from tokenkeep.clock import Clock
 from tokenkeep.config import Settings
 from tokenkeep.errors import (
@@ -51,15 +49,6 @@ from tokenkeep.store import Store
 __all__ = ["CycleReport", "RefreshScheduler"]
 
 _log = get_logger("tokenkeep.scheduler")
-SCHEDULER_LAG = Gauge(
-    "tokenkeep_scheduler_lag_seconds",
-    "How overdue the oldest connection waiting for a proactive refresh is.",
-)
-SCHEDULER_REFRESHES = Counter(
-    "tokenkeep_scheduler_refreshes_total",
-    "Proactive refreshes attempted by the scheduler, by outcome.",
-    ["outcome"],
-)
 
 
 @dataclass
@@ -167,6 +156,7 @@ class RefreshScheduler:
     async def run_once(self) -> CycleReport:
         """Plan, claim one batch, refresh it; update the lag."""
         report = CycleReport()
+        metrics = self.coordinator.metrics
         report.planned = await self._plan()
         claimed = await self._claim()
         report.claimed = len(claimed)
@@ -180,7 +170,8 @@ class RefreshScheduler:
                 await self._release_claims([cid for cid, _, _ in claimed])
             for outcome in outcomes:
                 setattr(report, outcome, getattr(report, outcome) + 1)
-                SCHEDULER_REFRESHES.labels(outcome=outcome).inc()
+                if metrics is not None:
+                    metrics.scheduler_refreshes.labels(outcome).inc()
         report.backed_off_orgs = sorted(self._active_backoffs())
         self.lag_seconds = await self.measure_lag()
         if report.claimed or report.planned:
@@ -193,7 +184,8 @@ class RefreshScheduler:
                 lag_seconds=round(self.lag_seconds, 1),
                 backed_off_orgs=report.backed_off_orgs,
             )
-        SCHEDULER_LAG.set(self.lag_seconds)
+        if metrics is not None:
+            metrics.scheduler_lag_seconds.set(self.lag_seconds)
         self.cycles += 1
         return report
 

@@ -34,6 +34,8 @@ class FreshToken:
     issued_to_address: str | None = None
     #: The connection's integration (org health counts calls per org and integration).
     integration_key: str | None = None
+    #: The Salesforce user the session belongs to (the operation log names it).
+    user_id: str | None = None
     #: ``expires_at`` as epoch seconds, computed once (the proxy's hot path compares it).
     expires_epoch: float | None = field(init=False, repr=False, compare=False)
 

@@ -30,9 +30,10 @@ from dataclasses import dataclass, field
 from tokenkeep.clock import Clock, utc_from_timestamp
 from tokenkeep.config import Settings
 from tokenkeep.observability.logging import get_logger
-from tokenkeep.orgs._loop import Periodic
+from tokenkeep.observability.metrics import Metrics
 from tokenkeep.orgs.windows import Counts, SpikeChange, SpikeRule, decide_spike, window_since
 from tokenkeep.orgs.windows import bucket_start as bucket_of
+from tokenkeep.periodic import Periodic
 from tokenkeep.store import Store
 from tokenkeep.store.records import BucketCounts
 from tokenkeep.vocabulary import EventType
@@ -65,6 +66,7 @@ class OrgHealth:
 
     def __init__(self, settings: Settings, clock: Clock) -> None:
         self._clock = clock
+        self.metrics: Metrics | None = None  # counts the spike episodes this gateway opens
         self._failing: dict[str, dict[str, float]] = {}
         self.rule = SpikeRule(
             settings.spike_min_errors, settings.spike_min_ratio, settings.spike_window_seconds
@@ -283,6 +285,8 @@ class OrgHealth:
                     session=session,
                 )
         if opened:
+            if self.metrics is not None:
+                self.metrics.spike_episodes.inc()
             _log.warning(EventType.ORG_SESSION_ERROR_SPIKE, org_id=org_id, **payload)
 
     async def _close(self, store: Store, org_id: str, counts: Counts) -> None:

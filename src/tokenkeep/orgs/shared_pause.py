@@ -37,8 +37,9 @@ from typing import Any
 from tokenkeep.clock import Clock
 from tokenkeep.config import Settings
 from tokenkeep.observability.logging import get_logger
-from tokenkeep.orgs._loop import Periodic
+from tokenkeep.observability.metrics import Metrics
 from tokenkeep.orgs.write_pause import Admission, Outcome
+from tokenkeep.periodic import Periodic
 from tokenkeep.store import Store
 from tokenkeep.store.org_state import ProbeClaim
 from tokenkeep.store.records import OrgState
@@ -81,6 +82,7 @@ class SharedWritePause:
 
     def __init__(self, settings: Settings, clock: Clock, *, owner: str | None = None) -> None:
         self._clock = clock
+        self.metrics: Metrics | None = None  # counts the pauses this gateway starts
         self._probe_seconds = settings.write_pause_probe_seconds
         self._probe_timeout = settings.write_pause_probe_seconds + settings.upstream_timeout_seconds
         self.owner = owner or default_owner()
@@ -246,6 +248,8 @@ class SharedWritePause:
                     session=session,
                 )
         if started:
+            if self.metrics is not None:
+                self.metrics.write_pauses.inc()
             _log.info(EventType.ORG_MAINTENANCE_STARTED, org_id=org_key, **payload)
         else:  # another gateway paused it first: take its state
             self._set(org_key, await store.orgs.get(org_key))

@@ -23,7 +23,6 @@ and ``/c/``; the routing reads ``scope["raw_path"]`` (the bytes the client sent)
 from __future__ import annotations
 
 import hashlib
-import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, replace
 from random import getrandbits
@@ -37,13 +36,16 @@ from tokenkeep.config import Settings
 from tokenkeep.errors import OrgWritePausedError, TokenkeepError, UnauthorizedError
 from tokenkeep.oauth.client import local_address_of
 from tokenkeep.observability.logging import get_logger
+from tokenkeep.observability.metrics import Metrics
+from tokenkeep.observability.oplog import OperationQueue
 from tokenkeep.orgs.health import OrgHealth
 from tokenkeep.providers.salesforce_answers import AnswerKind, ApiAnswer, read_api_answer
 from tokenkeep.proxy.body import Body, ClientGoneError, read_body
 from tokenkeep.proxy.headers import scan_request, with_credentials
+from tokenkeep.proxy.observe import CallRecorder, LimitInfo
 from tokenkeep.proxy.outcome import NEEDS_VERDICT
 from tokenkeep.proxy.paths import ProxyTarget, build_upstream_url, split_target
-from tokenkeep.proxy.respond import Call, Receive, Scope, Send, printable, relay, send_error
+from tokenkeep.proxy.respond import Call, Receive, Scope, Send, relay, send_error
 from tokenkeep.proxy.retry import PEEK_BYTES, Action, decide, is_write, needs_body
 from tokenkeep.proxy.source import FreshToken, ProxiedFailure, TokenSource
 from tokenkeep.proxy.upstream import (
@@ -71,14 +73,6 @@ __all__ = [
 _AUTH_CACHE_MAX = 4096
 # A first answer of INVALID_SESSION_ID: a session error for org health.
 _SESSION_ERRORS = frozenset({AnswerKind.SESSION_INVALID, AnswerKind.SESSION_UNUSABLE})
-
-
-@dataclass(frozen=True, slots=True)
-class LimitInfo:
-    """The last ``Sforce-Limit-Info`` seen for an org, and when (our clock, epoch seconds)."""
-
-    value: str
-    seen_at: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +105,8 @@ class ProxyApp:
         pool_limit_per_host: int = 0,
         write_pause: WritePauseGate | None = None,
         org_health: OrgHealth | None = None,
+        oplog: OperationQueue | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self._tokens = tokens
         self._authenticate = authenticate
@@ -119,7 +115,16 @@ class ProxyApp:
         self._http = http
         self._owns_http = http is None
         self._log = logger or get_logger("tokenkeep.proxy")
-        self._call_log: Any = None  # bound once: a lazy structlog proxy re-binds per call
+        self._metrics = metrics
+        # The log line, operation-log entry, metrics and org-health counts of each call.
+        self.recorder = CallRecorder(
+            clock,
+            self._log,
+            log_query=settings.log_query,
+            oplog=oplog,
+            metrics=metrics,
+            org_health=org_health,
+        )
         # A token source may offer a synchronous cache look-up (the refresh coordinator
         # does): a cached, still-valid token then costs no coroutine per call.
         self._cached_token: Callable[[str], FreshToken | None] | None = getattr(
@@ -129,7 +134,6 @@ class ProxyApp:
         self._auth_cache: dict[bytes, float] = {}
         self._pool_limit = pool_limit
         self._pool_limit_per_host = pool_limit_per_host
-        self._limits: dict[str, LimitInfo] = {}
         # A gateway passes its shared pause and org health (tokenkeep.orgs); alone, the
         # proxy pauses in-process and counts nothing.
         self.write_pause: WritePauseGate = write_pause or WritePause(
@@ -169,7 +173,7 @@ class ProxyApp:
         Remembered from every relayed response (one dict write, no I/O), so org health
         (``GET /orgs/{org_id}``: API usage) can show it without a call of its own.
         """
-        return self._limits.get(org_id)
+        return self.recorder.limit_info(org_id)
 
     # -- ASGI --------------------------------------------------------------------------
 
@@ -209,25 +213,7 @@ class ProxyApp:
                 send, call, TokenkeepError("Internal proxy error."), self._clock.time()
             )
         finally:
-            log = self._call_log
-            if log is None:
-                log = self._call_log = self._log.bind()
-            # Every call is logged at INFO; when INFO is off, the fields are not even built.
-            enabled = getattr(log, "is_enabled_for", None)
-            if enabled is None or enabled(logging.INFO):
-                log.info(
-                    "proxy.call",
-                    request_id=call.request_id,
-                    connection_id=call.connection_id,
-                    org_id=call.org_id,
-                    method=call.method,
-                    path=call.path if call.path is not None else printable(scope),
-                    status=call.status,
-                    duration_ms=round((self._clock.monotonic() - started) * 1000, 2),
-                    retried=call.retried,
-                    recovered=call.recovered,
-                    cause=call.cause,
-                )
+            self.recorder.finish(call, scope, self._clock.monotonic() - started)
 
     # -- the flow ----------------------------------------------------------------------
 
@@ -236,6 +222,8 @@ class ProxyApp:
         raw_path = scope.get("raw_path") or scope["path"].encode("utf-8")
         target = split_target(raw_path, scope.get("query_string", b""), scanned.connection_id)
         call.connection_id, call.path = target.connection_id, target.path
+        if target.query:
+            call.query = target.query.decode("latin-1")
         credential = scanned.credential
         if credential is None:
             raise UnauthorizedError("A valid tokenkeep API key is required (Bearer).")
@@ -251,7 +239,8 @@ class ProxyApp:
         token = cached_token(target.connection_id) if cached_token is not None else None
         if token is None:
             token = await self._tokens.token_for(target.connection_id)
-        call.org_id = token.org_id
+        call.org_id, call.user_id = token.org_id, token.user_id
+        call.integration = token.integration_key
         org_key = token.org_id or token.instance_url
         method = call.method
         admission = self.write_pause.admit(org_key, method)
@@ -272,8 +261,8 @@ class ProxyApp:
                 method, target, scanned.forward, body, scanned.used_session_header, org_key
             )
             answer = await self._exchange(send, call, request, token)
-            if self.org_health is not None:  # org health: in-memory counts, flushed later
-                self._record_health(call, token, org_key)
+            # Org health: in-memory counts, flushed later.
+            self.recorder.count_for_health(call, token.org_id, token.integration_key, org_key)
             if answer.kind is AnswerKind.MAINTENANCE:
                 outcome = Outcome.MAINTENANCE
             elif call.status is not None and call.status < 400:
@@ -335,7 +324,8 @@ class ProxyApp:
                     first = failure.replay
                     call.recovered = first.kind is AnswerKind.OK
             call.cause = cause
-            self._remember_limits(request.org_key, response)
+            call.error_code = first.error_code
+            self.recorder.remember_limits(request.org_key, response.raw_headers)
             await relay(send, call, response, head, cause, answer=first, log=self._log)
             return first
         finally:
@@ -364,26 +354,6 @@ class ProxyApp:
             )
             return Cause.UNKNOWN
 
-    def _record_health(self, call: Call, token: FreshToken, org_key: str) -> None:
-        health = self.org_health
-        if health is None or token.org_id is None:
-            return
-        health.record_call(
-            token.org_id,
-            token.integration_key,
-            cause=call.cause,
-            session_error=call.session_error,
-        )
-        limits = self._limits.get(org_key)
-        if limits is not None:
-            health.remember_limits(token.org_id, limits.value, seen_at=limits.seen_at)
-
-    def _remember_limits(self, org_key: str, response: aiohttp.ClientResponse) -> None:
-        for key, value in response.raw_headers:
-            if key.lower() == b"sforce-limit-info":
-                self._limits[org_key] = LimitInfo(value.decode("latin-1"), self._clock.time())
-                return
-
     async def _attempt(
         self, request: _Request, token: FreshToken
     ) -> tuple[aiohttp.ClientResponse, bytes]:
@@ -406,6 +376,7 @@ class ProxyApp:
         data: bytes | AsyncIterator[bytes] | None = (
             body.stream if body.stream is not None else body.data
         )
+        sent = self._clock.monotonic()
         try:
             response = await self._session().request(
                 method,
@@ -422,6 +393,8 @@ class ProxyApp:
             raise UpstreamUnreachableError(
                 f"Salesforce could not be reached ({type(exc).__name__})."
             ) from None
+        if self._metrics is not None:
+            self._metrics.upstream_seconds.observe(self._clock.monotonic() - sent)
         head = b""
         if needs_body(response.status, method):
             try:

@@ -38,6 +38,11 @@ class Call:
     cause: str | None = None
     started: bool = False  # response headers already sent to the client
     session_error: bool = False  # the first answer was INVALID_SESSION_ID (org health)
+    query: str | None = None  # the raw query string (logged only with TOKENKEEP_LOG_QUERY)
+    user_id: str | None = None
+    integration: str | None = None
+    error_code: str | None = None  # Salesforce's errorCode, or ours when we answered
+    answered_by: str | None = None  # "salesforce" (relayed) or "tokenkeep" (our error)
 
 
 async def send_error(send: Send, call: Call, exc: TokenkeepError, now: float) -> None:
@@ -60,6 +65,8 @@ async def send_error(send: Send, call: Call, exc: TokenkeepError, now: float) ->
         headers.append((b"tokenkeep-cause", cause.encode()))
         call.cause = cause
     call.status = exc.status_code
+    call.error_code = exc.code
+    call.answered_by = "tokenkeep"
     call.started = True
     await send({"type": "http.response.start", "status": exc.status_code, "headers": headers})
     await send({"type": "http.response.body", "body": body})
@@ -82,6 +89,7 @@ async def relay(
     when present, wins.
     """
     call.status = response.status
+    call.answered_by = "salesforce"
     headers = response_headers(response.raw_headers, call.request_id.encode(), cause=cause)
     seconds = relayed_retry_after(answer)
     if seconds is not None and "Retry-After" not in response.headers:

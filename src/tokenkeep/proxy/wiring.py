@@ -11,6 +11,8 @@
 * org health: the gateway's shared write pause (``org.maintenance_started`` /
   ``org.maintenance_ended`` go to the webhook outbox in the transaction of the change) and
   its call counters (``tokenkeep.orgs``);
+* observability: each answered call is an entry in the gateway's operation-log queue and
+  counts in its metrics (:mod:`tokenkeep.proxy.observe`);
 * lifecycle: the app is registered as a gateway service, so its upstream session is created
   on start and closed on stop.
 """
@@ -82,6 +84,9 @@ def create_proxy_app(gateway: Gateway, tokens: TokenSource | None = None) -> Pro
         # Org health: one write pause and one set of counts for every gateway (orgs/).
         write_pause=gateway.write_pause,
         org_health=gateway.org_health,
+        # Every call: one operation-log entry (queued, flushed in batches) and the metrics.
+        oplog=gateway.oplog,
+        metrics=gateway.metrics,
     )
     gateway.add_service(app)
     return app

@@ -168,6 +168,9 @@ class OperationRow(Base):
         Index("ix_operations_org_id_at", "org_id", "at"),
         Index("ix_operations_connection_id_at", "connection_id", "at"),
         Index("ix_operations_kind_at", "kind", "at"),
+        # Retention pruning (oldest first) and the unfiltered, newest-first page.
+        Index("ix_operations_at", "at"),
+        Index("ix_operations_cause_at", "cause", "at"),
     )
 
     id: Mapped[int] = mapped_column(

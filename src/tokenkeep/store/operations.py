@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import secrets
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import and_, delete, insert, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tokenkeep.clock import Clock
@@ -14,7 +16,7 @@ from tokenkeep.store.database import Database
 from tokenkeep.store.models import OperationRow, OutboxRow
 from tokenkeep.store.records import Operation
 
-__all__ = ["OperationLog", "Outbox"]
+__all__ = ["LogPage", "LogQuery", "OperationLog", "Outbox"]
 
 MAX_LOG_PAGE = 1000
 
@@ -60,6 +62,54 @@ class OperationLog:
         async with self._db.write() as own:
             own.add(row)
 
+    async def insert_many(self, entries: Sequence[Mapping[str, Any]]) -> None:
+        """Append many entries in one transaction (the operation queue's flush).
+
+        Each entry maps the columns (``at`` a datetime, ``kind``, ``outcome`` and the
+        optional ones); missing optional columns are stored as NULL.
+        """
+        if not entries:
+            return
+        rows = [{**_EMPTY_ENTRY, **entry} for entry in entries]
+        async with self._db.write() as session:
+            await session.execute(insert(OperationRow), rows)
+
+    async def page(self, query: LogQuery) -> LogPage:
+        """One page of the entries matching ``query``, newest first, and the cursor of the
+        next page (``None`` on the last one)."""
+        statement = select(OperationRow)
+        for column, value in (
+            (OperationRow.connection_id, query.connection_id),
+            (OperationRow.org_id, query.org_id),
+            (OperationRow.kind, query.kind),
+            (OperationRow.outcome, query.outcome),
+            (OperationRow.cause, query.cause),
+            (OperationRow.status_code, query.status_code),
+        ):
+            if value is not None:
+                statement = statement.where(column == value)
+        if query.status_class is not None:
+            low = query.status_class * 100
+            statement = statement.where(
+                OperationRow.status_code >= low, OperationRow.status_code < low + 100
+            )
+        if query.since is not None:
+            statement = statement.where(OperationRow.at >= query.since)
+        if query.until is not None:
+            statement = statement.where(OperationRow.at < query.until)
+        if query.after is not None:
+            at, row_id = query.after
+            statement = statement.where(
+                or_(OperationRow.at < at, and_(OperationRow.at == at, OperationRow.id < row_id))
+            )
+        limit = max(1, min(query.limit, MAX_LOG_PAGE))
+        statement = statement.order_by(OperationRow.at.desc(), OperationRow.id.desc())
+        async with self._db.read() as session:
+            rows = (await session.scalars(statement.limit(limit + 1))).all()
+        entries = [_operation(r) for r in rows[:limit]]
+        after = (entries[-1].at, entries[-1].id) if len(rows) > limit else None
+        return LogPage(entries, after)
+
     async def list(
         self,
         *,
@@ -70,37 +120,90 @@ class OperationLog:
         since: datetime | None = None,
         limit: int = 100,
     ) -> list[Operation]:
-        """Entries matching every given filter, newest first."""
-        query = select(OperationRow)
-        if connection_id is not None:
-            query = query.where(OperationRow.connection_id == connection_id)
-        if org_id is not None:
-            query = query.where(OperationRow.org_id == org_id)
-        if kind is not None:
-            query = query.where(OperationRow.kind == kind)
-        if outcome is not None:
-            query = query.where(OperationRow.outcome == outcome)
-        if since is not None:
-            query = query.where(OperationRow.at >= since)
-        query = query.order_by(OperationRow.at.desc(), OperationRow.id.desc())
-        query = query.limit(max(1, min(limit, MAX_LOG_PAGE)))
-        async with self._db.read() as session:
-            rows = (await session.scalars(query)).all()
-        return [
-            Operation(
-                id=r.id,
-                at=r.at,
-                kind=r.kind,
-                connection_id=r.connection_id,
-                org_id=r.org_id,
-                outcome=r.outcome,
-                cause=r.cause,
-                status_code=r.status_code,
-                duration_ms=r.duration_ms,
-                detail=dict(r.detail),
+        """Entries matching every given filter, newest first (the first page)."""
+        query = LogQuery(
+            connection_id=connection_id,
+            org_id=org_id,
+            kind=kind,
+            outcome=outcome,
+            since=since,
+            limit=limit,
+        )
+        return (await self.page(query)).entries
+
+    async def prune(self, before: datetime, *, batch: int = 5000, max_batches: int = 1000) -> int:
+        """Delete entries older than ``before``, ``batch`` rows per transaction (so a big
+        backlog never holds a long lock); returns how many were deleted."""
+        deleted = 0
+        for _ in range(max_batches):
+            oldest = (
+                select(OperationRow.id)
+                .where(OperationRow.at < before)
+                .order_by(OperationRow.at)
+                .limit(batch)
             )
-            for r in rows
-        ]
+            async with self._db.write() as session:
+                ids = list((await session.scalars(oldest)).all())
+                if ids:
+                    await session.execute(delete(OperationRow).where(OperationRow.id.in_(ids)))
+            deleted += len(ids)
+            if len(ids) < batch:
+                break
+        return deleted
+
+
+@dataclass(frozen=True, slots=True)
+class LogQuery:
+    """What ``GET /logs`` asks: every given filter must match.
+
+    ``status_class`` is 2..5 (``4xx`` is 4); ``after`` is the ``(at, id)`` of the last entry
+    of the previous page (keyset paging: stable while new entries arrive).
+    """
+
+    connection_id: str | None = None
+    org_id: str | None = None
+    kind: str | None = None
+    outcome: str | None = None
+    cause: str | None = None
+    status_code: int | None = None
+    status_class: int | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    after: tuple[datetime, int] | None = None
+    limit: int = 100
+
+
+@dataclass(frozen=True, slots=True)
+class LogPage:
+    """A page of entries, newest first; ``after`` positions the next page (None: last)."""
+
+    entries: list[Operation]
+    after: tuple[datetime, int] | None
+
+
+_EMPTY_ENTRY: dict[str, Any] = {
+    "connection_id": None,
+    "org_id": None,
+    "cause": None,
+    "status_code": None,
+    "duration_ms": None,
+    "detail": {},
+}
+
+
+def _operation(r: OperationRow) -> Operation:
+    return Operation(
+        id=r.id,
+        at=r.at,
+        kind=r.kind,
+        connection_id=r.connection_id,
+        org_id=r.org_id,
+        outcome=r.outcome,
+        cause=r.cause,
+        status_code=r.status_code,
+        duration_ms=r.duration_ms,
+        detail=dict(r.detail),
+    )
 
 
 class Outbox:

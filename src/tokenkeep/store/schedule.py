@@ -14,13 +14,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import cast
 
-from sqlalchemy import Table, func, select, update
+from sqlalchemy import ColumnElement, Table, and_, func, select, update
 
 from tokenkeep.store.database import Database
 from tokenkeep.store.models import ConnectionRow, IntegrationRow
 from tokenkeep.vocabulary import AuthMode, Status
 
-__all__ = ["DueConnection", "ScheduleRepository"]
+__all__ = ["DueConnection", "ScheduleRepository", "due_filter"]
 
 _T = cast(Table, ConnectionRow.__table__)
 _I = cast(Table, IntegrationRow.__table__)
@@ -31,6 +31,11 @@ _DUE_STATUSES = (Status.ACTIVE.value, Status.ERROR.value)
 _REFRESHABLE = _T.c.refresh_token_enc.is_not(None) | _T.c.integration_key.in_(
     select(_I.c.key).where(_I.c.auth_mode != AuthMode.OAUTH2.value)
 )
+
+
+def due_filter(now: datetime) -> ColumnElement[bool]:
+    """The rows whose proactive refresh is due at ``now`` (the scheduler's backlog)."""
+    return and_(_T.c.status.in_(_DUE_STATUSES), _T.c.next_refresh_at <= now, _REFRESHABLE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,9 +57,7 @@ class ScheduleRepository:
         """The ``next_refresh_at`` of the most overdue refreshable row, if any."""
         async with self._db.read() as session:
             return await session.scalar(
-                select(func.min(_T.c.next_refresh_at)).where(
-                    _T.c.status.in_(_DUE_STATUSES), _T.c.next_refresh_at <= now, _REFRESHABLE
-                )
+                select(func.min(_T.c.next_refresh_at)).where(due_filter(now))
             )
 
     async def plan_unplanned(

@@ -1,4 +1,4 @@
-"""A background step repeated every few seconds, until stopped (the org-health services).
+"""A background step repeated every few seconds, until stopped (org health, log retention).
 
 The pace is the event loop's timer (``asyncio``), not the injected clock: it is how often
 a process talks to the database, not a duration of the domain. So the shared write pause
@@ -15,7 +15,7 @@ from tokenkeep.observability.logging import get_logger
 
 __all__ = ["Periodic"]
 
-_log = get_logger("tokenkeep.orgs")
+_log = get_logger("tokenkeep.periodic")
 
 
 class Periodic:
@@ -53,4 +53,4 @@ class Periodic:
             try:
                 await self._step()
             except Exception as exc:  # the database away: try again next interval
-                _log.warning("orgs.step_failed", step=self.name, error=repr(exc))
+                _log.warning("periodic.step_failed", step=self.name, error=repr(exc))
