@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import re
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -26,7 +25,7 @@ from pydantic import BaseModel
 
 from tokenkeep.api.deps import GatewayDep
 from tokenkeep.errors import ValidationError
-from tokenkeep.store.operations import MAX_LOG_PAGE, LogQuery
+from tokenkeep.store.operations import MAX_LOG_PAGE, LogQuery, parse_status
 from tokenkeep.store.records import Operation
 
 __all__ = ["LogEntryOut", "LogList", "decode_cursor", "encode_cursor", "router"]
@@ -34,7 +33,6 @@ __all__ = ["LogEntryOut", "LogList", "decode_cursor", "encode_cursor", "router"]
 router = APIRouter(tags=["logs"])
 
 DEFAULT_LOG_PAGE = 100
-_STATUS = re.compile(r"^(?:([1-5])xx|([1-5]\d\d))$")
 # Printable text only: a NUL or control character in a filter is refused, never sent on.
 _TEXT = r"^[^\x00-\x1f\x7f]+$"
 
@@ -110,15 +108,10 @@ def _utc(value: datetime | None, name: str) -> datetime | None:
 
 
 def _status(value: str | None) -> tuple[int | None, int | None]:
-    """``(status_code, status_class)`` of ``404`` or ``4xx``."""
-    if value is None:
-        return None, None
-    match = _STATUS.match(value)
-    if match is None:
-        raise ValidationError("'status' must be an HTTP status (e.g. 401) or a class (e.g. 4xx).")
-    if match.group(1) is not None:
-        return None, int(match.group(1))
-    return int(match.group(2)), None
+    try:
+        return parse_status(value)
+    except ValueError as exc:
+        raise ValidationError(f"'status' must be {exc}.") from None
 
 
 Text = Query(min_length=1, max_length=100, pattern=_TEXT)

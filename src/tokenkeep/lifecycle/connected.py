@@ -103,12 +103,29 @@ async def store_connected(
                 org_id=org_id,
                 payload={**payload, "previous_status": done.previous_status},
             )
+            store.operations.status_changed(
+                session,
+                done.connection_id,
+                org_id,
+                previous=done.previous_status,
+                status=Status.ACTIVE,
+                reason=None,
+                by="connect",
+            )
         await store.operations.log(
             "connect",
             outcome="ok",
             connection_id=done.connection_id,
             org_id=org_id,
-            detail={"created": done.created, "integration": integration_key},
+            detail={
+                "created": done.created,
+                "integration": integration_key,
+                "user_id": columns.get("user_id"),
+                "access_token_fp": tokens.access_token.fingerprint,
+                "refresh_token_fp": tokens.refresh_token.fingerprint
+                if tokens.refresh_token is not None
+                else None,
+            },
             session=session,
         )
     return done.connection_id, done.created, done.previous_status

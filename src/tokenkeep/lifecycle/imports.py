@@ -135,6 +135,23 @@ async def create_imported_connection(
                 "metadata": dict(connection.metadata),
             },
         )
+        store.operations.add(
+            session,
+            "import",
+            outcome="ok",
+            connection_id=connection.id,
+            org_id=connection.org_id or None,
+            detail={
+                "integration": connection.integration_key,
+                "user_id": connection.user_id or None,
+                "instance_url": connection.instance_url,
+                "expires_at": connection.expires_at.isoformat() if connection.expires_at else None,
+                "access_token_fp": spec.access_token.fingerprint,
+                "refresh_token_fp": spec.refresh_token.fingerprint
+                if spec.refresh_token is not None
+                else None,
+            },
+        )
 
     return await store.connections.create(
         ConnectionInput(

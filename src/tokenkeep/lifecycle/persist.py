@@ -188,6 +188,16 @@ async def commit_refresh(
                     "detail": "the integration's client_secret is probably wrong",
                 },
             )
+        if columns["status"] != conn.status:
+            store.operations.status_changed(
+                session,
+                conn.id,
+                conn.org_id,
+                previous=conn.status,
+                status=columns["status"],
+                reason=columns["status_reason"],
+                by="refresh",
+            )
         await store.operations.log(
             "refresh",
             outcome="ok",
@@ -197,6 +207,9 @@ async def commit_refresh(
             detail={
                 "grant": grant,
                 "version": new_version,
+                # Fingerprints (sha256 prefixes) tell tokens apart; the tokens never appear.
+                "access_token_fp": response.access_token.fingerprint,
+                "refresh_token_fp": refresh.fingerprint if refresh is not None else None,
                 "rotated": response.refresh_token is not None,
                 "instance_moved": instance_moved,
                 "signature_mismatch": response.signature_mismatch,
@@ -244,6 +257,16 @@ async def record_failure(
             await store.leases.release(conn.id, owner, session=session)
             return False
         changed = decision.status is not None and decision.status != previous
+        if changed and decision.status is not None:
+            store.operations.status_changed(
+                session,
+                conn.id,
+                conn.org_id,
+                previous=previous,
+                status=decision.status,
+                reason=columns.get("status_reason"),
+                by="refresh",
+            )
         if changed and decision.event is not None:
             store.outbox.add_event(
                 session,

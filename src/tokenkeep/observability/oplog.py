@@ -70,6 +70,8 @@ class OperationQueue:
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._flushing = asyncio.Lock()
+        self._stopping = False
+        self._stopped = asyncio.Event()
         self._overflowing = False
         self._log = get_logger("tokenkeep.oplog")
         #: Entries refused because the queue was full, since this queue was built.
@@ -115,17 +117,25 @@ class OperationQueue:
             self._task = asyncio.create_task(self._run(), name="tokenkeep-oplog")
 
     async def stop(self) -> None:
-        """Stop the flush task, then write what is left (for at most ``drain_seconds``)."""
+        """Stop the flush task after its batch in flight, then write what is left (for at
+        most ``drain_seconds`` in all)."""
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(self._drain_seconds):
+                if task is not None:
+                    self._stopping = True
+                    self._stopped.set()
+                    self._wake.set()
+                    await task
                 while self._entries:
                     if not await self.flush():
                         break
+        if task is not None and not task.done():
+            task.cancel()  # the sink hung past the drain time: its batch is re-queued
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._stopping = False
+        self._stopped.clear()
 
     async def flush_all(self) -> bool:
         """Write everything queued now (readers call it first, to see their own process's
@@ -151,6 +161,9 @@ class OperationQueue:
         rows = [_row(entry) for entry in batch]
         try:
             await self._sink(rows)
+        except asyncio.CancelledError:
+            self._entries.extendleft(reversed(batch))
+            raise
         except Exception as exc:
             # Back at the front, oldest first; what no longer fits is dropped and counted.
             room = self.capacity - len(self._entries)
@@ -172,17 +185,19 @@ class OperationQueue:
 
     async def _run(self) -> None:
         pause = _RETRY_FIRST
-        while True:
+        while not self._stopping:
             self._wake.clear()
             if len(self._entries) < self._batch_size:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(self._interval):
                         await self._wake.wait()
-            while self._entries:
+            while self._entries and not self._stopping:
                 if await self.flush():
                     pause = _RETRY_FIRST
                     continue
-                await asyncio.sleep(pause)
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(pause):
+                        await self._stopped.wait()  # stop() ends the retry pause
                 pause = min(pause * 2, _RETRY_MAX)
 
 

@@ -143,8 +143,10 @@ def _read_error(status: int, head: bytes) -> ApiAnswer:
     if status == 403 and head.strip() == b"Bad_OAuth_Token":
         return ApiAnswer(AnswerKind.SESSION_INVALID, status, "Bad_OAuth_Token")
     disabled: str | None = None
+    first: str | None = None  # an errorCode that changes nothing, kept for the log
     for error in parse_rest_errors(head):
         code, message = error.error_code, error.message or None
+        first = first or code
         if code == "INVALID_SESSION_ID" and status == 401:
             if message and _NOT_FOR_REST in message.lower():
                 return ApiAnswer(AnswerKind.SESSION_UNUSABLE, status, code, message)
@@ -159,7 +161,7 @@ def _read_error(status: int, head: bytes) -> ApiAnswer:
     if disabled is not None:
         # Last: it changes nothing the proxy does, so it never hides a code that does.
         return ApiAnswer(AnswerKind.API_DISABLED, status, _API_DISABLED, disabled or None)
-    return ApiAnswer(AnswerKind.OK, status)
+    return ApiAnswer(AnswerKind.OK, status, first)
 
 
 def retry_after_seconds(headers: Headers) -> float | None:

@@ -87,6 +87,16 @@ class DiagnosisRepository:
                 )
                 if not _rowcount(result):
                     raise NotFoundError(f"connection {connection_id!r} does not exist")
+            if changed and change is not None:
+                self._operations.status_changed(
+                    session,
+                    connection_id,
+                    org_id,
+                    previous=change.expected,
+                    status=change.status,
+                    reason=change.reason,
+                    by="diagnosis",
+                )
             events = [change.event] if changed and change is not None and change.event else []
             if event is not None:
                 events.append(event)

@@ -2,23 +2,27 @@
 
 from __future__ import annotations
 
+import contextlib
+import re
 import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, delete, insert, or_, select
+from sqlalchemy import Select, and_, delete, insert, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tokenkeep.clock import Clock
 from tokenkeep.store.database import Database
 from tokenkeep.store.models import OperationRow, OutboxRow
 from tokenkeep.store.records import Operation
+from tokenkeep.vocabulary import Reason
 
-__all__ = ["LogPage", "LogQuery", "OperationLog", "Outbox"]
+__all__ = ["LogPage", "LogQuery", "OperationLog", "Outbox", "parse_status"]
 
 MAX_LOG_PAGE = 1000
+_STATUS = re.compile(r"^(?:([1-5])xx|([1-5]\d\d))$")
 
 
 class OperationLog:
@@ -45,22 +49,71 @@ class OperationLog:
 
         ``detail`` is stored as JSON: never put a token or secret in it.
         """
-        row = OperationRow(
-            at=self._clock.now(),
-            kind=kind,
+        async with contextlib.AsyncExitStack() as stack:
+            if session is None:
+                session = await stack.enter_async_context(self._db.write())
+            self.add(
+                session,
+                kind,
+                outcome=outcome,
+                connection_id=connection_id,
+                org_id=org_id,
+                cause=cause,
+                status_code=status_code,
+                duration_ms=duration_ms,
+                detail=detail,
+            )
+
+    def add(
+        self,
+        session: AsyncSession,
+        kind: str,
+        *,
+        outcome: str,
+        connection_id: str | None = None,
+        org_id: str | None = None,
+        cause: str | None = None,
+        status_code: int | None = None,
+        duration_ms: float | None = None,
+        detail: dict[str, Any] | None = None,
+    ) -> None:
+        """Append one entry inside ``session`` (a :meth:`Database.write` session)."""
+        session.add(
+            OperationRow(
+                at=self._clock.now(),
+                kind=kind,
+                connection_id=connection_id,
+                org_id=org_id,
+                outcome=outcome,
+                cause=cause,
+                status_code=status_code,
+                duration_ms=duration_ms,
+                detail=dict(detail or {}),
+            )
+        )
+
+    def status_changed(
+        self,
+        session: AsyncSession,
+        connection_id: str,
+        org_id: str | None,
+        *,
+        previous: str | None,
+        status: str,
+        reason: str | None,
+        by: str,
+    ) -> None:
+        """The ``status`` entry of a connection's status change (``by``: what changed it:
+        ``refresh``, ``diagnosis``, ...), in the transaction of the change."""
+        self.add(
+            session,
+            "status",
+            outcome=status,
             connection_id=connection_id,
             org_id=org_id,
-            outcome=outcome,
-            cause=cause,
-            status_code=status_code,
-            duration_ms=duration_ms,
-            detail=dict(detail or {}),
+            cause=_cause_of(reason),
+            detail={"from": previous, "to": status, "reason": reason, "by": by},
         )
-        if session is not None:
-            session.add(row)
-            return
-        async with self._db.write() as own:
-            own.add(row)
 
     async def insert_many(self, entries: Sequence[Mapping[str, Any]]) -> None:
         """Append many entries in one transaction (the operation queue's flush).
@@ -77,26 +130,7 @@ class OperationLog:
     async def page(self, query: LogQuery) -> LogPage:
         """One page of the entries matching ``query``, newest first, and the cursor of the
         next page (``None`` on the last one)."""
-        statement = select(OperationRow)
-        for column, value in (
-            (OperationRow.connection_id, query.connection_id),
-            (OperationRow.org_id, query.org_id),
-            (OperationRow.kind, query.kind),
-            (OperationRow.outcome, query.outcome),
-            (OperationRow.cause, query.cause),
-            (OperationRow.status_code, query.status_code),
-        ):
-            if value is not None:
-                statement = statement.where(column == value)
-        if query.status_class is not None:
-            low = query.status_class * 100
-            statement = statement.where(
-                OperationRow.status_code >= low, OperationRow.status_code < low + 100
-            )
-        if query.since is not None:
-            statement = statement.where(OperationRow.at >= query.since)
-        if query.until is not None:
-            statement = statement.where(OperationRow.at < query.until)
+        statement = _filtered(select(OperationRow), query)
         if query.after is not None:
             at, row_id = query.after
             statement = statement.where(
@@ -109,6 +143,15 @@ class OperationLog:
         entries = [_operation(r) for r in rows[:limit]]
         after = (entries[-1].at, entries[-1].id) if len(rows) > limit else None
         return LogPage(entries, after)
+
+    async def tail(self, query: LogQuery, *, after_id: int, limit: int = 500) -> list[Operation]:
+        """Entries matching ``query`` with an id above ``after_id``, oldest first (``logs
+        --follow``: ids grow with every insert, whatever the entry's ``at``)."""
+        statement = _filtered(select(OperationRow), query).where(OperationRow.id > after_id)
+        statement = statement.order_by(OperationRow.id).limit(max(1, min(limit, MAX_LOG_PAGE)))
+        async with self._db.read() as session:
+            rows = (await session.scalars(statement)).all()
+        return [_operation(r) for r in rows]
 
     async def list(
         self,
@@ -173,12 +216,54 @@ class LogQuery:
     limit: int = 100
 
 
+def parse_status(text: str | None) -> tuple[int | None, int | None]:
+    """``(status_code, status_class)`` of ``"401"`` or ``"4xx"``; ValueError otherwise."""
+    if text is None:
+        return None, None
+    match = _STATUS.match(text.strip().lower())
+    if match is None:
+        raise ValueError("an HTTP status (e.g. 401) or a class (e.g. 4xx)")
+    if match.group(1) is not None:
+        return None, int(match.group(1))
+    return int(match.group(2)), None
+
+
 @dataclass(frozen=True, slots=True)
 class LogPage:
     """A page of entries, newest first; ``after`` positions the next page (None: last)."""
 
     entries: list[Operation]
     after: tuple[datetime, int] | None
+
+
+def _filtered(statement: Select[Any], query: LogQuery) -> Select[Any]:
+    """``statement`` with every filter of ``query`` but the paging position."""
+    for column, value in (
+        (OperationRow.connection_id, query.connection_id),
+        (OperationRow.org_id, query.org_id),
+        (OperationRow.kind, query.kind),
+        (OperationRow.outcome, query.outcome),
+        (OperationRow.cause, query.cause),
+        (OperationRow.status_code, query.status_code),
+    ):
+        if value is not None:
+            statement = statement.where(column == value)
+    if query.status_class is not None:
+        low = query.status_class * 100
+        statement = statement.where(
+            OperationRow.status_code >= low, OperationRow.status_code < low + 100
+        )
+    if query.since is not None:
+        statement = statement.where(OperationRow.at >= query.since)
+    if query.until is not None:
+        statement = statement.where(OperationRow.at < query.until)
+    return statement
+
+
+def _cause_of(reason: str | None) -> str | None:
+    parsed = Reason.parse(reason)
+    cause = parsed.cause if parsed is not None else None
+    return cause.value if cause is not None else None
 
 
 _EMPTY_ENTRY: dict[str, Any] = {
