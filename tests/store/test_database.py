@@ -18,6 +18,7 @@ from sqlalchemy import Connection, func, select
 from tokenkeep.clock import ManualClock
 from tokenkeep.errors import DatabaseUnavailableError
 from tokenkeep.store import Database
+from tokenkeep.store.database import rowcount
 from tokenkeep.store.models import Base, OperationRow
 
 
@@ -189,3 +190,13 @@ def test_unusable_sqlite_path_is_a_clear_unavailable_error(
     blocker.write_text("a file where a directory should be")
     with pytest.raises(DatabaseUnavailableError, match="is unavailable"):
         Database(f"sqlite+aiosqlite:///{blocker / 'sub' / 'tokenkeep.db'}", clock=clock)
+
+
+def test_rowcount_reads_the_cursor_count_or_zero() -> None:
+    class _Counted:
+        def __init__(self, count: int | None) -> None:
+            self.rowcount = count
+
+    assert rowcount(_Counted(2)) == 2
+    assert rowcount(_Counted(None)) == 0
+    assert rowcount(object()) == 0

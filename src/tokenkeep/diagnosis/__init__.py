@@ -1,2 +1,3 @@
 """Telling the six causes of ``INVALID_SESSION_ID`` apart: the classifier (pure), the probes
-that gather its evidence, and the service that records a verdict (status, event, log)."""
+that gather its evidence, the service that runs them (:mod:`.service`), and what a verdict
+changes (status, event, log: :mod:`.effects`)."""

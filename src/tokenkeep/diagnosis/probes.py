@@ -22,9 +22,10 @@ from dataclasses import dataclass
 from tokenkeep.clock import Clock
 from tokenkeep.config import Settings
 from tokenkeep.errors import NotFoundError
-from tokenkeep.oauth.client import TokenEndpointClient, create_session
+from tokenkeep.oauth.client import TokenEndpointClient
 from tokenkeep.oauth.errors import OAuthError, UpstreamTransportError
 from tokenkeep.oauth.models import OAuthApp
+from tokenkeep.oauth.session import create_session
 from tokenkeep.observability.logging import get_logger
 from tokenkeep.providers.catalog import get_provider
 from tokenkeep.providers.salesforce_answers import ApiAnswer, read_api_answer

@@ -1,7 +1,7 @@
-"""The diagnosis service: gather evidence, classify, and act on the verdict.
+"""The diagnosis service: gather the evidence of an auth failure and classify it.
 
 Three entry points, one pipeline (evidence → :func:`~tokenkeep.diagnosis.classify.classify`
-→ :meth:`Diagnoser._apply`):
+→ :meth:`DiagnosisEffects.apply <tokenkeep.diagnosis.effects.DiagnosisEffects.apply>`):
 
 * :meth:`Diagnoser.settle` — the proxy, after its retry-once, with what it saw (the first
   answer, the refresh, the replay, the local address). Cheap when the story is plain (an
@@ -12,11 +12,8 @@ Three entry points, one pipeline (evidence → :func:`~tokenkeep.diagnosis.class
 * :meth:`Diagnoser.report` — ``POST /connections/{id}/report``: a direct-mode client's
   failed answer and the address it called from.
 
-Acting on a verdict: store it on the connection with a ``diagnosis`` operation-log row;
-when it says an admin or the user must act, set ``status``/``status_reason`` and queue the
-webhook event in the same transaction (``store.diagnoses.record``); learn a shorter org
-session timeout only when the verdict is ``expired`` with the evidence of an expiry (same
-address, same host, the refused token no longer active, no maintenance, no org-wide burst).
+Acting on the verdict (status, event, log row, learned timeout) is
+:mod:`tokenkeep.diagnosis.effects`'s.
 
 The service also stands in for the coordinator as the proxy's token source (``token_for``,
 ``cached_token``, ``refresh_after_rejection`` are the coordinator's).
@@ -30,6 +27,7 @@ from typing import Protocol
 from tokenkeep.clock import Clock
 from tokenkeep.config import Settings
 from tokenkeep.diagnosis.classify import classify
+from tokenkeep.diagnosis.effects import DiagnosisEffects
 from tokenkeep.diagnosis.evidence import (
     REFUSED,
     Diagnosis,
@@ -38,7 +36,6 @@ from tokenkeep.diagnosis.evidence import (
     RefreshResult,
     addresses_differ,
     evidence_of,
-    expiry_proven,
     host_of,
     message_unusable,
     with_refresh,
@@ -50,23 +47,13 @@ from tokenkeep.errors import (
     NeedsReauthError,
     TokenkeepError,
 )
-from tokenkeep.lifecycle.cache import Rejection
 from tokenkeep.lifecycle.coordinator import RefreshCoordinator
 from tokenkeep.lifecycle.tokens import FreshToken
-from tokenkeep.observability.logging import get_logger
 from tokenkeep.providers.salesforce_answers import AnswerKind, ApiAnswer, read_api_answer
 from tokenkeep.store import Connection, Store
-from tokenkeep.store.diagnoses import StatusChange
-from tokenkeep.vocabulary import Cause, EventType, Status
+from tokenkeep.vocabulary import Cause, Status
 
 __all__ = ["Diagnoser", "OrgSignals", "ProxiedFailure", "Verdict", "evidence_of"]
-
-_log = get_logger("tokenkeep.diagnosis")
-
-_EVENTS = {
-    Status.ACTION_REQUIRED: EventType.CONNECTION_ACTION_REQUIRED,
-    Status.NEEDS_REAUTH: EventType.CONNECTION_NEEDS_REAUTH,
-}
 
 
 class OrgSignals(Protocol):
@@ -110,6 +97,7 @@ class Diagnoser:
         self.settings = settings
         self.clock = clock
         self.org_signals = org_signals
+        self._effects = DiagnosisEffects(store, coordinator)
 
     # -- the proxy's token source --------------------------------------------------------
     async def token_for(self, connection_id: str) -> FreshToken:
@@ -143,7 +131,7 @@ class Diagnoser:
             return Verdict(Cause.UNKNOWN, classify(evidence))
         evidence = await self._probe_after_proxy(failure, evidence)
         diagnosis = classify(evidence)
-        await self._apply(
+        await self._effects.apply(
             failure.connection_id,
             rejected.org_id,
             diagnosis,
@@ -213,7 +201,7 @@ class Diagnoser:
                 else RefreshResult.ACTION_REQUIRED
             )
             diagnosis = classify(replace(base, refresh=result, refresh_reason=conn.status_reason))
-            await self._apply(conn.id, conn.org_id, diagnosis, base, rejection=None)
+            await self._effects.apply(conn.id, conn.org_id, diagnosis, base, rejection=None)
             return conn, diagnosis
         if failed is None:
             if here is None:
@@ -224,7 +212,7 @@ class Diagnoser:
                 )
             else:
                 diagnosis = classify(replace(base, replay_ok=True))
-            await self._apply(conn.id, conn.org_id, diagnosis, base, rejection=None)
+            await self._effects.apply(conn.id, conn.org_id, diagnosis, base, rejection=None)
             return conn, diagnosis
         evidence = base
         if (
@@ -237,7 +225,7 @@ class Diagnoser:
             # obtained it: the lock is proven without any refresh.
             evidence = replace(evidence, works_from_origin=True)
             diagnosis = classify(evidence)
-            await self._apply(conn.id, conn.org_id, diagnosis, evidence, rejection=None)
+            await self._effects.apply(conn.id, conn.org_id, diagnosis, evidence, rejection=None)
             return conn, diagnosis
         evidence = replace(
             evidence, refused_token_active=await self.probes.introspect_active(app, token)
@@ -257,7 +245,7 @@ class Diagnoser:
         elif conn.status in (Status.ACTIVE, Status.ERROR):
             evidence = await self._refresh_and_probe(conn, evidence, app.provider)
         diagnosis = classify(evidence)
-        await self._apply(conn.id, conn.org_id, diagnosis, evidence, rejection=None)
+        await self._effects.apply(conn.id, conn.org_id, diagnosis, evidence, rejection=None)
         refreshed = await self.store.connections.get(conn.id)
         return refreshed, diagnosis
 
@@ -319,57 +307,6 @@ class Diagnoser:
                 ),
             )
         return evidence
-
-    async def _apply(
-        self,
-        connection_id: str,
-        org_id: str | None,
-        diagnosis: Diagnosis,
-        evidence: Evidence,
-        *,
-        rejection: Rejection | None,
-        status_code: int | None = None,
-    ) -> None:
-        learned: float | None = None
-        if diagnosis.cause is Cause.EXPIRED and rejection is not None and expiry_proven(evidence):
-            learned = await self.coordinator.learn_expiry(rejection)
-        change: StatusChange | None = None
-        if diagnosis.status is not None:
-            change = StatusChange(
-                status=diagnosis.status,
-                reason=str(diagnosis.reason) if diagnosis.reason else None,
-                expected=Status.ACTIVE,
-                event=_EVENTS.get(diagnosis.status),
-            )
-        elif diagnosis.recovered and diagnosis.cause is None:
-            change = StatusChange(
-                status=Status.ACTIVE,
-                reason=None,
-                expected=Status.ACTION_REQUIRED,
-                event=EventType.CONNECTION_RECOVERED,
-            )
-        doc = diagnosis.as_dict()
-        if learned is not None:
-            doc["learned_session_timeout_seconds"] = learned
-        changed = await self.store.diagnoses.record(
-            connection_id,
-            org_id,
-            doc,
-            change=change,
-            outcome="recovered" if diagnosis.recovered else "failed",
-            status_code=status_code,
-        )
-        if changed:
-            self.coordinator.forget(connection_id)
-        _log.info(
-            "diagnosis",
-            connection_id=connection_id,
-            org_id=org_id,
-            cause=diagnosis.cause.value if diagnosis.cause else None,
-            confidence=diagnosis.confidence.value,
-            recovered=diagnosis.recovered,
-            status=change.status if changed and change else None,
-        )
 
     # -- facts -----------------------------------------------------------------------------
     async def _context(

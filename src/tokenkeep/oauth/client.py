@@ -13,16 +13,18 @@ and the lifecycle's job.
 Nothing here logs or raises a token: request bodies are built from ``Secret.reveal()`` at the
 last moment, exceptions carry status/error words only, and responses wrap tokens in
 :class:`~tokenkeep.secret.Secret`.
+
+The session it is given, and the local address a response left from, are
+:mod:`tokenkeep.oauth.session`'s (``create_session`` and ``local_address_of`` are
+re-exported here for their importers).
 """
 
 from __future__ import annotations
 
 import json
-import ssl
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
@@ -38,6 +40,7 @@ from tokenkeep.oauth.errors import (
 )
 from tokenkeep.oauth.jwt_bearer import mint_assertion
 from tokenkeep.oauth.models import Identity, Introspection, OAuthApp, TokenResponse
+from tokenkeep.oauth.session import create_session, local_address_of
 from tokenkeep.observability.logging import get_logger
 from tokenkeep.providers import salesforce
 from tokenkeep.providers.catalog import Provider, get_provider
@@ -50,35 +53,6 @@ __all__ = ["ProbeAnswer", "TokenEndpointClient", "create_session", "local_addres
 _log = get_logger("tokenkeep.oauth")
 
 JWT_BEARER_GRANT = "urn:ietf:params:oauth:grant-type:jwt-bearer"
-
-
-def create_session(
-    *,
-    egress_address: str | None = None,
-    ca_bundle: Path | None = None,
-    timeout_seconds: float = 30.0,
-    connect_timeout_seconds: float = 10.0,
-) -> aiohttp.ClientSession:
-    """An aiohttp session suited to the token endpoint.
-
-    ``egress_address`` pins outgoing connections to one local address
-    (``TOKENKEEP_EGRESS_ADDRESS``: the fix for orgs that lock sessions to the IP they were
-    issued to). ``ca_bundle`` adds a private CA (``TOKENKEEP_CA_BUNDLE``).
-    Call it inside a running event loop; the caller closes the session.
-    """
-    ssl_ctx: ssl.SSLContext | bool = True
-    if ca_bundle is not None:
-        ssl_ctx = ssl.create_default_context(cafile=str(ca_bundle))
-    connector = aiohttp.TCPConnector(
-        local_addr=(egress_address, 0) if egress_address else None,
-        ssl=ssl_ctx,
-    )
-    return aiohttp.ClientSession(
-        connector=connector,
-        timeout=aiohttp.ClientTimeout(total=timeout_seconds, connect=connect_timeout_seconds),
-        # Cookies from the provider have no business in a token client shared by all orgs.
-        cookie_jar=aiohttp.DummyCookieJar(),
-    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,24 +83,6 @@ def _provider_answer() -> Iterator[None]:
         raise UpstreamTransportError(
             exc.message, kind="bad_response", status=exc.status, endpoint=exc.endpoint
         ) from None
-
-
-def local_address_of(resp: aiohttp.ClientResponse) -> str | None:
-    """The local IP the request left from (recorded as a token's ``issued_to_address``)."""
-    conn = resp.connection
-    transport = conn.transport if conn is not None else None
-    if transport is None:
-        # A small body is often read with the headers, and the connection is released to the
-        # pool before we look. aiohttp keeps the protocol on the response (private attribute,
-        # stable since 3.8); if it changes we lose only this best-effort detail (None).
-        protocol = getattr(resp, "_protocol", None)
-        transport = getattr(protocol, "transport", None)
-    if transport is None:
-        return None
-    sockname = transport.get_extra_info("sockname")
-    if isinstance(sockname, tuple) and sockname:
-        return str(sockname[0])
-    return None
 
 
 def _may_carry_credentials(url: str) -> bool:

@@ -17,8 +17,7 @@ from sqlalchemy import Table, select, update
 from tokenkeep.clock import Clock
 from tokenkeep.crypto import Keyring
 from tokenkeep.secret import Secret
-from tokenkeep.store.database import Database
-from tokenkeep.store.leases import _rowcount
+from tokenkeep.store.database import Database, rowcount
 from tokenkeep.store.models import ConnectSessionRow
 from tokenkeep.store.records import ConnectSession
 
@@ -87,7 +86,7 @@ class ConnectSessionRepository:
                     key_id=self._keyring.primary_key_id,
                 )
             )
-            return _rowcount(result) == 1
+            return rowcount(result) == 1
 
     async def consume(self, token_hash: str, *, now: datetime) -> bool:
         """Mark an unused session used; False when it already was (a replay)."""
@@ -97,7 +96,7 @@ class ConnectSessionRepository:
                 .where(_S.c.token_hash == token_hash, _S.c.used_at.is_(None))
                 .values(used_at=now)
             )
-            return _rowcount(result) == 1
+            return rowcount(result) == 1
 
     async def consume_by_state(
         self, state_hash: str, *, now: datetime
@@ -119,7 +118,7 @@ class ConnectSessionRepository:
                 .where(_S.c.token_hash == row.token_hash, _S.c.used_at.is_(None))
                 .values(used_at=now)
             )
-            return record, _rowcount(result) == 1
+            return record, rowcount(result) == 1
 
     def _record(self, row: Any) -> ConnectSession:
         verifier = (

@@ -1,4 +1,9 @@
-"""Connections: encrypted tokens plus lifecycle state, with compare-and-swap updates."""
+"""Connections: create, read, list, delete and the compare-and-swap token update.
+
+The rows' token columns are encrypted and decrypted by
+:mod:`tokenkeep.store.connection_tokens`; the lifecycle's fenced writes are
+:mod:`tokenkeep.store.refresh_state`'s.
+"""
 
 from __future__ import annotations
 
@@ -18,8 +23,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from tokenkeep.clock import Clock
 from tokenkeep.crypto import Keyring
 from tokenkeep.errors import ConflictError, NotFoundError, ValidationError
-from tokenkeep.secret import Secret, fingerprint
-from tokenkeep.store.database import Database
+from tokenkeep.secret import Secret
+from tokenkeep.store.connection_tokens import credentials_of, stored_refresh_token, token_columns
+from tokenkeep.store.database import Database, rowcount
 from tokenkeep.store.models import ConnectionRow, IntegrationRow
 from tokenkeep.store.records import (
     CONNECTION_STATUSES,
@@ -29,46 +35,9 @@ from tokenkeep.store.records import (
 )
 from tokenkeep.store.sentinel import KEEP, Keep
 
-__all__ = [
-    "ACCESS_TOKEN_FIELD",
-    "REFRESH_TOKEN_FIELD",
-    "ConnectionInput",
-    "ConnectionRepository",
-    "new_connection_id",
-    "token_columns",
-]
+__all__ = ["ConnectionInput", "ConnectionRepository", "new_connection_id"]
 
-ACCESS_TOKEN_FIELD = "connections.access_token"
-REFRESH_TOKEN_FIELD = "connections.refresh_token"
 MAX_PAGE = 500
-
-
-def _reveal(value: str | Secret) -> str:
-    return value.reveal() if isinstance(value, Secret) else value
-
-
-def token_columns(
-    keyring: Keyring, conn_id: str, access_token: str | Secret, refresh_token: str | Secret | None
-) -> dict[str, Any]:
-    """The encrypted token columns of a connection row, and ``key_id``.
-
-    The only code that encrypts a connection's tokens: every write of a ``*_enc`` column
-    re-encrypts the whole row under the primary key, so ``key_id`` names the one key that
-    wrote all of the row's ciphertexts (the rotation and the start-up check rely on it).
-    """
-    refresh = _reveal(refresh_token) if refresh_token is not None else None
-    return {
-        "access_token_enc": keyring.encrypt(
-            _reveal(access_token), row_id=conn_id, field=ACCESS_TOKEN_FIELD
-        ),
-        "refresh_token_enc": (
-            keyring.encrypt(refresh, row_id=conn_id, field=REFRESH_TOKEN_FIELD)
-            if refresh is not None
-            else None
-        ),
-        "refresh_token_fingerprint": fingerprint(refresh) if refresh is not None else None,
-        "key_id": keyring.primary_key_id,
-    }
 
 
 def new_connection_id() -> str:
@@ -240,7 +209,7 @@ class ConnectionRepository:
         """Delete a connection (``NotFoundError`` if unknown)."""
         async with self._db.write() as session:
             result = await session.execute(delete(ConnectionRow).where(ConnectionRow.id == conn_id))
-            if not getattr(result, "rowcount", 0):
+            if not rowcount(result):
                 raise NotFoundError(f"connection {conn_id!r} does not exist")
 
     async def update_credentials(
@@ -274,16 +243,11 @@ class ConnectionRepository:
                 raise NotFoundError(f"connection {conn_id!r} does not exist")
             if row.version != expected_version:
                 return False
-            if isinstance(refresh_token, Keep):
-                kept = (
-                    self._keyring.decrypt(
-                        row.refresh_token_enc, row_id=conn_id, field=REFRESH_TOKEN_FIELD
-                    )
-                    if row.refresh_token_enc is not None
-                    else None
-                )
-            else:
-                kept = _reveal(refresh_token) if refresh_token is not None else None
+            kept = (
+                stored_refresh_token(self._keyring, row)
+                if isinstance(refresh_token, Keep)
+                else refresh_token
+            )
             values: dict[str, Any] = {
                 **token_columns(self._keyring, conn_id, access_token, kept),
                 "version": expected_version + 1,
@@ -311,7 +275,7 @@ class ConnectionRepository:
                 .values(**values)
                 .execution_options(synchronize_session=False)
             )
-            return bool(getattr(result, "rowcount", 0))
+            return bool(rowcount(result))
 
     async def set_status(
         self,
@@ -344,7 +308,7 @@ class ConnectionRepository:
                 .values(**values)
                 .execution_options(synchronize_session=False)
             )
-            if not getattr(result, "rowcount", 0):
+            if not rowcount(result):
                 raise NotFoundError(f"connection {conn_id!r} does not exist")
 
     async def note_used_from(self, conn_id: str, address: str) -> bool:
@@ -365,23 +329,12 @@ class ConnectionRepository:
                 .values(last_used_from_address=address)
                 .execution_options(synchronize_session=False)
             )
-            return bool(getattr(result, "rowcount", 0))
+            return bool(rowcount(result))
 
     # -- helpers --------------------------------------------------------------------------
     def credentials_of(self, row: ConnectionRow) -> ConnectionCredentials:
         """Decrypt a row's tokens (for code that queried :class:`ConnectionRow` itself)."""
-        refresh = (
-            self._keyring.decrypt(row.refresh_token_enc, row_id=row.id, field=REFRESH_TOKEN_FIELD)
-            if row.refresh_token_enc is not None
-            else None
-        )
-        return ConnectionCredentials(
-            access_token=Secret(
-                self._keyring.decrypt(row.access_token_enc, row_id=row.id, field=ACCESS_TOKEN_FIELD)
-            ),
-            refresh_token=Secret(refresh) if refresh is not None else None,
-            version=row.version,
-        )
+        return credentials_of(self._keyring, row)
 
     def to_record(self, row: ConnectionRow, *, with_credentials: bool = False) -> Connection:
         """A :class:`Connection` from a row (public for lifecycle code with its own query)."""

@@ -39,7 +39,7 @@ from sqlalchemy.ext.asyncio import (
 from tokenkeep.clock import Clock
 from tokenkeep.errors import DatabaseUnavailableError
 
-__all__ = ["Database", "migrations_path"]
+__all__ = ["Database", "migrations_path", "rowcount"]
 
 T = TypeVar("T")
 
@@ -61,6 +61,15 @@ _UNAVAILABLE = (
 def migrations_path() -> Path:
     """Where the Alembic scripts live inside the installed package (works from a wheel)."""
     return Path(str(resources.files("tokenkeep.store") / "migrations"))
+
+
+def rowcount(result: object) -> int:
+    """How many rows an UPDATE or DELETE hit (SQLAlchemy's ``CursorResult.rowcount``).
+
+    ``Session.execute`` is typed to return a plain ``Result``; the DML statements the
+    repositories run return a ``CursorResult``, whose count this reads (0 when absent).
+    """
+    return int(getattr(result, "rowcount", 0) or 0)
 
 
 def _alembic_config() -> Config:

@@ -17,8 +17,7 @@ from sqlalchemy import select, update
 
 from tokenkeep.clock import Clock
 from tokenkeep.errors import NotFoundError
-from tokenkeep.store.database import Database
-from tokenkeep.store.leases import _rowcount
+from tokenkeep.store.database import Database, rowcount
 from tokenkeep.store.models import ConnectionRow
 from tokenkeep.store.operations import OperationLog, Outbox
 
@@ -77,7 +76,7 @@ class DiagnosisRepository:
                     )
                     .execution_options(synchronize_session=False)
                 )
-                changed = bool(_rowcount(result))
+                changed = bool(rowcount(result))
             if not changed:
                 result = await session.execute(
                     update(ConnectionRow)
@@ -85,7 +84,7 @@ class DiagnosisRepository:
                     .values(**values)
                     .execution_options(synchronize_session=False)
                 )
-                if not _rowcount(result):
+                if not rowcount(result):
                     raise NotFoundError(f"connection {connection_id!r} does not exist")
             if changed and change is not None:
                 self._operations.status_changed(

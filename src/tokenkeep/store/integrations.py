@@ -10,7 +10,7 @@ from tokenkeep.clock import Clock
 from tokenkeep.crypto import Keyring
 from tokenkeep.errors import ConflictError, NotFoundError, ValidationError
 from tokenkeep.secret import Secret
-from tokenkeep.store.database import Database
+from tokenkeep.store.database import Database, rowcount
 from tokenkeep.store.models import ConnectionRow, IntegrationRow
 from tokenkeep.store.records import Integration, IntegrationSecrets
 from tokenkeep.store.sentinel import KEEP, Keep
@@ -113,7 +113,7 @@ class IntegrationRepository:
                     f"integration {key!r} still has {used} connection(s); delete them first"
                 )
             result = await session.execute(delete(IntegrationRow).where(IntegrationRow.key == key))
-            if not getattr(result, "rowcount", 0):
+            if not rowcount(result):
                 raise NotFoundError(f"integration {key!r} does not exist")
 
     # -- helpers --------------------------------------------------------------------------

@@ -21,8 +21,8 @@ from sqlalchemy import func, select, update
 
 from tokenkeep.crypto import Keyring
 from tokenkeep.errors import EncryptionKeyError
-from tokenkeep.store.connections import ACCESS_TOKEN_FIELD, REFRESH_TOKEN_FIELD
-from tokenkeep.store.database import Database
+from tokenkeep.store.connection_tokens import ACCESS_TOKEN_FIELD, REFRESH_TOKEN_FIELD
+from tokenkeep.store.database import Database, rowcount
 from tokenkeep.store.models import (
     ConnectionRow,
     ConnectSessionRow,
@@ -242,7 +242,7 @@ async def _rotate_table(
                 result = await session.execute(
                     stmt.values(**values).execution_options(synchronize_session=False)
                 )
-                if getattr(result, "rowcount", 0):
+                if rowcount(result):
                     rewritten += 1
                 else:
                     skipped += 1

@@ -18,7 +18,7 @@ from typing import cast
 from sqlalchemy import Table, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from tokenkeep.store.database import Database
+from tokenkeep.store.database import Database, rowcount
 from tokenkeep.store.models import ConnectionRow
 from tokenkeep.store.records import LeaseGrant
 
@@ -69,7 +69,7 @@ class LeaseRepository:
                 )
                 .values(lease_owner=owner, lease_until=until)
             )
-            if _rowcount(result) != 1:
+            if rowcount(result) != 1:
                 return LeaseGrant(acquired=False, holder=holder, until=holder_until)
         # Only a refresh lease that died matters: its holder may have consumed the token.
         took_over = held_by_other and not str(holder).startswith(CLAIM_PREFIX)
@@ -83,7 +83,7 @@ class LeaseRepository:
                 .where(_T.c.id == connection_id, _T.c.lease_owner == owner)
                 .values(lease_until=now + timedelta(seconds=seconds))
             )
-            return _rowcount(result) == 1
+            return rowcount(result) == 1
 
     async def release(
         self, connection_id: str, owner: str, *, session: AsyncSession | None = None
@@ -100,8 +100,3 @@ class LeaseRepository:
             return
         async with self._db.write() as own:
             await own.execute(statement)
-
-
-def _rowcount(result: object) -> int:
-    """How many rows an UPDATE hit (SQLAlchemy's ``CursorResult.rowcount``)."""
-    return int(getattr(result, "rowcount", 0) or 0)

@@ -11,7 +11,7 @@ from sqlalchemy import delete, select, tuple_
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from tokenkeep.store.database import Database
+from tokenkeep.store.database import Database, rowcount
 from tokenkeep.store.models import OrgCallCountRow
 from tokenkeep.store.records import BucketCounts
 
@@ -124,4 +124,4 @@ class OrgCallCountRepository:
             result = await session.execute(
                 delete(OrgCallCountRow).where(OrgCallCountRow.bucket_start < before)
             )
-        return int(getattr(result, "rowcount", 0) or 0)
+        return rowcount(result)

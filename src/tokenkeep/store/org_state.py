@@ -21,7 +21,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tokenkeep.clock import Clock
-from tokenkeep.store.database import Database
+from tokenkeep.store.database import Database, rowcount
 from tokenkeep.store.models import ConnectionRow, OperationRow, OrgStateRow
 from tokenkeep.store.operations import OperationLog
 from tokenkeep.store.records import OrgConnections, OrgState
@@ -185,7 +185,7 @@ class OrgStateRepository:
                 updated_at=now,
             )
         )
-        return bool(getattr(result, "rowcount", 0))
+        return bool(rowcount(result))
 
     async def claim_probe(
         self, org_id: str, owner: str, *, now: datetime, until: datetime
@@ -208,7 +208,7 @@ class OrgStateRepository:
             )
             row = await session.get(OrgStateRow, org_id, populate_existing=True)
             state = _state(row) if row is not None else None
-        if getattr(result, "rowcount", 0):
+        if rowcount(result):
             return ProbeClaim.CLAIMED, state
         if state is None or not state.paused:
             return ProbeClaim.NOT_PAUSED, state
@@ -236,7 +236,7 @@ class OrgStateRepository:
                 updated_at=now,
             )
         )
-        return before if getattr(result, "rowcount", 0) else None
+        return before if rowcount(result) else None
 
     async def release_probe(
         self,
@@ -263,7 +263,7 @@ class OrgStateRepository:
                 .where(OrgStateRow.org_id == org_id, OrgStateRow.pause_probe_owner == owner)
                 .values(**values)
             )
-            hit = bool(getattr(result, "rowcount", 0))
+            hit = bool(rowcount(result))
             if hit and outcome != "abandoned":
                 await self.log_probe(session, org_id, outcome, detail)
         return hit
@@ -294,7 +294,7 @@ class OrgStateRepository:
             .where(OrgStateRow.org_id == org_id, OrgStateRow.spike_started_at.is_(None))
             .values(spike_started_at=now, updated_at=now)
         )
-        return bool(getattr(result, "rowcount", 0))
+        return bool(rowcount(result))
 
     async def close_spike(
         self, session: AsyncSession, org_id: str, *, now: datetime
@@ -310,7 +310,7 @@ class OrgStateRepository:
             .where(OrgStateRow.org_id == org_id, OrgStateRow.spike_started_at == started)
             .values(spike_started_at=None, updated_at=now)
         )
-        return started if getattr(result, "rowcount", 0) else None
+        return started if rowcount(result) else None
 
     # -- API usage -------------------------------------------------------------------------
 

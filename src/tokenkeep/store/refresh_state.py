@@ -26,9 +26,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from tokenkeep.clock import Clock
 from tokenkeep.crypto import Keyring
 from tokenkeep.secret import Secret
-from tokenkeep.store.connections import new_connection_id, token_columns
-from tokenkeep.store.database import Database
-from tokenkeep.store.leases import _rowcount
+from tokenkeep.store.connection_tokens import token_columns
+from tokenkeep.store.connections import new_connection_id
+from tokenkeep.store.database import Database, rowcount
 from tokenkeep.store.models import ConnectionRow
 from tokenkeep.store.records import Connection, RowState
 from tokenkeep.vocabulary import Status
@@ -105,7 +105,7 @@ class RefreshStateRepository:
         result = await session.execute(
             update(_T).where(_T.c.id == conn.id, _T.c.version == conn.version).values(**values)
         )
-        return _rowcount(result) == 1
+        return rowcount(result) == 1
 
     async def store_failure(
         self, session: AsyncSession, conn: Connection, columns: dict[str, Any]
@@ -141,7 +141,7 @@ class RefreshStateRepository:
                 .where(_T.c.id == connection_id, _T.c.version == version)
                 .values(expires_at=expires_at, next_refresh_at=next_refresh_at)
             )
-            return _rowcount(result) == 1
+            return rowcount(result) == 1
 
     async def upsert_connected(
         self,
