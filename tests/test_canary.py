@@ -133,6 +133,8 @@ async def exercise_api(data_dir: Path) -> list[httpx.Response]:
             assert (await call("GET", "/integrations")).status_code == 200
             assert (await call("GET", "/integrations/sf")).status_code == 200
             await call("GET", "/logs", params={"connection_id": "canary"})
+            await call("GET", "/logs")
+            assert (await call("GET", "/metrics")).status_code == 200
             # The token is really stored: the store hands it out only when asked.
             stored = await gateway.store.connections.get("canary", with_credentials=True)
             assert stored.credentials is not None

@@ -191,7 +191,8 @@ class Gateway:
         from tokenkeep.diagnosis.probes import Probes
         from tokenkeep.diagnosis.service import Diagnoser
         from tokenkeep.lifecycle.coordinator import RefreshCoordinator
-        from tokenkeep.oauth.client import TokenEndpointClient, create_session
+        from tokenkeep.oauth.client import TokenEndpointClient
+        from tokenkeep.oauth.session import create_session
 
         settings = self.settings
         self._http = create_session(

@@ -20,8 +20,9 @@ from tokenkeep.diagnosis.service import Diagnoser
 from tokenkeep.emulator import Emulator
 from tokenkeep.emulator.state import User
 from tokenkeep.lifecycle.coordinator import RefreshCoordinator
-from tokenkeep.oauth.client import TokenEndpointClient, create_session
+from tokenkeep.oauth.client import TokenEndpointClient
 from tokenkeep.oauth.models import oauth_app_for
+from tokenkeep.oauth.session import create_session
 from tokenkeep.store import Connection, ConnectionInput, Store
 
 INTEGRATION = "sf"

@@ -16,7 +16,8 @@ from tokenkeep.config import load_settings
 from tokenkeep.crypto import Keyring
 from tokenkeep.lifecycle.coordinator import RefreshCoordinator
 from tokenkeep.lifecycle.scheduler import RefreshScheduler
-from tokenkeep.oauth.client import TokenEndpointClient, create_session
+from tokenkeep.oauth.client import TokenEndpointClient
+from tokenkeep.oauth.session import create_session
 from tokenkeep.observability.logging import configure_logging
 from tokenkeep.store import Database, Store
 

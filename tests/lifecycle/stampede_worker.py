@@ -17,7 +17,8 @@ from tokenkeep.clock import SystemClock
 from tokenkeep.config import load_settings
 from tokenkeep.crypto import Keyring
 from tokenkeep.lifecycle.coordinator import RefreshCoordinator
-from tokenkeep.oauth.client import TokenEndpointClient, create_session
+from tokenkeep.oauth.client import TokenEndpointClient
+from tokenkeep.oauth.session import create_session
 from tokenkeep.store import Database, Store
 
 

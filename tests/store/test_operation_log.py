@@ -15,23 +15,21 @@ T0 = datetime(2026, 12, 3, 14, 0, tzinfo=UTC)
 
 
 def _entries(n: int, *, start: datetime = T0) -> list[dict[str, object]]:
-    rows: list[dict[str, object]] = []
-    for i in range(n):
-        rows.append(
-            {
-                # Two entries per second: ties on ``at`` must page by id.
-                "at": start + timedelta(seconds=i // 2),
-                "kind": "call" if i % 3 else "refresh",
-                "outcome": "ok" if i % 4 else "error",
-                "connection_id": f"c{i % 5}",
-                "org_id": f"00D{i % 2}",
-                "cause": "expired" if i % 7 == 0 else None,
-                "status_code": (200, 401, 404, 503)[i % 4],
-                "duration_ms": float(i),
-                "detail": {"i": i},
-            }
-        )
-    return rows
+    return [
+        {
+            # Two entries per second: ties on ``at`` must page by id.
+            "at": start + timedelta(seconds=i // 2),
+            "kind": "call" if i % 3 else "refresh",
+            "outcome": "ok" if i % 4 else "error",
+            "connection_id": f"c{i % 5}",
+            "org_id": f"00D{i % 2}",
+            "cause": "expired" if i % 7 == 0 else None,
+            "status_code": (200, 401, 404, 503)[i % 4],
+            "duration_ms": float(i),
+            "detail": {"i": i},
+        }
+        for i in range(n)
+    ]
 
 
 def _with_after(query: LogQuery, after: tuple[datetime, int] | None) -> LogQuery:

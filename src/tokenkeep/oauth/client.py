@@ -40,7 +40,7 @@ from tokenkeep.oauth.errors import (
 )
 from tokenkeep.oauth.jwt_bearer import mint_assertion
 from tokenkeep.oauth.models import Identity, Introspection, OAuthApp, TokenResponse
-from tokenkeep.oauth.session import create_session, local_address_of
+from tokenkeep.oauth.session import local_address_of
 from tokenkeep.observability.logging import get_logger
 from tokenkeep.providers import salesforce
 from tokenkeep.providers.catalog import Provider, get_provider
@@ -48,7 +48,7 @@ from tokenkeep.providers.errors import MalformedAnswerError, SignatureMismatchEr
 from tokenkeep.providers.salesforce_answers import retry_after_seconds
 from tokenkeep.secret import Secret
 
-__all__ = ["ProbeAnswer", "TokenEndpointClient", "create_session", "local_address_of"]
+__all__ = ["ProbeAnswer", "TokenEndpointClient"]
 
 _log = get_logger("tokenkeep.oauth")
 

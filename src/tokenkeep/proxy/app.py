@@ -34,7 +34,7 @@ import yarl
 from tokenkeep.clock import Clock
 from tokenkeep.config import Settings
 from tokenkeep.errors import OrgWritePausedError, TokenkeepError, UnauthorizedError
-from tokenkeep.oauth.client import local_address_of
+from tokenkeep.oauth.session import local_address_of
 from tokenkeep.observability.logging import get_logger
 from tokenkeep.observability.metrics import Metrics
 from tokenkeep.observability.oplog import OperationQueue
