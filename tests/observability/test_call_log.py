@@ -95,6 +95,9 @@ async def test_an_expired_session_logs_the_call_the_refresh_and_no_token(
     assert [r["id"] for r in await _logs(gw, org_id=conn.org_id, cause="expired")] == [
         r["id"] for r in rows if r["cause"] == "expired"
     ]
+    async with gw.async_client() as tk:  # the SDK asks the same
+        by_sdk = await tk.logs(org_id=conn.org_id, cause="expired", status="2xx", kind="call")
+    assert [e["id"] for e in by_sdk] == [call["id"]]
     stored = await gw.gateway.store.connections.get("c1", with_credentials=True)
     assert stored.credentials is not None
     blob = repr(rows)

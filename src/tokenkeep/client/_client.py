@@ -270,10 +270,20 @@ class Client(_Base):
         kind: str | None = None,
         since: datetime | str | None = None,
         limit: int | None = None,
+        cause: str | None = None,
+        status: int | str | None = None,
+        until: datetime | str | None = None,
     ) -> list[LogEntry]:
         """The operation log (refreshes, proxied calls, webhooks), newest first."""
         return self._run(
             ops.logs(
-                connection_id=connection_id, org_id=org_id, kind=kind, since=since, limit=limit
+                connection_id=connection_id,
+                org_id=org_id,
+                kind=kind,
+                since=since,
+                limit=limit,
+                cause=cause,
+                status=status,
+                until=until,
             )
         )

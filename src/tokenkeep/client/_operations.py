@@ -289,6 +289,9 @@ def logs(
     kind: str | None,
     since: datetime | str | None,
     limit: int | None,
+    cause: str | None = None,
+    status: int | str | None = None,
+    until: datetime | str | None = None,
 ) -> Operation[list[LogEntry]]:
     """``GET /logs`` (newest first)."""
     params = _drop_none(
@@ -296,7 +299,10 @@ def logs(
             "connection_id": connection_id,
             "org_id": org_id,
             "kind": kind,
+            "cause": cause,
+            "status": str(status) if status is not None else None,
             "since": since.isoformat() if isinstance(since, datetime) else since,
+            "until": until.isoformat() if isinstance(until, datetime) else until,
             "limit": limit,
         }
     )
