@@ -44,6 +44,18 @@ def _logging_left_as_found() -> Iterator[None]:
     root.setLevel(logging.WARNING)
 
 
+@pytest.fixture
+def cli_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """A clean ``TOKENKEEP_*`` environment with its data dir in ``tmp_path`` (CLI tests)."""
+    for name in list(os.environ):
+        if name.startswith("TOKENKEEP_") and name != "TOKENKEEP_TEST_PG_DSN":
+            monkeypatch.delenv(name)
+    data_dir = tmp_path / "data"
+    monkeypatch.setenv("TOKENKEEP_DATA_DIR", str(data_dir))
+    monkeypatch.setenv("TOKENKEEP_LOG_LEVEL", "WARNING")
+    return data_dir
+
+
 def _pg_admin() -> psycopg.Connection:
     try:
         return psycopg.connect(PG_ADMIN_DSN, autocommit=True, connect_timeout=3)

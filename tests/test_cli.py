@@ -26,16 +26,7 @@ IDENTITY_URL = "https://login.salesforce.com/id/00D5g000004ABCDEAA/0055g000009XY
 ACCESS = "00D5g000004ABCD!AQ0CliAccessToken"
 
 
-@pytest.fixture(autouse=True)
-def cli_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
-    """A clean ``TOKENKEEP_*`` environment with its data dir in ``tmp_path``."""
-    for name in list(os.environ):
-        if name.startswith("TOKENKEEP_") and name != "TOKENKEEP_TEST_PG_DSN":
-            monkeypatch.delenv(name)
-    data_dir = tmp_path / "data"
-    monkeypatch.setenv("TOKENKEEP_DATA_DIR", str(data_dir))
-    monkeypatch.setenv("TOKENKEEP_LOG_LEVEL", "WARNING")
-    return data_dir
+pytestmark = pytest.mark.usefixtures("cli_env")
 
 
 def run(*args: str, ok: bool = True, stdin: str | None = None) -> tuple[int, str, str]:

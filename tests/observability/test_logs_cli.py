@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import subprocess
+import sys
 import threading
 import time
 from datetime import UTC, datetime, timedelta
@@ -20,16 +22,7 @@ from tokenkeep.clock import SystemClock
 from tokenkeep.config import load_settings
 from tokenkeep.store import open_store
 
-
-@pytest.fixture(autouse=True)
-def cli_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
-    for name in list(os.environ):
-        if name.startswith("TOKENKEEP_") and name != "TOKENKEEP_TEST_PG_DSN":
-            monkeypatch.delenv(name)
-    data_dir = tmp_path / "data"
-    monkeypatch.setenv("TOKENKEEP_DATA_DIR", str(data_dir))
-    monkeypatch.setenv("TOKENKEEP_LOG_LEVEL", "WARNING")
-    return data_dir
+pytestmark = pytest.mark.usefixtures("cli_env")
 
 
 def _insert(entries: list[dict[str, Any]]) -> None:
@@ -89,12 +82,27 @@ def test_filters_and_json_lines_oldest_first() -> None:
     assert last[0]["cause"] == "expired"
 
 
-def test_the_table_is_readable() -> None:
+@pytest.mark.parametrize("columns", [80, 160])
+def test_the_output_is_readable_on_narrow_and_wide_terminals(cli_env: Path, columns: int) -> None:
     _insert([_call("00DA", 401, "expired", 5)])
-    result = CliRunner().invoke(app, ["logs"], env={"COLUMNS": "160"})
-    assert result.exit_code == 0, result.output
-    for word in ("kind", "connection", "cause", "call", "conn-00DA", "00DA", "401", "expired"):
+    env = {**os.environ, "COLUMNS": str(columns), "TOKENKEEP_DATA_DIR": str(cli_env)}
+    result = subprocess.run(
+        [sys.executable, "-m", "tokenkeep", "logs"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    lines = result.stdout.splitlines()
+    assert all(len(line) <= columns for line in lines)
+    for word in ("call", "conn-00DA", "00DA", "401", "expired", "/services/data/v60.0/query"):
         assert word in result.stdout
+    if columns >= 120:  # a table with a header
+        assert all(h in lines[1] for h in ("at", "kind", "connection", "status", "cause"))
+    else:  # two lines an entry: the head, then what happened, indented
+        assert lines[1].startswith(" ")
+        assert "GET /services/data/v60.0/query" in lines[1]
 
 
 @pytest.mark.parametrize(

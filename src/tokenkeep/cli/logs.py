@@ -18,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 import typer
+from rich import box
 from rich.markup import escape
 from rich.table import Column, Table
 
@@ -30,6 +31,7 @@ _AGO = re.compile(r"^(\d+)\s*([smhd])$")
 _CLOCK = re.compile(r"^(\d{1,2}):(\d{2})(?::(\d{2}))?$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _FOLLOW_POLL_SECONDS = 1.0
+_TABLE_MIN_WIDTH = 120  # narrower terminals get two lines per entry instead of a table
 # Out-of-order commits (two transactions, the later id first) are caught by re-reading a
 # window of ids below the last one seen.
 _FOLLOW_OVERLAP = 1000
@@ -95,6 +97,33 @@ class _Printer:
     def __init__(self, as_json: bool) -> None:
         self.as_json = as_json
 
+    @staticmethod
+    def _cells(e: Any) -> list[str]:
+        what = _summary(e.detail, e.kind)
+        if e.duration_ms is not None:
+            what += f" ({e.duration_ms:.0f} ms)"
+        return [
+            e.at.astimezone().strftime("%m-%d %H:%M:%S"),
+            e.kind,
+            e.connection_id or "-",
+            e.org_id or "-",
+            str(e.status_code) if e.status_code is not None else e.outcome,
+            e.cause or "-",
+            escape(what),
+        ]
+
+    @staticmethod
+    def _stacked(entries: list[Any]) -> None:
+        """Narrow terminals: one head line per entry, what happened indented below it."""
+        for e in entries:
+            at, kind, connection, org, status, cause, what = _Printer._cells(e)
+            cause_text = f" [bold]{cause}[/]" if cause != "-" else ""
+            console.print(
+                f"[dim]{at}[/] [cyan]{kind:<9}[/] {status}{cause_text}  "
+                f"{escape(connection)} [dim]{escape(org)}[/]"
+            )
+            console.print(f"               {what}", soft_wrap=False)
+
     def print(self, entries: list[Any]) -> None:
         if self.as_json:
             for entry in entries:
@@ -103,27 +132,22 @@ class _Printer:
             return
         if not entries:
             return
+        if console.width < _TABLE_MIN_WIDTH:
+            self._stacked(entries)
+            return
         table = Table(
             Column("at", no_wrap=True),
             Column("kind", no_wrap=True),
-            Column("connection", no_wrap=True, overflow="fold"),
+            Column("connection", no_wrap=True, max_width=24, overflow="ellipsis"),
             Column("org", no_wrap=True),
-            "status",
-            "cause",
-            Column("ms", justify="right"),
-            Column("what", overflow="fold"),
+            Column("status", no_wrap=True),
+            Column("cause", no_wrap=True),
+            Column("what", overflow="fold", ratio=1),
+            box=box.SIMPLE_HEAD,
+            pad_edge=False,
         )
         for e in entries:
-            table.add_row(
-                e.at.astimezone().strftime("%Y-%m-%d %H:%M:%S"),
-                e.kind,
-                e.connection_id or "-",
-                e.org_id or "-",
-                str(e.status_code) if e.status_code is not None else e.outcome,
-                e.cause or "-",
-                f"{e.duration_ms:.1f}" if e.duration_ms is not None else "",
-                escape(_summary(e.detail, e.kind)),
-            )
+            table.add_row(*self._cells(e))
         console.print(table)
 
 
