@@ -34,6 +34,7 @@ LAYERS: tuple[str, ...] = (
     "lifecycle",
     "orgs",
     "diagnosis",
+    "events",
     "runtime",
     "proxy",
     "api",
