@@ -239,6 +239,7 @@ class DeliveryRepository:
                     "event_type": delivery.event_type,
                     "endpoint_id": delivery.endpoint_id,
                     "attempt": attempt,
+                    "worker": owner,
                     "status_code": status_code,
                     "error": error[:200] if error else None,
                 },
