@@ -35,6 +35,7 @@ LAYERS: tuple[str, ...] = (
     "lifecycle",
     "orgs",
     "diagnosis",
+    "events",
     "runtime",
     "proxy",
     "api",

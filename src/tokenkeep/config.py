@@ -6,6 +6,8 @@ Invalid settings stop start-up with one sentence that names the variable
 
 from __future__ import annotations
 
+import base64
+import binascii
 import ipaddress
 from functools import lru_cache
 from pathlib import Path
@@ -13,12 +15,25 @@ from typing import Literal
 from urllib.parse import urlsplit
 
 import platformdirs
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from tokenkeep.errors import ConfigError
 
-__all__ = ["Settings", "get_settings", "is_loopback_url", "load_settings"]
+__all__ = [
+    "Settings",
+    "get_settings",
+    "is_loopback_url",
+    "load_settings",
+    "webhook_secret_bytes",
+]
 
 
 def _default_data_dir() -> Path:
@@ -60,8 +75,17 @@ class Settings(BaseSettings):
     retry_buffer_bytes: int = Field(default=1_048_576, ge=0)
     ca_bundle: Path | None = None
     egress_address: str | None = None
+    # Webhooks (events/): an endpoint from the environment (besides POST /webhooks), the
+    # delivery worker, its HTTP timeout and how long a delivery is retried.
     webhook_url: str | None = None
     webhook_secret: SecretStr | None = None
+    webhooks_enabled: bool = True
+    webhook_timeout_seconds: float = Field(default=10.0, gt=0)
+    webhook_max_age_seconds: float = Field(default=259_200.0, gt=0)
+    webhook_poll_seconds: float = Field(default=1.0, gt=0)
+    webhook_batch_size: int = Field(default=50, ge=1)
+    webhook_backoff_base_seconds: float = Field(default=5.0, gt=0)
+    webhook_backoff_cap_seconds: float = Field(default=3_600.0, gt=0)
     write_pause_probe_seconds: float = Field(default=30.0, gt=0)
     # Org health (orgs/): how often each gateway re-reads the shared write pauses, flushes
     # its call counts, and the session-error spike rule.
@@ -119,6 +143,36 @@ class Settings(BaseSettings):
             ipaddress.ip_address(value)
         return value or None
 
+    @field_validator("webhook_url")
+    @classmethod
+    def _check_webhook_url(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in {"http", "https"} or not parts.hostname:
+            raise ValueError("must be an http:// or https:// URL with a host")
+        return value
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _check_webhook_secret(
+        cls, value: SecretStr | None, info: ValidationInfo
+    ) -> SecretStr | None:
+        text = value.get_secret_value() if value is not None else ""
+        if not text:
+            if info.data.get("webhook_url"):
+                raise ValueError(
+                    "must be set when TOKENKEEP_WEBHOOK_URL is set (whsec_ followed by the "
+                    "base64 of 24 to 64 random bytes)"
+                )
+            return None
+        if webhook_secret_bytes(text) is None:
+            raise ValueError(
+                "must be a Standard Webhooks secret: whsec_ followed by the base64 of 24 to 64 "
+                "random bytes"
+            )
+        return value
+
     @model_validator(mode="after")
     def _fill_database_url(self) -> Settings:
         if self.database_url is None:
@@ -153,6 +207,17 @@ def is_loopback_url(url: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def webhook_secret_bytes(text: str) -> bytes | None:
+    """The key of a ``whsec_<base64>`` Standard Webhooks secret (24 to 64 bytes), else None."""
+    if not text.startswith("whsec_"):
+        return None
+    try:
+        key = base64.b64decode(text.removeprefix("whsec_"), validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    return key if 24 <= len(key) <= 64 else None
 
 
 def load_settings(**overrides: object) -> Settings:

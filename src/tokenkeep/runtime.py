@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     import aiohttp
 
     from tokenkeep.diagnosis.service import Diagnoser
+    from tokenkeep.events.worker import WebhookWorker
     from tokenkeep.lifecycle.coordinator import RefreshCoordinator
     from tokenkeep.lifecycle.scheduler import RefreshScheduler
     from tokenkeep.oauth.client import TokenEndpointClient
@@ -73,6 +74,8 @@ class Gateway:
         # Org health's view for the diagnosis (write pause, error bursts), when wired.
         # The proactive refresh scheduler (None unless TOKENKEEP_SCHEDULER_ENABLED).
         self.scheduler: RefreshScheduler | None = None
+        # The webhook delivery worker (None unless TOKENKEEP_WEBHOOKS_ENABLED).
+        self.webhooks: WebhookWorker | None = None
         self._lifecycle_services: list[Service] = []
         # Org health (tokenkeep.orgs), shared with every other gateway through the store:
         # built now, attached to the store at start. The proxy counts calls into
@@ -228,6 +231,11 @@ class Gateway:
                 store, self._coordinator, settings=settings, clock=self.clock
             )
             self._lifecycle_services.append(self.scheduler)
+        if settings.webhooks_enabled:
+            from tokenkeep.events.worker import WebhookWorker
+
+            self.webhooks = WebhookWorker(store, settings=settings, clock=self.clock)
+            self._lifecycle_services.append(self.webhooks)
 
     async def _close_http(self) -> None:
         http, self._http = self._http, None
@@ -235,6 +243,7 @@ class Gateway:
         self._coordinator = None
         self._diagnoser = None
         self.scheduler = None
+        self.webhooks = None
         self._lifecycle_services = []
         self.org_health.attach(None)
         self.write_pause.attach(None)

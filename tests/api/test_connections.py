@@ -224,6 +224,10 @@ async def test_import_writes_connection_created_and_a_refused_import_writes_none
                 "org_id": "00D5g000004ABCDEAA",
                 "integration": "sf",
                 "metadata": {"t": 1},
+                # The standard keys every event carries (store/operations.py fills them).
+                "status": "active",
+                "reason": None,
+                "fix": None,
             },
         )
     ]

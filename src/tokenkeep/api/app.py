@@ -20,6 +20,7 @@ from tokenkeep.api.metrics import router as metrics_router
 from tokenkeep.api.middleware import BodySizeLimit, RequestLog
 from tokenkeep.api.orgs import router as orgs_router
 from tokenkeep.api.tokens import router as tokens_router
+from tokenkeep.api.webhooks import router as webhooks_router
 from tokenkeep.runtime import Gateway
 
 __all__ = ["create_app"]
@@ -55,6 +56,7 @@ def create_app(gateway: Gateway) -> FastAPI:
     app.include_router(diagnosis_router, dependencies=authenticated)
     app.include_router(logs_router, dependencies=authenticated)
     app.include_router(orgs_router, dependencies=authenticated)
+    app.include_router(webhooks_router, dependencies=authenticated)
     app.include_router(connect_router)  # pages are public; /connect/sessions checks the key
 
     @app.get("/openapi.json", include_in_schema=False, dependencies=authenticated)

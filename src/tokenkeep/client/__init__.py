@@ -6,6 +6,8 @@
   for your own HTTP code: the gateway's token, renewed and replayed once on a dead session.
 * :func:`simple_salesforce`: a real ``simple_salesforce.Salesforce`` bound to a connection,
   through the gateway's proxy or in direct mode.
+* :func:`verify_webhook`: check a webhook's Standard Webhooks signature and age on the
+  receiving side (:class:`WebhookVerificationError` when it is not genuine or too old).
 
 Errors: codes the gateway shares with :mod:`tokenkeep.errors` raise those classes
 (``NotFoundError``, ``ConflictError``, ``UnauthorizedError``, ``NeedsReauthError``,
@@ -28,6 +30,7 @@ from tokenkeep.client._models import (
     Token,
 )
 from tokenkeep.client._simple_salesforce import simple_salesforce
+from tokenkeep.client._webhooks import WebhookVerificationError, verify_webhook
 
 __all__ = [
     "DEFAULT_TIMEOUT",
@@ -44,5 +47,7 @@ __all__ = [
     "TokenkeepAPIError",
     "TokenkeepAuth",
     "TokenkeepRequestsAuth",
+    "WebhookVerificationError",
     "simple_salesforce",
+    "verify_webhook",
 ]

@@ -12,6 +12,7 @@ from tokenkeep.store.api_keys import ApiKeyRepository
 from tokenkeep.store.connect_sessions import ConnectSessionRepository
 from tokenkeep.store.connections import ConnectionRepository
 from tokenkeep.store.database import Database
+from tokenkeep.store.deliveries import DeliveryRepository
 from tokenkeep.store.diagnoses import DiagnosisRepository
 from tokenkeep.store.integrations import IntegrationRepository
 from tokenkeep.store.keys import verify_keyring
@@ -19,8 +20,10 @@ from tokenkeep.store.leases import LeaseRepository
 from tokenkeep.store.operations import OperationLog, Outbox
 from tokenkeep.store.org_counts import OrgCallCountRepository
 from tokenkeep.store.org_state import OrgStateRepository
+from tokenkeep.store.outbox_events import OutboxEventRepository
 from tokenkeep.store.refresh_state import RefreshStateRepository
 from tokenkeep.store.schedule import ScheduleRepository
+from tokenkeep.store.webhooks import WebhookEndpointRepository
 
 __all__ = ["Store", "ensure_bootstrap_api_key", "open_store"]
 
@@ -44,6 +47,9 @@ class Store:
     org_counts: OrgCallCountRepository = field(init=False)
     connect_sessions: ConnectSessionRepository = field(init=False)
     diagnoses: DiagnosisRepository = field(init=False)
+    webhooks: WebhookEndpointRepository = field(init=False)
+    deliveries: DeliveryRepository = field(init=False)
+    events: OutboxEventRepository = field(init=False)
 
     def __post_init__(self) -> None:
         self.integrations = IntegrationRepository(self.db, self.keyring, self.clock)
@@ -58,6 +64,9 @@ class Store:
         self.org_counts = OrgCallCountRepository(self.db)
         self.connect_sessions = ConnectSessionRepository(self.db, self.keyring, self.clock)
         self.diagnoses = DiagnosisRepository(self.db, self.clock, self.operations, self.outbox)
+        self.webhooks = WebhookEndpointRepository(self.db, self.keyring, self.clock)
+        self.deliveries = DeliveryRepository(self.db, self.operations)
+        self.events = OutboxEventRepository(self.db)
 
     async def close(self) -> None:
         """Close the database pool."""

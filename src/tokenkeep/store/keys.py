@@ -28,6 +28,7 @@ from tokenkeep.store.models import (
     ConnectSessionRow,
     IntegrationRow,
     KeyringCheckRow,
+    WebhookEndpointRow,
 )
 
 __all__ = ["RotationResult", "rotate_keys", "verify_keyring"]
@@ -59,6 +60,7 @@ _ENCRYPTED: tuple[tuple[Any, str, dict[str, str], str | None], ...] = (
         {"code_verifier_enc": "connect_sessions.code_verifier"},
         None,
     ),
+    (WebhookEndpointRow, "id", {"secret_enc": "webhook_endpoints.secret"}, None),
 )
 
 

@@ -38,6 +38,8 @@ __all__ = [
     "OrgStateRow",
     "OutboxRow",
     "UTCDateTime",
+    "WebhookDeliveryRow",
+    "WebhookEndpointRow",
 ]
 
 # Deterministic constraint names: the same on SQLite and PostgreSQL, so migrations can
@@ -191,7 +193,10 @@ class OutboxRow(Base):
     """A webhook event waiting for (or done with) delivery: at-least-once."""
 
     __tablename__ = "outbox"
-    __table_args__ = (Index("ix_outbox_delivered_at_available_at", "delivered_at", "available_at"),)
+    __table_args__ = (
+        Index("ix_outbox_delivered_at_available_at", "delivered_at", "available_at"),
+        Index("ix_outbox_fanned_out_at_id", "fanned_out_at", "id"),
+    )
 
     id: Mapped[int] = mapped_column(
         BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
@@ -206,6 +211,65 @@ class OutboxRow(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     delivered_at: Mapped[datetime | None]
     last_error: Mapped[str | None] = mapped_column(Text)
+    # When the webhook worker turned this event into one delivery per matching endpoint
+    # (None: not yet; rows older than the webhooks feature were marked at the migration).
+    fanned_out_at: Mapped[datetime | None]
+
+
+class WebhookEndpointRow(Base):
+    """A webhook receiver: its URL, event filter and encrypted signing secret."""
+
+    __tablename__ = "webhook_endpoints"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    url: Mapped[str] = mapped_column(String(2000))
+    # Event types delivered to it; None: every type.
+    events: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
+    description: Mapped[str | None] = mapped_column(String(500))
+    # "api" (POST /webhooks) or "settings" (TOKENKEEP_WEBHOOK_URL, kept in sync at start).
+    source: Mapped[str] = mapped_column(String(20))
+    # The whsec_... secret, bound to (id, "webhook_endpoints.secret").
+    secret_enc: Mapped[str] = mapped_column(Text)
+    key_id: Mapped[str] = mapped_column(String(32))
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
+class WebhookDeliveryRow(Base):
+    """One outbox event for one endpoint: attempts, the next try, the claim of a sender."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (
+        Index("ix_webhook_deliveries_state_next_at", "state", "next_at"),
+        Index("ix_webhook_deliveries_event_id_endpoint_id", "event_id", "endpoint_id", unique=True),
+        Index("ix_webhook_deliveries_endpoint_id", "endpoint_id"),
+    )
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    event_id: Mapped[str] = mapped_column(
+        String(64), ForeignKey("outbox.event_id", ondelete="CASCADE")
+    )
+    endpoint_id: Mapped[str] = mapped_column(
+        String(40), ForeignKey("webhook_endpoints.id", ondelete="CASCADE")
+    )
+    # pending | delivered | failed
+    state: Mapped[str] = mapped_column(String(20))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # When the current round began (fan-out or redeliver): the max-age window starts here.
+    queued_at: Mapped[datetime]
+    next_at: Mapped[datetime]
+    # Bumped by a redeliver, so a sender still holding the old round cannot close the new one.
+    generation: Mapped[int] = mapped_column(Integer, default=1)
+    claim_owner: Mapped[str | None] = mapped_column(String(100))
+    claim_until: Mapped[datetime | None]
+    last_attempt_at: Mapped[datetime | None]
+    last_status_code: Mapped[int | None] = mapped_column(Integer)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    delivered_at: Mapped[datetime | None]
+    failed_at: Mapped[datetime | None]
+    created_at: Mapped[datetime]
 
 
 class ApiKeyRow(Base):
