@@ -23,8 +23,7 @@ from typing import Any, cast
 from sqlalchemy import Table, func, or_, select, update
 
 from tokenkeep.errors import NotFoundError
-from tokenkeep.store.database import Database
-from tokenkeep.store.leases import _rowcount
+from tokenkeep.store.database import Database, rowcount
 from tokenkeep.store.models import OutboxRow, WebhookDeliveryRow, WebhookEndpointRow
 from tokenkeep.store.operations import OperationLog
 
@@ -220,7 +219,7 @@ class DeliveryRepository:
                 )
                 .values(**values)
             )
-            if not _rowcount(result):
+            if not rowcount(result):
                 outcome = "superseded"
                 await session.execute(
                     update(_D)
