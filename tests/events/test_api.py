@@ -179,6 +179,11 @@ async def test_events_are_listed_delivered_signed_and_redelivered(
         assert api.gateway.webhooks is not None
         api.gateway.webhooks.wake()
         await eventually(lambda: len(rx.got) == 3)
+
+        async def settled() -> bool:  # the outcomes are committed after the answers
+            return await api.gateway.store.deliveries.pending_count() == 0
+
+        await eventually(settled)
         for got in rx.got:
             event = Webhook(created["secret"]).verify(got.body, got.headers)
             assert event["type"] == "connection.created"
@@ -218,12 +223,14 @@ async def test_events_are_listed_delivered_signed_and_redelivered(
         assert again.status_code == 202
         assert again.json() == {"event_id": acme["id"], "endpoint_ids": [created["id"]]}
         await eventually(lambda: len(rx.got) == 4)
+        await eventually(settled)
         assert rx.got[-1].webhook_id == acme["id"]
         one = await api.client.post(
             f"/events/{acme['id']}/redeliver", params={"endpoint_id": created["id"]}
         )
         assert one.status_code == 202
         await eventually(lambda: len(rx.got) == 5)
+        await eventually(settled)
 
     assert (await api.client.post("/events/evt_nope/redeliver")).status_code == 404
     unknown_endpoint = await api.client.post(

@@ -234,3 +234,46 @@ async def test_a_claimed_delivery_is_not_sent_by_a_second_worker_until_the_claim
     finally:
         await one.stop()
         await two.stop()
+
+
+async def test_the_target_is_checked_again_at_delivery_time(
+    store: Store, settings: Settings, clock: ManualClock
+) -> None:
+    # Stored while loopback was allowed; the setting is off now (or DNS moved the name
+    # onto a private address): nothing is sent, the attempt fails and is retried later.
+    strict = WebhookWorker(
+        store,
+        settings=settings.model_copy(update={"allow_insecure_loopback": False}),
+        clock=clock,
+    )
+    try:
+        async with receiving() as rx:
+            await add_endpoint(store, rx.url)
+            event_id = await add_event(store)
+            await strict.run_once()
+        assert rx.got == []
+        (entry,) = await store.operations.list(kind="webhook")
+        assert entry.outcome == "retrying"
+        assert entry.status_code is None
+        assert "refused target" in entry.detail["error"]
+        assert "non-public address" in entry.detail["error"]
+        assert (await store.events.get_event(event_id)).status == "pending"
+    finally:
+        await strict.stop()
+
+
+async def test_deleting_an_endpoint_drops_its_pending_deliveries(
+    store: Store, worker: WebhookWorker, clock: ManualClock
+) -> None:
+    async with receiving(default=500) as rx:
+        endpoint = await add_endpoint(store, rx.url)
+        event_id = await add_event(store)
+        await worker.run_once()
+        assert await store.deliveries.pending_count() == 1
+        await store.webhooks.delete(endpoint.id)
+        assert await store.deliveries.pending_count() == 0
+        clock.advance(3600)
+        await worker.run_once()
+    assert rx.ids() == [event_id]
+    event = await store.events.get_event(event_id)
+    assert (event.deliveries, event.status) == ((), "delivered")

@@ -152,6 +152,8 @@ class WebhookWorker:
     async def run_once(self) -> int:
         """Fan out new events, claim one batch and send it; how many were claimed."""
         now = self.clock.now()
+        if not await self.store.deliveries.has_work(now):
+            return 0
         await self.store.deliveries.fan_out(now=now, limit=self.batch_size * 4)
         claimed = await self.store.deliveries.claim_due(
             now=now, limit=self.batch_size, owner=self.owner, lease_seconds=self.lease_seconds

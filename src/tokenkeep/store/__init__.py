@@ -6,10 +6,12 @@ Start with :func:`open_store`; see ``docs/ARCHITECTURE.md`` ("Store") for the co
 from tokenkeep.store.api_keys import ApiKeyRepository, hash_api_key
 from tokenkeep.store.connections import ConnectionInput, ConnectionRepository
 from tokenkeep.store.database import Database, migrations_path
+from tokenkeep.store.deliveries import DeliveryRepository
 from tokenkeep.store.facade import Store, ensure_bootstrap_api_key, open_store
 from tokenkeep.store.integrations import IntegrationRepository
 from tokenkeep.store.keys import RotationResult, rotate_keys, verify_keyring
 from tokenkeep.store.operations import OperationLog, Outbox
+from tokenkeep.store.outbox_events import OutboxEvent, OutboxEventRepository
 from tokenkeep.store.records import (
     AUTH_MODES,
     CONNECTION_STATUSES,
@@ -23,6 +25,7 @@ from tokenkeep.store.records import (
     Operation,
 )
 from tokenkeep.store.sentinel import KEEP, Keep
+from tokenkeep.store.webhooks import WebhookEndpoint, WebhookEndpointRepository
 
 __all__ = [
     "AUTH_MODES",
@@ -37,6 +40,7 @@ __all__ = [
     "ConnectionRepository",
     "CreatedApiKey",
     "Database",
+    "DeliveryRepository",
     "Integration",
     "IntegrationRepository",
     "IntegrationSecrets",
@@ -44,8 +48,12 @@ __all__ = [
     "Operation",
     "OperationLog",
     "Outbox",
+    "OutboxEvent",
+    "OutboxEventRepository",
     "RotationResult",
     "Store",
+    "WebhookEndpoint",
+    "WebhookEndpointRepository",
     "ensure_bootstrap_api_key",
     "hash_api_key",
     "migrations_path",

@@ -77,6 +77,26 @@ class DeliveryRepository:
         self._db = db
         self._operations = operations
 
+    async def has_work(self, now: datetime) -> bool:
+        """True when an event waits for its fan-out or a delivery is due and unclaimed: a
+        read, so an idle worker never takes the write lock (SQLite) just to find nothing."""
+        async with self._db.read() as session:
+            unfanned = await session.scalar(
+                select(_O.c.id).where(_O.c.fanned_out_at.is_(None)).limit(1)
+            )
+            if unfanned is not None:
+                return True
+            due = await session.scalar(
+                select(_D.c.id)
+                .where(
+                    _D.c.state == PENDING,
+                    _D.c.next_at <= now,
+                    or_(_D.c.claim_owner.is_(None), _D.c.claim_until <= now),
+                )
+                .limit(1)
+            )
+        return due is not None
+
     async def fan_out(self, *, now: datetime, limit: int) -> int:
         """Turn up to ``limit`` new outbox events into deliveries; how many events."""
         async with self._db.write() as session:
