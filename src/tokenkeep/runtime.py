@@ -234,7 +234,9 @@ class Gateway:
         if settings.webhooks_enabled:
             from tokenkeep.events.worker import WebhookWorker
 
-            self.webhooks = WebhookWorker(store, settings=settings, clock=self.clock)
+            self.webhooks = WebhookWorker(
+                store, settings=settings, clock=self.clock, metrics=self.metrics
+            )
             self._lifecycle_services.append(self.webhooks)
 
     async def _close_http(self) -> None:

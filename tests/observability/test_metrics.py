@@ -5,6 +5,7 @@ Values are read with ``prometheus_client``'s own text parser, as a scraper would
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -117,3 +118,45 @@ def test_status_classes_are_bounded() -> None:
     cases[999] = "none"
     for status, expected in cases.items():
         assert status_class(status) == expected
+
+
+async def test_webhook_failures_and_the_outbox_depth_are_visible(tmp_path: Path) -> None:
+    from aiohttp import web
+
+    hits = 0
+
+    async def failing(request: web.Request) -> web.Response:
+        nonlocal hits
+        hits += 1
+        return web.Response(status=500)
+
+    app = web.Application()
+    app.router.add_post("/hook", failing)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        async with running_gateway(
+            tmp_path / "tk", orgs=1, webhook_poll_seconds=0.05, clock=OffsetClock()
+        ) as gw:
+            headers = {"Authorization": f"Bearer {gw.api_key.reveal()}"}
+            async with httpx.AsyncClient(base_url=gw.base_url, headers=headers) as http:
+                created = await http.post(
+                    "/webhooks", json={"url": f"http://127.0.0.1:{port}/hook"}
+                )
+                assert created.status_code == 201, created.text
+            await gw.connect("c1")  # connection.created: one delivery, refused by the receiver
+            for _ in range(200):
+                if hits:
+                    break
+                await asyncio.sleep(0.02)
+            await asyncio.sleep(0.2)
+            text = await _scrape(gw)
+    finally:
+        await runner.cleanup()
+    assert hits >= 1
+    assert value(text, "tokenkeep_webhook_delivery_failures_total") >= 1
+    assert value(text, "tokenkeep_webhook_attempts_total", outcome="retrying") >= 1
+    assert value(text, "tokenkeep_outbox_pending_events") == 1  # still to deliver, later

@@ -26,7 +26,6 @@ import secrets
 from dataclasses import dataclass
 
 import aiohttp
-from prometheus_client import Counter
 
 from tokenkeep.__about__ import __version__
 from tokenkeep.clock import Clock
@@ -37,6 +36,7 @@ from tokenkeep.events.envelope import envelope_body
 from tokenkeep.events.signer import signed_headers
 from tokenkeep.events.targets import GuardedResolver, webhook_target_problem
 from tokenkeep.observability.logging import get_logger
+from tokenkeep.observability.metrics import Metrics
 from tokenkeep.secret import Secret
 from tokenkeep.store import Store
 from tokenkeep.store.deliveries import DueDelivery
@@ -45,11 +45,6 @@ from tokenkeep.store.webhooks import WebhookEndpoint
 __all__ = ["Attempt", "WebhookWorker"]
 
 _log = get_logger("tokenkeep.webhooks")
-WEBHOOK_ATTEMPTS = Counter(
-    "tokenkeep_webhook_attempts_total",
-    "Webhook delivery attempts, by outcome (delivered, retrying, failed, superseded).",
-    ["outcome"],
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,8 +71,10 @@ class WebhookWorker:
         rng: random.Random | None = None,
         owner: str | None = None,
         concurrency: int = 8,
+        metrics: Metrics | None = None,
     ) -> None:
         self.store = store
+        self.metrics = metrics
         self.settings = settings
         self.clock = clock
         self.rng = rng or random.Random()
@@ -207,7 +204,10 @@ class WebhookWorker:
             error=attempt.error,
             duration_ms=round((self.clock.monotonic() - started) * 1000, 3),
         )
-        WEBHOOK_ATTEMPTS.labels(outcome=outcome).inc()
+        if self.metrics is not None:
+            self.metrics.webhook_attempts.labels(outcome).inc()
+            if not attempt.delivered:
+                self.metrics.webhook_failures.inc()
         _log.info(
             "webhook attempt",
             outcome=outcome,

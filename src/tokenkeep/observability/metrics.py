@@ -147,6 +147,12 @@ class Metrics:
             registry=r,
             multiprocess_mode="mostrecent",
         )
+        self.webhook_attempts = Counter(
+            "tokenkeep_webhook_attempts",
+            "Webhook delivery attempts, by outcome (delivered, retrying, failed, superseded).",
+            ["outcome"],
+            registry=r,
+        )
         self.webhook_failures = Counter(
             "tokenkeep_webhook_delivery_failures",
             "Failed webhook delivery attempts.",

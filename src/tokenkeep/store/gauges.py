@@ -8,7 +8,8 @@ from datetime import datetime
 from sqlalchemy import func, select
 
 from tokenkeep.store.database import Database
-from tokenkeep.store.models import ConnectionRow, OrgStateRow, OutboxRow
+from tokenkeep.store.deliveries import PENDING
+from tokenkeep.store.models import ConnectionRow, OrgStateRow, OutboxRow, WebhookDeliveryRow
 from tokenkeep.store.schedule import due_filter
 
 __all__ = ["GaugeSample", "sample_gauges"]
@@ -34,8 +35,14 @@ async def sample_gauges(db: Database, now: datetime) -> GaugeSample:
                 select(ConnectionRow.status, func.count()).group_by(ConnectionRow.status)
             )
         }
+        # Webhook work left: deliveries still to send, and events not fanned out yet.
         pending = await session.scalar(
-            select(func.count()).select_from(OutboxRow).where(OutboxRow.delivered_at.is_(None))
+            select(func.count())
+            .select_from(WebhookDeliveryRow)
+            .where(WebhookDeliveryRow.state == PENDING)
+        )
+        unfanned = await session.scalar(
+            select(func.count()).select_from(OutboxRow).where(OutboxRow.fanned_out_at.is_(None))
         )
         due = await session.scalar(
             select(func.count()).select_from(ConnectionRow).where(due_filter(now))
@@ -52,7 +59,7 @@ async def sample_gauges(db: Database, now: datetime) -> GaugeSample:
         )
     return GaugeSample(
         connections_by_status=by_status,
-        outbox_pending=int(pending or 0),
+        outbox_pending=int(pending or 0) + int(unfanned or 0),
         scheduler_due=int(due or 0),
         orgs_write_paused=int(paused or 0),
         orgs_spiking=int(spiking or 0),
