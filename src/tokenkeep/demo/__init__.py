@@ -23,8 +23,9 @@ demo's ready key.
 
 :func:`run_demo` is what the CLI calls; :func:`demo_environment` and :func:`run_tour` are
 the pieces (tests drive them in-process). The first steps are in
-:mod:`tokenkeep.demo.steps`, the six causes in :mod:`tokenkeep.demo.causes`, what is printed
-in :mod:`tokenkeep.demo.output`, the command in :mod:`tokenkeep.demo.command`.
+:mod:`tokenkeep.demo.steps`, the six causes in :mod:`tokenkeep.demo.causes`, what a step
+returns in :mod:`tokenkeep.demo.results`, what is printed in :mod:`tokenkeep.demo.output`,
+the command in :mod:`tokenkeep.demo.command`.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from tokenkeep.demo.command import (
     run_demo,
     run_tour,
 )
-from tokenkeep.demo.steps import StepResult, TourResult
+from tokenkeep.demo.results import StepResult, TourResult
 
 __all__ = [
     "DEFAULT_PORT",

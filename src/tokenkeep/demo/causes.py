@@ -13,23 +13,12 @@ Three orgs keep the steps independent: acme shows ``expired`` then ``revoked``; 
 
 from __future__ import annotations
 
-import asyncio
 import socket
 
 import httpx
 
-from tokenkeep.demo.steps import (
-    DATA,
-    QUERY,
-    CauseShown,
-    StepFailed,
-    StepSkipped,
-    StepSpec,
-    Tour,
-    duration,
-    error_code,
-    expect,
-)
+from tokenkeep.demo.results import CauseShown, StepSkipped, StepSpec, duration, error_code, expect
+from tokenkeep.demo.steps import DATA, QUERY, Tour
 
 __all__ = ["WORKER_ADDRESS", "CauseTour"]
 
@@ -160,7 +149,7 @@ class CauseTour(Tour):
             expect(failed.status_code >= 400, "a write during maintenance", failed)
             expect(error_code(failed) == MAINTENANCE_CODE, "the failed write", failed)
             _expect_cause(failed, "maintenance")
-            await self._write_pause_settled(org.org_id, paused=True)
+            await self.write_pause_settled(org.org_id, paused=True)
             calls_before = len(self.data_calls(org.org_id))
             paused = await self.create("globex", "During maintenance, again")
             code, retry_after = error_code(paused), paused.headers.get("retry-after")
@@ -179,7 +168,7 @@ class CauseTour(Tour):
         self.advance(probe_after + 1)
         resumed = await self.create("globex", "After maintenance")
         expect(resumed.status_code == 201, "the probe write after maintenance", resumed)
-        await self._write_pause_settled(org.org_id, paused=False)
+        await self.write_pause_settled(org.org_id, paused=False)
         return CauseShown(
             "globex",
             setup=["globex went read-only (a Salesforce maintenance)"],
@@ -196,26 +185,6 @@ class CauseTour(Tour):
             did="paused writes, reads flow; resumed by itself",
             status=verdict.status,
         )
-
-    async def _write_pause_settled(self, org_id: str, *, paused: bool) -> None:
-        """Wait (a second or two, bounded) until the org's write pause is ``paused`` in the
-        gateway's database (``GET /orgs/{id}``) and in this gateway's polled view.
-
-        Works around a race in ``orgs/shared_pause.py``: the view changes at once, the
-        database a few ms later, and a background poll that reads the database in between
-        puts the old state back until the next poll (``write_pause_poll_seconds``). Seen
-        here as a 503 org_write_paused followed by a diagnosis that found no pause, and as
-        a "maintenance" verdict just after writes resumed.
-        """
-        poll = float(self.env.gateway.settings.write_pause_poll_seconds)
-        for _ in range(100):
-            answer = await self.http.get(f"/orgs/{org_id}")
-            expect(answer.status_code == 200, f"GET /orgs/{org_id}", answer)
-            if answer.json().get("write_pause", {}).get("paused") is paused:
-                await asyncio.sleep(2 * poll)  # a poll that read the database after it
-                return
-            await asyncio.sleep(0.02)
-        raise StepFailed(f"the gateway never recorded writes {'paused' if paused else 'open'}")
 
     async def ip_locked(self) -> CauseShown:
         if not _can_bind(WORKER_ADDRESS):

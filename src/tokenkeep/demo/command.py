@@ -17,14 +17,8 @@ from rich.console import Console
 from tokenkeep.clock import OffsetClock
 from tokenkeep.demo.causes import CauseTour
 from tokenkeep.demo.output import print_step, ready_lines, summary_table
-from tokenkeep.demo.steps import (
-    HTTP_TIMEOUT,
-    CauseShown,
-    StepFailed,
-    StepResult,
-    StepSkipped,
-    TourResult,
-)
+from tokenkeep.demo.results import CauseShown, StepFailed, StepResult, StepSkipped, TourResult
+from tokenkeep.demo.steps import HTTP_TIMEOUT
 from tokenkeep.errors import TokenkeepError
 from tokenkeep.harness import GatewayUnderTest, running_gateway
 from tokenkeep.observability.logging import configure_logging

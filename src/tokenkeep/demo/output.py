@@ -11,7 +11,8 @@ from rich.markup import escape
 from rich.padding import Padding
 from rich.table import Table
 
-from tokenkeep.demo.steps import API_VERSION, INTEGRATION, CauseShown, StepResult, StepSpec
+from tokenkeep.demo.results import CauseShown, StepResult, StepSpec
+from tokenkeep.demo.steps import API_VERSION, INTEGRATION
 
 if TYPE_CHECKING:
     from tokenkeep.harness import GatewayUnderTest

@@ -1,22 +1,20 @@
-"""The tour's vocabulary and first steps: register the app, connect the orgs, send calls.
+"""The tour's first steps (register the app, connect the orgs, send calls, two hours pass)
+and the helpers every step uses.
 
 :class:`Tour` talks to the gateway over HTTP only, the way an app would (one client with the
-API key), and to the emulator's admin API as the orgs' admins would. A step returns the
-lines printed under its ✓ (or, for a cause, a :class:`CauseShown`: the failing call and
-what tokenkeep concluded), raises :class:`StepSkipped` when this machine cannot run it, or
-raises :class:`StepFailed` with what it saw instead. The six cause steps are in
+API key), and to the emulator's admin API as the orgs' admins would. What a step returns
+and raises is in :mod:`tokenkeep.demo.results`; the six cause steps are in
 :mod:`tokenkeep.demo.causes`.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 
+from tokenkeep.demo.results import FailingCall, StepFailed, Verdict, duration, expect
 from tokenkeep.harness import (
     ConnectFlowError,
     GatewayUnderTest,
@@ -31,18 +29,7 @@ __all__ = [
     "HTTP_TIMEOUT",
     "INTEGRATION",
     "QUERY",
-    "CauseShown",
-    "FailingCall",
-    "StepFailed",
-    "StepResult",
-    "StepSkipped",
-    "StepSpec",
     "Tour",
-    "TourResult",
-    "Verdict",
-    "duration",
-    "error_code",
-    "expect",
 ]
 
 #: The integration key the tour registers for the emulator's connected app.
@@ -56,92 +43,6 @@ _BURST = 10  # concurrent calls per connection right after the session timeout
 HTTP_TIMEOUT = 15.0
 # Evidence printed above or common to every cause (the verdict keeps it all).
 _UNTELLING = frozenset({"answer", "token_age_seconds"})
-
-
-class StepFailed(Exception):
-    """A tour step saw something other than what it shows (the message says what)."""
-
-
-class StepSkipped(Exception):
-    """A step this machine cannot run (the message says why); the tour goes on."""
-
-
-@dataclass(frozen=True)
-class FailingCall:
-    """The call that failed, as the emulator's request log saw it."""
-
-    method: str
-    path: str
-    status: int
-    error_code: str | None
-    by: str  # who made it: "the gateway", "a worker on 127.0.0.3"
-
-    def __str__(self) -> str:
-        code = f" {self.error_code}" if self.error_code else ""
-        return f"{self.method} {self.path} → {self.status}{code}"
-
-
-@dataclass(frozen=True)
-class Verdict:
-    """What tokenkeep concluded, as its API answered (``where`` says which route)."""
-
-    cause: str | None
-    confidence: str
-    evidence: list[str]
-    fix: str
-    status: str
-    where: str
-
-
-@dataclass
-class CauseShown:
-    """One cause, set up and told apart: what a cause step returns."""
-
-    connection_id: str
-    setup: list[str]  # what happened in the org
-    failing: FailingCall
-    answer: str  # what the caller got
-    verdict: Verdict
-    after: list[str] = field(default_factory=list)  # what tokenkeep did next, checked
-    # The summary table's cells.
-    codes: str = ""  # "Salesforce's status → the app's"
-    did: str = ""
-    status: str = ""
-
-
-@dataclass
-class StepResult:
-    """One numbered step of the tour: its title, verdict and what it printed."""
-
-    number: int
-    title: str
-    ok: bool
-    lines: list[str] = field(default_factory=list)
-    cause: str | None = None  # the cause the step shows, if it is a cause step
-    shown: CauseShown | None = None
-    skipped: str | None = None  # why this machine could not run it (the step is still ok)
-
-
-@dataclass
-class TourResult:
-    """All steps; ``ok`` when every step that ran succeeded and none was skipped."""
-
-    steps: list[StepResult]
-    skipped: list[str] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return all(s.ok for s in self.steps) and not self.skipped
-
-
-@dataclass(frozen=True)
-class StepSpec:
-    """A step to run: ``required`` ends the tour when it fails (later steps need it)."""
-
-    title: str
-    run: Callable[[], Awaitable[list[str] | CauseShown]]
-    required: bool = False
-    cause: str | None = None
 
 
 class Tour:
@@ -222,6 +123,26 @@ class Tour:
         expect(answer.status_code == 200, where, answer)
         doc = answer.json()
         return _verdict(doc.get("cause"), doc, str(doc.get("status")), where)
+
+    async def write_pause_settled(self, org_id: str, *, paused: bool) -> None:
+        """Wait (a second or two, bounded) until the org's write pause is ``paused`` in the
+        gateway's database (``GET /orgs/{id}``) and in this gateway's polled view.
+
+        Works around a race in ``orgs/shared_pause.py``: the view changes at once, the
+        database a few ms later, and a background poll that reads the database in between
+        puts the old state back until the next poll (``write_pause_poll_seconds``). Seen
+        here as a 503 org_write_paused followed by a diagnosis that found no pause, and as
+        a "maintenance" verdict just after writes resumed.
+        """
+        poll = float(self.env.gateway.settings.write_pause_poll_seconds)
+        for _ in range(100):
+            answer = await self.http.get(f"/orgs/{org_id}")
+            expect(answer.status_code == 200, f"GET /orgs/{org_id}", answer)
+            if answer.json().get("write_pause", {}).get("paused") is paused:
+                await asyncio.sleep(2 * poll)  # a poll that read the database after it
+                return
+            await asyncio.sleep(0.02)
+        raise StepFailed(f"the gateway never recorded writes {'paused' if paused else 'open'}")
 
     # -- steps --------------------------------------------------------------------------
     async def register(self) -> list[str]:
@@ -345,34 +266,3 @@ def _verdict(cause: Any, doc: dict[str, Any], status: str, where: str) -> Verdic
         status=status,
         where=where,
     )
-
-
-def expect(condition: bool, what: str, response: httpx.Response | None = None) -> None:
-    """Fail the step with ``what`` (plus the response's status and error code) unless true."""
-    if condition:
-        return
-    if response is not None:
-        code = error_code(response)
-        what += f": HTTP {response.status_code}" + (f" {code}" if code else "")
-    raise StepFailed(what)
-
-
-def error_code(response: httpx.Response) -> str | None:
-    """Our ``{"error": {"code"}}`` or Salesforce's ``[{"errorCode"}]``, if the body has one."""
-    try:
-        doc = response.json()
-    except ValueError:
-        return None
-    if isinstance(doc, dict) and isinstance(doc.get("error"), dict):
-        return str(doc["error"].get("code"))
-    if isinstance(doc, list) and doc and isinstance(doc[0], dict):
-        return str(doc[0].get("errorCode"))
-    return None
-
-
-def duration(seconds: float) -> str:
-    minutes = round(seconds / 60)
-    if minutes < 1:
-        return f"{seconds:g} s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min"
