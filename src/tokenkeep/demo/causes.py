@@ -100,7 +100,7 @@ class CauseTour(Tour):
             verdict=verdict,
             after=[f"tokenkeep learned acme's session timeout: {duration(seconds)}"],
             codes="401 → 200",
-            did=f"refreshed + replayed once; learned a {duration(seconds)} timeout",
+            did=f"refresh + replay; learned a {duration(seconds)} timeout",
             status=verdict.status,
         )
 

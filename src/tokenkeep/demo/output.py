@@ -67,16 +67,16 @@ def _cause_grid(shown: CauseShown) -> Table:
 def summary_table(specs: list[StepSpec], steps: list[StepResult]) -> Table:
     """One row per cause step: its verdict, codes, what tokenkeep did, the status."""
     table = Table(
-        "step",
-        "connection",
-        "cause",
-        "status (Salesforce → caller)",
-        "what tokenkeep did",
-        "connection status",
         title="The six causes, told apart",
+        caption="status: what Salesforce answered → what the caller got",
         box=box.SIMPLE,
         pad_edge=False,
     )
+    for name in ("step", "connection", "cause"):
+        table.add_column(name, no_wrap=True)
+    table.add_column("status", min_width=len("401 → 200"))
+    table.add_column("what tokenkeep did", min_width=20)
+    table.add_column("connection status", min_width=len("action_required"))
     ran = {s.number: s for s in steps}
     for number, spec in enumerate(specs, start=1):
         if spec.cause is None:
