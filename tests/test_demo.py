@@ -12,6 +12,7 @@ import os
 import re
 import selectors
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -27,15 +28,54 @@ API_KEY = re.compile(r"tk_[A-Za-z0-9_-]{43}")
 # The shapes of the emulator's credentials: access tokens "<org id>!AQ...", refresh tokens
 # "5Aep861...", authorization codes "aPrx...".
 TOKEN_SHAPES = ("!AQ", "5Aep861", "aPrx")
+WORKER_ADDRESS = "127.0.0.3"  # the ip_locked step's direct-mode worker
+
+
+def _bindable(address: str) -> bool:
+    try:
+        with socket.socket() as sock:
+            sock.bind((address, 0))
+    except OSError:
+        return False
+    return True
+
+
+IP_LOCK_RUNS = _bindable(WORKER_ADDRESS)
 STEPS = (
     "✓ 1. Register the connected app",
-    "✓ 2. Connect two orgs through the hosted connect flow",
+    "✓ 2. Connect three orgs through the hosted connect flow",
     "✓ 3. Send proxied calls",
-    "✓ 4. Two hours pass: sessions expire (cause: expired)",
+    "✓ 4. Two hours pass: every session is renewed before use",
     "✓ 5. A session dies earlier than expected (cause: expired)",
-    "✓ 6. A user changes their password (cause: revoked)",
+    "✓ 6. An org moves to another instance (cause: wrong_instance)",
     "✓ 7. An org goes into maintenance (cause: maintenance)",
-    "✓ 8. An org turns on API Client Control (cause: api_client_control)",
+    ("✓" if IP_LOCK_RUNS else "○")
+    + " 8. An org locks sessions to their IP address (cause: ip_locked)",
+    "✓ 9. An org turns on API Client Control (cause: api_client_control)",
+    "✓ 10. A user changes their password (cause: revoked)",
+)
+# Each cause step: (number, connection, cause, confidence, status when concluded,
+# Salesforce's → the caller's status, the connection's status in the summary).
+CAUSES = (
+    (5, "acme", "expired", r"\w+", "active", "401 → 200", "active"),
+    (6, "initech", "wrong_instance", "high", "active", "401 → 200", "active"),
+    (7, "globex", "maintenance", r"\w+", "active", "503 → 503 + Retry-After", "active"),
+    (8, "initech", "ip_locked", "high", "action_required", "401 (direct) → 424", "action_required"),
+    (
+        9,
+        "globex",
+        "api_client_control",
+        "high",
+        "action_required",
+        "401 → 424",
+        "action_required → active",
+    ),
+    (10, "acme", "revoked", "high", "needs_reauth", "401 → 409", "needs_reauth"),
+)
+QUERY_401 = "GET /services/data/v60.0/query → 401 INVALID_SESSION_ID"
+MAINTENANCE_503 = (
+    "POST /services/data/v60.0/sobjects/Account → 503 "
+    "INSERT_UPDATE_DELETE_NOT_ALLOWED_DURING_MAINTENANCE"
 )
 
 
@@ -59,13 +99,30 @@ def _assert_tour_output(out: str) -> None:
     for step in STEPS:
         assert step in out, f"missing {step!r} in:\n{out}"
     assert "✗" not in out, out
-    assert "10 concurrent calls through acme → 10 x 200; exactly 1 refresh grant" in out
-    assert "replayed once → the app got 200 (1 refresh grant, 2 upstream calls)" in out
-    assert "Tokenkeep-Cause: revoked after exactly 1 refresh attempt" in out
-    assert "acme is now needs_reauth (revoked" in out
-    assert "the next call got 409 needs_reauth without reaching Salesforce" in out
-    assert "503 org_write_paused" in out
+    assert "30 concurrent calls (10 per connection) → 30 x 200; exactly one refresh grant" in out
+    # Each cause: the failing call, then tokenkeep's verdict with the connection's status,
+    # then its row in the summary table.
+    assert out.count(QUERY_401) >= 4, out
+    assert MAINTENANCE_503 in out
+    assert "1 refresh grant, 2 upstream calls: the 401 and the replay" in out
+    assert "tokenkeep learned acme's session timeout: 15 min" in out
+    assert "503 org_write_paused (Retry-After: " in out
     assert "writes resumed" in out
+    assert "after exactly 1 refresh attempt (invalid_grant), no refresh loop" in out
+    assert "the next call got 409 needs_reauth without reaching Salesforce" in out
+    assert "POST /connections/globex/diagnose → active" in out
+    summary = out.rsplit("The six causes, told apart", maxsplit=1)[-1]
+    for number, conn, cause, confidence, status, codes, final in CAUSES:
+        if cause == "ip_locked" and not IP_LOCK_RUNS:
+            assert f"cannot bind {WORKER_ADDRESS}" in out
+            continue
+        said = rf"tokenkeep says +{cause} · {confidence} confidence · connection {status} "
+        assert re.search(said, out), f"no verdict {said!r} in:\n{out}"
+        row = rf"✓ {number}\. +{conn} +{cause} +{re.escape(codes)} +.+ {re.escape(final)} *$"
+        assert re.search(row, summary, re.MULTILINE), f"no row {row!r} in:\n{summary}"
+    if IP_LOCK_RUNS:
+        assert f"(a worker on {WORKER_ADDRESS})" in out
+        assert f"obtained from 127.0.0.1 and refused from {WORKER_ADDRESS}" in out
     for shape in TOKEN_SHAPES:
         assert shape not in out, f"a credential of shape {shape!r} was printed"
 
@@ -135,7 +192,8 @@ def test_demo_stays_up_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
             timeout=10,
         )
         assert answer.status_code == 200
-        assert {c["id"] for c in answer.json()["data"]} == {"acme", "globex"}
+        assert {c["id"] for c in answer.json()["data"]} == {"acme", "globex", "initech"}
+        assert f"{gateway.group(1)}/dashboard" in out
         proc.send_signal(signal.SIGINT)
         rest_bytes, err_bytes = proc.communicate(timeout=30)
         rest, err = rest_bytes.decode(), err_bytes.decode()
@@ -175,7 +233,23 @@ async def test_tour_in_process_passes_and_prints_no_secret(tmp_path: Path) -> No
     _assert_tour_output(out)
     for secret in secrets:
         assert secret not in out
-    # 1 after the expiry, 1 after the early death, 1 (refused) after the password change,
-    # 1 for globex's expired token before maintenance: never a loop.
-    assert refresh_grants == 4
-    assert "needs_reauth" in out.split("Connections")[-1]
+    # 1 per connection after two hours, 1 after the early death, 1 for the instance move,
+    # 1 (refused) after the password change: never a loop, none for the other causes.
+    assert refresh_grants == 6
+
+
+async def test_a_failed_required_step_ends_the_tour_without_a_traceback(tmp_path: Path) -> None:
+    buffer = io.StringIO()
+    console = Console(file=buffer, width=200, highlight=False, soft_wrap=True)
+    async with demo_environment(tmp_path / "data", port=free_port()) as env:
+        # globex's user cannot log in: the connect step fails, the causes are not run.
+        env.emulator.admin.deactivate(env.emulator.orgs[1].users[0].username)
+        result = await run_tour(env, console)
+    out = buffer.getvalue()
+    assert not result.ok
+    assert "✓ 1. Register the connected app" in out
+    assert "✗ 2. Connect three orgs through the hosted connect flow" in out
+    assert "skipped: Send proxied calls" in out
+    assert len(result.skipped) == len(STEPS) - 2
+    assert "Traceback" not in out
+    assert out.count("not run") == 6

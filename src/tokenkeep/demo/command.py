@@ -7,7 +7,7 @@ import contextlib
 import shutil
 import signal
 import tempfile
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +15,10 @@ import httpx
 from rich.console import Console
 
 from tokenkeep.clock import OffsetClock
-from tokenkeep.demo.output import connections_table, print_step, ready_lines
-from tokenkeep.demo.steps import HTTP_TIMEOUT, StepFailed, StepResult, Tour, TourResult
+from tokenkeep.demo.causes import CauseTour
+from tokenkeep.demo.output import print_step, ready_lines, summary_table
+from tokenkeep.demo.results import CauseShown, StepFailed, StepResult, StepSkipped, TourResult
+from tokenkeep.demo.steps import HTTP_TIMEOUT
 from tokenkeep.errors import TokenkeepError
 from tokenkeep.harness import GatewayUnderTest, running_gateway
 from tokenkeep.observability.logging import configure_logging
@@ -45,7 +47,7 @@ def _pick_port(port: int | None) -> tuple[int, str | None]:
 
 @contextlib.asynccontextmanager
 async def demo_environment(
-    data_dir: Path, *, port: int, orgs: int = 2
+    data_dir: Path, *, port: int, orgs: int = 3
 ) -> AsyncIterator[GatewayUnderTest]:
     """Start the emulator and a gateway (SQLite in ``data_dir``) sharing one clock.
 
@@ -66,52 +68,41 @@ async def demo_environment(
         yield env
 
 
-_Step = tuple[str, Callable[[], Awaitable[list[str]]], bool]
-
-
 async def run_tour(env: GatewayUnderTest, console: Console) -> TourResult:
     """Run every step against ``env``, printing each as it ends; never raises for a failed step.
 
     A failed step that later steps depend on (registration, connecting) ends the tour; the
-    rest are listed as skipped.
+    rest are listed as skipped. The summary table of the six causes comes last.
     """
     result = TourResult(steps=[])
     headers = {"Authorization": f"Bearer {env.api_key.reveal()}"}
     async with httpx.AsyncClient(
         base_url=env.base_url, headers=headers, timeout=HTTP_TIMEOUT
     ) as http:
-        tour = Tour(env, http)
-        steps: list[_Step] = [
-            ("Register the connected app", tour.register, True),
-            ("Connect two orgs through the hosted connect flow", tour.connect_all, True),
-            ("Send proxied calls", tour.traffic, False),
-            ("Two hours pass: sessions expire (cause: expired)", tour.expiry, False),
-            ("A session dies earlier than expected (cause: expired)", tour.early_death, False),
-            ("A user changes their password (cause: revoked)", tour.revoked, False),
-            ("An org goes into maintenance (cause: maintenance)", tour.maintenance, False),
-            (
-                "An org turns on API Client Control (cause: api_client_control)",
-                tour.api_client_control,
-                False,
-            ),
-        ]
-        for index, (title, run, required) in enumerate(steps, start=1):
-            step = StepResult(index, title, ok=False)
+        specs = CauseTour(env, http).steps()
+        for index, spec in enumerate(specs, start=1):
+            step = StepResult(index, spec.title, ok=False, cause=spec.cause)
             try:
-                step.lines = await run()
+                shown = await spec.run()
+                if isinstance(shown, CauseShown):
+                    step.shown = shown
+                else:
+                    step.lines = shown
                 step.ok = True
+            except StepSkipped as exc:
+                step.ok, step.skipped = True, str(exc)
             except StepFailed as exc:
                 step.lines = [str(exc)]
             except Exception as exc:  # a demo shows ✗ and goes on, never a traceback
                 step.lines = [f"{type(exc).__name__}: {exc}"]
             result.steps.append(step)
             print_step(console, step)
-            if required and not step.ok:
-                result.skipped = [t for t, _, _ in steps[index:]]
+            if spec.required and not step.ok:
+                result.skipped = [s.title for s in specs[index:]]
                 console.print(f"   skipped: {', '.join(result.skipped)}")
                 break
-        with contextlib.suppress(Exception):  # the table is a bonus; the steps said it all
-            console.print(await connections_table(tour))
+        console.print()
+        console.print(summary_table(specs, result.steps))
     return result
 
 
@@ -162,6 +153,9 @@ async def _demo(console: Console, *, port: int, wait: bool, data_dir: Path) -> i
                 if result.ok
                 else "[bold red]some steps failed[/] (see ✗ above)"
             )
+            not_here = [s.number for s in result.steps if s.skipped]
+            if not_here:
+                verdict += f" (skipped on this machine: step {', '.join(map(str, not_here))})"
             console.print(f"\n{verdict}\n")
             console.rule("the demo is ready")
             for line in ready_lines(env):
