@@ -237,3 +237,12 @@ def test_nginx_accepts_the_rendered_configs(tmp_path: Path) -> None:
             check=False,
         )
         assert out.returncode == 0, out.stderr
+
+
+def test_oplog_bench_runs_and_renders_its_table(capsys: pytest.CaptureFixture[str]) -> None:
+    oplog = _load("bench_oplog", "oplog.py")
+    assert oplog.main(["--calls", "200", "--doc", "-"]) == 0
+    out = capsys.readouterr().out
+    assert "added on the request path" in out
+    assert "batched flush, SQLite" in out
+    assert out.count("<!-- oplog:") == 2

@@ -114,3 +114,21 @@ async def test_retention_prunes_old_entries_in_batches(
     assert len(left) == 30
     assert all(e.at >= now - timedelta(days=30) for e in left)
     assert await retention.prune() == 0
+
+
+async def test_a_nul_in_a_logged_value_never_breaks_a_batch(store: Store) -> None:
+    """PostgreSQL text refuses NUL: one such entry must not fail (and so stall) its batch."""
+    rows = _entries(3)
+    rows[1] = {**rows[1], "connection_id": "c\x001", "detail": {"path": "/a\x00b", "i": 1}}
+    await store.operations.insert_many(rows)
+    stored = await store.operations.tail(LogQuery(), after_id=0)
+    assert [e.detail["i"] for e in stored] == [0, 1, 2]
+    assert stored[1].connection_id == "c\ufffd1"
+    assert stored[1].detail["path"] == "/a\x00b"  # JSON escapes it: kept as it was
+
+
+async def test_naive_datetimes_are_refused(store: Store) -> None:
+    import pytest
+
+    with pytest.raises(ValueError, match="naive"):
+        await store.operations.insert_many([{**_entries(1)[0], "at": T0.replace(tzinfo=None)}])

@@ -12,15 +12,16 @@ the store; the webhook envelope (``tokenkeep.events.envelope``) adds them.
 from __future__ import annotations
 
 import contextlib
+import json
 import re
 import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Connection as SyncConnection
-from sqlalchemy import Select, and_, delete, event, insert, or_, select
+from sqlalchemy import Select, and_, delete, event, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapper, object_session
 
@@ -140,14 +141,27 @@ class OperationLog:
     async def insert_many(self, entries: Sequence[Mapping[str, Any]]) -> None:
         """Append many entries in one transaction (the operation queue's flush).
 
-        Each entry maps the columns (``at`` a datetime, ``kind``, ``outcome`` and the
-        optional ones); missing optional columns are stored as NULL.
+        Each entry maps the columns (``at`` an aware datetime, ``kind``, ``outcome`` and the
+        optional ones); missing optional columns are stored as NULL. This is the write path
+        of every proxied call, so it talks to the driver directly: ``COPY`` on PostgreSQL,
+        one ``executemany`` on SQLite (values prepared here exactly as the column types
+        store them) — about half the CPU of an ORM or Core insert (docs/PERFORMANCE.md).
         """
         if not entries:
             return
-        rows = [{**_EMPTY_ENTRY, **entry} for entry in entries]
+        sqlite = self._db.dialect == "sqlite"
+        rows = [_driver_row(entry, sqlite=sqlite) for entry in entries]
         async with self._db.write() as session:
-            await session.execute(insert(OperationRow), rows)
+            conn = await session.connection()
+            if sqlite:
+                await conn.exec_driver_sql(_SQLITE_INSERT, rows)
+                return
+            raw = (await conn.get_raw_connection()).driver_connection
+            if raw is None:  # pragma: no cover - a pooled connection always has one
+                raise RuntimeError("no driver connection")
+            async with raw.cursor() as cursor, cursor.copy(_PG_COPY) as copy:
+                for row in rows:
+                    await copy.write_row(row)
 
     async def page(self, query: LogQuery) -> LogPage:
         """One page of the entries matching ``query``, newest first, and the cursor of the
@@ -288,14 +302,44 @@ def _cause_of(reason: str | None) -> str | None:
     return cause.value if cause is not None else None
 
 
-_EMPTY_ENTRY: dict[str, Any] = {
-    "connection_id": None,
-    "org_id": None,
-    "cause": None,
-    "status_code": None,
-    "duration_ms": None,
-    "detail": {},
-}
+_SQLITE_INSERT = (
+    "INSERT INTO operations (at, kind, connection_id, org_id, outcome, cause, status_code,"
+    " duration_ms, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_PG_COPY = (
+    "COPY operations (at, kind, connection_id, org_id, outcome, cause, status_code,"
+    " duration_ms, detail) FROM STDIN"
+)
+
+
+def _text(value: object) -> str | None:
+    # PostgreSQL text refuses NUL; a logged value never breaks (and so never stalls) a batch.
+    if value is None:
+        return None
+    text = str(value)
+    return text.replace("\x00", "\ufffd") if "\x00" in text else text
+
+
+def _driver_row(entry: Mapping[str, Any], *, sqlite: bool) -> tuple[Any, ...]:
+    """One entry as the driver takes it: UTC ``at`` (naive fixed-width text on SQLite, as
+    :class:`~tokenkeep.store.models.UTCDateTime` stores it), ``detail`` as JSON text."""
+    at: datetime = entry["at"]
+    if at.tzinfo is None:
+        raise ValueError("naive datetime given to the operation log; use an aware UTC one")
+    at = at.astimezone(UTC)
+    status = entry.get("status_code")
+    duration = entry.get("duration_ms")
+    return (
+        at.replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds") if sqlite else at,
+        _text(entry["kind"]),
+        _text(entry.get("connection_id")),
+        _text(entry.get("org_id")),
+        _text(entry["outcome"]),
+        _text(entry.get("cause")),
+        int(status) if status is not None else None,
+        float(duration) if duration is not None else None,
+        json.dumps(entry.get("detail") or {}, separators=(",", ":"), default=str),
+    )
 
 
 def _operation(r: OperationRow) -> Operation:
