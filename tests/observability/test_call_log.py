@@ -129,6 +129,7 @@ async def test_a_revocation_is_a_status_row_and_our_own_answer_is_logged(
     assert ours["detail"]["answered_by"] == "tokenkeep"
     assert ours["detail"]["error_code"] == again.json()["error"]["code"]
     assert ours["cause"] == "revoked"
+    assert ours["org_id"] == org.org_id  # refused without a token: still found by org
 
 
 async def test_an_import_is_logged_with_fingerprints_only(gw: GatewayUnderTest) -> None:

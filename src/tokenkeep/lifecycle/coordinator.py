@@ -338,7 +338,9 @@ class RefreshCoordinator:
             return self._remember(conn)
         if isinstance(decision, Refuse):
             self.cache.forget(conn.id)
-            raise refusal_error(conn.id, decision.status, decision.reason)
+            raise refusal_error(
+                conn.id, decision.status, decision.reason, org_id=conn.org_id or None
+            )
         if isinstance(decision, Wait):
             retry_at = utc_from_timestamp(decision.retry_at).isoformat()
             raise TransientUpstreamError(
@@ -355,7 +357,9 @@ class RefreshCoordinator:
     def _refuse_if_broken(self, conn: Connection) -> None:
         if conn.status in (Status.NEEDS_REAUTH, Status.ACTION_REQUIRED):
             self.cache.forget(conn.id)
-            raise refusal_error(conn.id, Status(conn.status), conn.status_reason)
+            raise refusal_error(
+                conn.id, Status(conn.status), conn.status_reason, org_id=conn.org_id or None
+            )
 
     async def _wait_for_holder(self, connection_id: str, seen_version: int) -> None:
         """Poll the row while another worker refreshes it (bounded)."""

@@ -66,6 +66,9 @@ async def send_error(send: Send, call: Call, exc: TokenkeepError, now: float) ->
         call.cause = cause
     call.status = exc.status_code
     call.error_code = exc.code
+    if call.org_id is None:  # refused before a token was served: the refusal names it
+        org_id = exc.details.get("org_id")
+        call.org_id = org_id if isinstance(org_id, str) else None
     call.answered_by = "tokenkeep"
     call.started = True
     await send({"type": "http.response.start", "status": exc.status_code, "headers": headers})
