@@ -13,7 +13,7 @@ so aiosqlite's worker thread counts too):
   (c) flush per row       the queue's batched write of those entries, on SQLite (a fresh data
                           dir) and, with ``--pg``, on PostgreSQL (a throw-away database)
 
-(b) − (a) is the per-call cost on the request path; (c) is CPU the same process spends in the
+(b) minus (a) is the per-call cost on the request path; (c) is CPU the same process spends in the
 background per call (it competes with the proxy for the core under load). The figures go to
 the "Operation log" section of docs/PERFORMANCE.md (``--doc -`` to skip).
 """
