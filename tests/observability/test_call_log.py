@@ -7,6 +7,7 @@ import, no status change — so an ``INVALID_SESSION_ID`` spike was not one quer
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -32,10 +33,17 @@ async def _http(gw: GatewayUnderTest, method: str, path: str, **kw: Any) -> http
         return await http.request(method, path, **kw)
 
 
-async def _logs(gw: GatewayUnderTest, **params: Any) -> list[dict[str, Any]]:
-    answer = await _http(gw, "GET", "/logs", params=params)
-    assert answer.status_code == 200, answer.text
-    return list(answer.json()["data"])
+async def _logs(gw: GatewayUnderTest, *, expect: int = 0, **params: Any) -> list[dict[str, Any]]:
+    """The matching entries; with ``expect``, wait (bounded) until that many are there: a
+    call's entry is queued right after its response is sent, so the client can be first."""
+    for _ in range(100):
+        answer = await _http(gw, "GET", "/logs", params=params)
+        assert answer.status_code == 200, answer.text
+        rows = list(answer.json()["data"])
+        if len(rows) >= expect:
+            return rows
+        await asyncio.sleep(0.02)
+    return rows
 
 
 async def test_a_proxied_call_is_one_row_with_what_a_user_asks(gw: GatewayUnderTest) -> None:
@@ -45,7 +53,7 @@ async def test_a_proxied_call_is_one_row_with_what_a_user_asks(gw: GatewayUnderT
     bad = await _http(gw, "GET", "/c/c1/services/data/v60.0/query?q=SELEC+nonsense")
     assert bad.status_code == 400
 
-    calls = await _logs(gw, kind="call", connection_id="c1")
+    calls = await _logs(gw, kind="call", connection_id="c1", expect=2)
     assert len(calls) == 2
     malformed, ok = calls  # newest first
     assert ok["status_code"] == 200
@@ -81,6 +89,7 @@ async def test_an_expired_session_logs_the_call_the_refresh_and_no_token(
     assert answer.status_code == 200
     assert answer.headers["Tokenkeep-Cause"] == "expired"
 
+    rows = await _logs(gw, org_id=conn.org_id, kind="call", expect=1)
     rows = await _logs(gw, org_id=conn.org_id)
     call = next(r for r in rows if r["kind"] == "call")
     assert call["cause"] == "expired"
@@ -124,7 +133,7 @@ async def test_a_revocation_is_a_status_row_and_our_own_answer_is_logged(
     assert statuses[0]["cause"] == "revoked"
     assert statuses[0]["detail"]["from"] == "active"
     assert statuses[0]["detail"]["to"] == "needs_reauth"
-    ours = (await _logs(gw, kind="call", connection_id="c1"))[0]
+    ours = (await _logs(gw, kind="call", connection_id="c1", expect=2))[0]
     assert ours["status_code"] == 409
     assert ours["detail"]["answered_by"] == "tokenkeep"
     assert ours["detail"]["error_code"] == again.json()["error"]["code"]
@@ -158,6 +167,6 @@ async def test_the_query_string_is_kept_only_when_asked(tmp_path: Path, log_quer
     async with running_gateway(tmp_path / "tk", orgs=1, log_query=log_query) as gw:
         await gw.connect("c1")
         assert (await _http(gw, "GET", f"/c/c1{QUERY}")).status_code == 200
-        (call,) = await _logs(gw, kind="call")
+        (call,) = await _logs(gw, kind="call", expect=1)
     expected = QUERY if log_query else QUERY.split("?", 1)[0]
     assert call["detail"]["path"] == expected

@@ -38,11 +38,22 @@ def value(text: str, name: str, **labels: str) -> float:
     return samples(text).get((name, tuple(sorted(labels.items()))), 0.0)
 
 
-async def _scrape(gw: GatewayUnderTest) -> str:
-    async with httpx.AsyncClient(base_url=gw.base_url, timeout=30) as http:
-        answer = await http.get("/metrics")  # no API key: scrapers rarely carry one
-    assert answer.status_code == 200
-    assert answer.headers["content-type"].startswith("text/plain")
+async def _scrape(gw: GatewayUnderTest, *, calls: int = 0) -> str:
+    """The exposition text; with ``calls``, once that many proxied calls are counted (a
+    call is counted right after its response is sent, so the client can be first)."""
+    for _ in range(100):
+        async with httpx.AsyncClient(base_url=gw.base_url, timeout=30) as http:
+            answer = await http.get("/metrics")  # no API key: scrapers rarely carry one
+        assert answer.status_code == 200
+        assert answer.headers["content-type"].startswith("text/plain")
+        counted = sum(
+            v
+            for (name, _), v in samples(answer.text).items()
+            if name == "tokenkeep_proxy_requests_total"
+        )
+        if counted >= calls:
+            break
+        await asyncio.sleep(0.02)
     return answer.text
 
 
@@ -63,7 +74,7 @@ async def test_calls_refreshes_and_connections_are_counted(gw: GatewayUnderTest)
     assert (await _get(gw, f"/c/c1{QUERY}")).headers["Tokenkeep-Cause"] == "expired"
     assert (await _get(gw, "/c/nope/services/data/v60.0/limits")).status_code == 404
 
-    text = await _scrape(gw)
+    text = await _scrape(gw, calls=5)
     assert value(text, "tokenkeep_proxy_requests_total", status_class="2xx", cause="none") == 3
     assert value(text, "tokenkeep_proxy_requests_total", status_class="2xx", cause="expired") == 1
     assert value(text, "tokenkeep_proxy_requests_total", status_class="4xx", cause="none") == 1
@@ -88,7 +99,7 @@ async def test_a_revocation_moves_the_connection_gauge(gw: GatewayUnderTest) -> 
     await gw.connect("c1")
     gw.emulator.admin.set_password(user.username, "N3w-passw0rd!")
     await _get(gw, f"/c/c1{QUERY}")
-    text = await _scrape(gw)
+    text = await _scrape(gw, calls=1)
     assert value(text, "tokenkeep_connections", status="needs_reauth") == 1
     assert value(text, "tokenkeep_connections", status="active") == 0
     assert value(text, "tokenkeep_refreshes_total", result="revoked") == 1
@@ -98,7 +109,7 @@ async def test_org_ids_are_labels_only_when_asked(tmp_path: Path) -> None:
     async with running_gateway(tmp_path / "tk", orgs=1, metrics_org_label=True) as gw:
         conn = await gw.connect("c1")
         assert (await _get(gw, f"/c/c1{QUERY}")).status_code == 200
-        text = await _scrape(gw)
+        text = await _scrape(gw, calls=1)
     assert (
         value(
             text,

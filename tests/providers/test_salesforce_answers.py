@@ -51,7 +51,8 @@ CASES = [
     ("401-empty-body", 401, b"", K.OK, None, False, False, None),
     ("401-not-json", 401, b"not json", K.OK, None, False, False, None),
     ("401-truncated-json", 401, b'{"truncated": ', K.OK, None, False, False, None),
-    ("invalid-session-not-on-401", 400, EXPIRED, K.OK, None, False, False, None),
+    # Not a session answer (kind OK), but its errorCode is kept for the operation log.
+    ("invalid-session-not-on-401", 400, EXPIRED, K.OK, "INVALID_SESSION_ID", False, False, None),
     ("bad-oauth-token-plain-text", 403, b"Bad_OAuth_Token", K.SESSION_INVALID,
      "Bad_OAuth_Token", True, False, None),
     ("bad-oauth-token-trailing-newline", 403, b"Bad_OAuth_Token\n", K.SESSION_INVALID,

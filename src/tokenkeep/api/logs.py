@@ -3,9 +3,10 @@
 Entries come from the store's operation log (:class:`tokenkeep.store.operations.OperationLog`):
 every refresh, proxied call, import, connect, diagnosis, status change, maintenance episode
 and webhook delivery. Their ``detail`` never holds a token or secret (the writers'
-contract). Proxied calls reach the store through this process's in-memory queue; a read
-flushes it first, so a call this gateway answered is in the next ``GET /logs`` (calls
-answered by other gateways appear within their flush interval, ``TOKENKEEP_LOG_FLUSH_SECONDS``).
+contract). Proxied calls reach the store through this process's in-memory queue (an entry
+is queued right after the call's response is sent); a read flushes the queue first, so this
+gateway's calls show within moments, other gateways' within their flush interval
+(``TOKENKEEP_LOG_FLUSH_SECONDS``).
 
 Paging: ``next_cursor`` positions the next page (``null`` on the last); pass it back as
 ``cursor`` with the same filters. It is a keyset position ``(at, id)``, so entries written
