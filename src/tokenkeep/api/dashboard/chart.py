@@ -27,8 +27,8 @@ CAUSE_COLOURS: dict[str, str] = {
     Cause.UNKNOWN: "#6b7280",
 }
 _CALLS_COLOUR = "#0f766e"
-_WIDTH, _LEFT, _RIGHT = 640, 44, 8
-_PANEL, _GAP, _TOP, _AXIS = 90, 34, 18, 22
+_WIDTH, _LEFT, _RIGHT = 900, 60, 10
+_PANEL, _GAP, _TOP, _AXIS = 110, 48, 36, 38
 
 
 def _nice_max(value: int) -> int:
@@ -64,7 +64,7 @@ def _panel(
     slot = plot_w / max(1, len(hours))
     bar_w = max(2.0, slot * 0.72)
     base = top + _PANEL
-    out.append(f'<text x="{_LEFT}" y="{top - 6:.0f}" class="chart-title">{escape(title)}</text>')
+    out.append(f'<text x="{_LEFT}" y="{top - 10:.0f}" class="chart-title">{escape(title)}</text>')
     out.append(
         f'<line x1="{_LEFT}" y1="{base}" x2="{_WIDTH - _RIGHT}" y2="{base}" class="chart-axis"/>'
     )
@@ -112,9 +112,11 @@ def activity_chart(hours: Sequence[HourActivity]) -> Markup:
     slot = (_WIDTH - _LEFT - _RIGHT) / max(1, len(hours))
     for i, h in enumerate(hours):
         if i % 6 == 0 or i == len(hours) - 1:
-            x = _LEFT + i * slot + slot / 2
+            last = i == len(hours) - 1
+            x = _WIDTH - _RIGHT if last else _LEFT + i * slot + slot / 2
+            anchor = "end" if last else "middle"
             out.append(
-                f'<text x="{x:.1f}" y="{height - 6}" text-anchor="middle" '
+                f'<text x="{x:.1f}" y="{height - 8}" text-anchor="{anchor}" '
                 f'class="chart-label">{h.hour:%H:00}</text>'
             )
     out.append("</svg>")
