@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
+import httpx
 import pytest
 from tests.dashboard.browser import (
     CHROMIUM,
@@ -126,12 +127,18 @@ async def test_an_admin_fixes_a_connection_from_the_dashboard(
     await expect(page.locator("h1")).to_have_text("Request refused")
     await _shoot(page, "csrf-refused")
     assert gw.grants() == grants
+
+    # The log page updates itself (htmx polling): a new call appears without a reload.
+    await page.goto(f"{gw.base_url}/dashboard/logs?kind=call")
+    await expect(page.locator("#log-rows")).not_to_contain_text("globex")
+    headers = {"Authorization": f"Bearer {gw.api_key.reveal()}"}
+    async with httpx.AsyncClient(base_url=gw.base_url, headers=headers, timeout=30) as api:
+        assert (await api.get(f"/c/globex{QUERY}")).status_code == 200
+    await expect(page.locator("#log-rows")).to_contain_text("globex", timeout=15_000)
     await context.close()
 
 
 async def test_screenshots_of_every_page(gw: GatewayUnderTest, chromium: Any) -> None:
-    import httpx
-
     await gw.connect("acme")
     await gw.connect("globex", org=1)
     await gw.connect("initech", org=1, user=1)
