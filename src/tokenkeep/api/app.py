@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 from tokenkeep.__about__ import __version__
 from tokenkeep.api.connect import router as connect_router
 from tokenkeep.api.connections import router as connections_router
+from tokenkeep.api.dashboard import install_dashboard
 from tokenkeep.api.deps import require_api_key
 from tokenkeep.api.diagnosis import router as diagnosis_router
 from tokenkeep.api.errors import install_error_handlers
@@ -58,6 +59,7 @@ def create_app(gateway: Gateway) -> FastAPI:
     app.include_router(orgs_router, dependencies=authenticated)
     app.include_router(webhooks_router, dependencies=authenticated)
     app.include_router(connect_router)  # pages are public; /connect/sessions checks the key
+    install_dashboard(app)  # its own login: a session cookie, not the API key header
 
     @app.get("/openapi.json", include_in_schema=False, dependencies=authenticated)
     async def openapi(request: Request) -> JSONResponse:

@@ -29,7 +29,7 @@ from tokenkeep.lifecycle.connect import ConnectFlow, ConnectFlowError, ConnectRe
 from tokenkeep.observability.logging import get_logger
 from tokenkeep.runtime import Gateway
 
-__all__ = ["router"]
+__all__ = ["connect_flow", "router"]
 
 router = APIRouter(tags=["connect"])
 _log = get_logger("tokenkeep.connect")
@@ -60,7 +60,8 @@ class ConnectSessionOut(BaseModel):
     expires_at: datetime
 
 
-def _flow(gateway: Gateway) -> ConnectFlow:
+def connect_flow(gateway: Gateway) -> ConnectFlow:
+    """The connect flow of ``gateway`` (also the dashboard's "reconnect link")."""
     return ConnectFlow(
         gateway.store,
         gateway.oauth,
@@ -95,7 +96,7 @@ def _failure_page(exc: ConnectFlowError) -> HTMLResponse:
 )
 async def create_connect_session(body: ConnectSessionIn, gateway: GatewayDep) -> ConnectSessionOut:
     """A single-use, short-lived connect link for an oauth2 integration."""
-    url, expires_at = await _flow(gateway).create_session(
+    url, expires_at = await connect_flow(gateway).create_session(
         body.integration,
         connection_id=body.connection_id,
         metadata=body.metadata,
@@ -110,7 +111,7 @@ async def open_connect_link(
 ) -> Response:
     """Send the browser to the provider's consent page (state + PKCE)."""
     try:
-        opened = await _flow(gateway).begin(token)
+        opened = await connect_flow(gateway).begin(token)
     except ConnectFlowError as exc:
         return _failure_page(exc)
     if isinstance(opened, str):
@@ -128,7 +129,7 @@ async def oauth_callback(
 ) -> Response:
     """Finish the connect: exchange the code, store the connection, go back to the app."""
     try:
-        result = await _flow(gateway).complete(
+        result = await connect_flow(gateway).complete(
             state=state, code=code, error=error, error_description=error_description
         )
     except ConnectFlowError as exc:

@@ -11,6 +11,8 @@ from tokenkeep.secret import Secret
 from tokenkeep.store.api_keys import ApiKeyRepository
 from tokenkeep.store.connect_sessions import ConnectSessionRepository
 from tokenkeep.store.connections import ConnectionRepository
+from tokenkeep.store.dashboard_queries import DashboardQueries
+from tokenkeep.store.dashboard_sessions import DashboardSessionRepository
 from tokenkeep.store.database import Database
 from tokenkeep.store.deliveries import DeliveryRepository
 from tokenkeep.store.diagnoses import DiagnosisRepository
@@ -50,6 +52,8 @@ class Store:
     webhooks: WebhookEndpointRepository = field(init=False)
     deliveries: DeliveryRepository = field(init=False)
     events: OutboxEventRepository = field(init=False)
+    dashboard_sessions: DashboardSessionRepository = field(init=False)
+    dashboard: DashboardQueries = field(init=False)
 
     def __post_init__(self) -> None:
         self.integrations = IntegrationRepository(self.db, self.keyring, self.clock)
@@ -67,6 +71,8 @@ class Store:
         self.webhooks = WebhookEndpointRepository(self.db, self.keyring, self.clock)
         self.deliveries = DeliveryRepository(self.db, self.operations)
         self.events = OutboxEventRepository(self.db)
+        self.dashboard_sessions = DashboardSessionRepository(self.db, self.clock)
+        self.dashboard = DashboardQueries(self.db, self.connections)
 
     async def close(self) -> None:
         """Close the database pool."""

@@ -31,6 +31,7 @@ __all__ = [
     "Base",
     "ConnectSessionRow",
     "ConnectionRow",
+    "DashboardSessionRow",
     "IntegrationRow",
     "KeyringCheckRow",
     "OperationRow",
@@ -196,6 +197,8 @@ class OutboxRow(Base):
     __table_args__ = (
         Index("ix_outbox_delivered_at_available_at", "delivered_at", "available_at"),
         Index("ix_outbox_fanned_out_at_id", "fanned_out_at", "id"),
+        # A connection's events, newest first (the dashboard's connection timeline).
+        Index("ix_outbox_connection_id_id", "connection_id", "id"),
     )
 
     id: Mapped[int] = mapped_column(
@@ -355,3 +358,20 @@ class KeyringCheckRow(Base):
     key_id: Mapped[str] = mapped_column(String(32), primary_key=True)
     canary_enc: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime]
+
+
+class DashboardSessionRow(Base):
+    """A dashboard login: the cookie's token (only its SHA-256), the key it came from, the
+    CSRF token of its forms, and one flash message for the next page."""
+
+    __tablename__ = "dashboard_sessions"
+    __table_args__ = (Index("ix_dashboard_sessions_expires_at", "expires_at"),)
+
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    api_key_id: Mapped[str] = mapped_column(
+        String(32), ForeignKey("api_keys.id", ondelete="CASCADE")
+    )
+    csrf_token: Mapped[str] = mapped_column(String(64))
+    flash: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
