@@ -52,7 +52,9 @@ from tokenkeep.proxy.upstream import (
     UpstreamTimeoutError,
     UpstreamUnreachableError,
     create_upstream_session,
+    disable_transport_resends,
     peek_body,
+    send,
 )
 from tokenkeep.proxy.write_pause import (
     Admission,
@@ -118,6 +120,8 @@ class ProxyApp:
         self._clock = clock
         self._http = http
         self._owns_http = http is None
+        if http is not None:  # a passed session too: writes are never resent by aiohttp
+            disable_transport_resends(http)
         self._log = logger or get_logger("tokenkeep.proxy")
         self._metrics = metrics
         # The log line, operation-log entry, metrics and org-health counts of each call.
@@ -364,22 +368,14 @@ class ProxyApp:
             body.stream if body.stream is not None else body.data
         )
         sent = self._clock.monotonic()
-        try:
-            response = await self._session().request(
-                method,
-                url,
-                headers=upstream_headers,
-                data=data,
-                allow_redirects=False,  # a redirect must never carry our token elsewhere
-            )
-        except ClientGoneError:
-            raise
-        except TimeoutError:
-            raise UpstreamTimeoutError("Salesforce did not answer in time.") from None
-        except aiohttp.ClientError as exc:
-            raise UpstreamUnreachableError(
-                f"Salesforce could not be reached ({type(exc).__name__})."
-            ) from None
+        response = await send(
+            self._session(),
+            method,
+            url,
+            headers=upstream_headers,
+            data=data,
+            replayable=body.replayable,
+        )
         if self._metrics is not None:
             self._metrics.upstream_seconds.observe(self._clock.monotonic() - sent)
         head = b""
