@@ -87,6 +87,9 @@ class Settings(BaseSettings):
     webhook_backoff_base_seconds: float = Field(default=5.0, gt=0)
     webhook_backoff_cap_seconds: float = Field(default=3_600.0, gt=0)
     write_pause_probe_seconds: float = Field(default=30.0, gt=0)
+    # How often each process re-checks the API keys it has cached (a revoked or deleted key
+    # is refused everywhere within about this long; store/api_key_cache.py).
+    api_key_recheck_seconds: float = Field(default=0.5, gt=0, le=5)
     # Org health (orgs/): how often each gateway re-reads the shared write pauses, flushes
     # its call counts, and the session-error spike rule.
     write_pause_poll_seconds: float = Field(default=0.5, gt=0, le=5)

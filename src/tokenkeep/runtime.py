@@ -220,6 +220,8 @@ class Gateway:
         self.org_health.attach(store)
         self.write_pause.attach(store)
         self._lifecycle_services = [
+            # Revoked API keys: seen by this process within the recheck interval.
+            store.api_keys.recheck_service(settings.api_key_recheck_seconds),
             self.write_pause,
             self.org_health,
             LogRetention(store.operations, settings, self.clock),

@@ -7,7 +7,14 @@ import json
 import pytest
 
 from tokenkeep.providers.salesforce_answers import AnswerKind, ApiAnswer, read_api_answer
-from tokenkeep.proxy.retry import PEEK_BYTES, Action, decide, is_write, needs_body
+from tokenkeep.proxy.retry import (
+    PEEK_BYTES,
+    Action,
+    decide,
+    is_write,
+    needs_body,
+    resend_after_drop,
+)
 
 
 def _sf_error(code: str, message: str) -> bytes:
@@ -89,3 +96,15 @@ def test_writes_and_body_needs() -> None:
     assert needs_body(500, "POST")  # maintenance may use any error status
     assert not needs_body(200, "POST")
     assert not needs_body(404, "GET")
+
+
+@pytest.mark.parametrize("method", ["POST", "PATCH", "PUT", "DELETE", "patch"])
+def test_a_dropped_write_is_never_resent(method: str) -> None:
+    assert not resend_after_drop(method, replayable=True, resent=False)
+
+
+def test_a_dropped_read_is_resent_once_if_its_body_can_be() -> None:
+    assert resend_after_drop("GET", replayable=True, resent=False)
+    assert resend_after_drop("HEAD", replayable=True, resent=False)
+    assert not resend_after_drop("GET", replayable=True, resent=True)  # never twice
+    assert not resend_after_drop("GET", replayable=False, resent=False)  # streamed body

@@ -22,13 +22,23 @@ trade-off: for up to one poll interval after another gateway paused an org, this
 still send that org's writes upstream (each fails with the maintenance error, which also
 pauses it here at once); for up to one interval after another gateway resumed, this one
 still answers 503 (the client's ``Retry-After`` covers it). No database read per call.
+
+This process's own changes win over a poll until the database has them: a transition
+changes the view before its first await and its row commits a few ms later, so a poll
+that read the row in between would put the old state back for a whole interval (a local
+pause wiped: a write let through during maintenance; or a resumed org paused again). So
+the view of an org keeps this process's value while a transition of it is in flight, and
+a poll whose read began before that transition finished is not taken for that org; the
+next poll is (``tests/reliability/test_write_pause_race.py``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import socket
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from secrets import token_hex
@@ -89,9 +99,11 @@ class SharedWritePause:
         self._store: Store | None = None
         self._view: dict[str, _Held] = {}
         self._probing: dict[str, float] = {}  # org -> until: this process's probe attempt
-        # org -> the sequence number of this process's last change to its view of the org:
-        # a poll whose read started before that change does not overwrite it.
+        # org -> the sequence number of this process's last change to its view of the org
+        # (or the end of its last transition): a poll whose read started before it does not
+        # overwrite the org. org -> transitions of it whose database write is in flight.
         self._changed: dict[str, int] = {}
+        self._in_flight: dict[str, int] = {}
         self._seq = 0
         self._poll = Periodic("write-pause-poll", settings.write_pause_poll_seconds, self.refresh)
 
@@ -101,7 +113,7 @@ class SharedWritePause:
         """Use ``store`` (the gateway's, once started; ``None`` detaches)."""
         self._store = store
         if store is None:
-            self._view, self._probing, self._changed = {}, {}, {}
+            self._view, self._probing, self._changed, self._in_flight = {}, {}, {}, {}
 
     async def start(self) -> None:
         """Read the paused orgs once, then keep re-reading them in the background."""
@@ -128,8 +140,8 @@ class SharedWritePause:
                 view[state.org_id] = held
         current = self._view
         for org, changed in list(self._changed.items()):
-            if changed <= started:
-                del self._changed[org]
+            if changed <= started and org not in self._in_flight:
+                del self._changed[org]  # the read began after our last change had committed
             elif org in current:
                 view[org] = current[org]  # changed here while the poll was reading
             else:
@@ -214,11 +226,12 @@ class SharedWritePause:
         if store is None or len(org_key) > _ORG_KEY_MAX:
             return
         try:
-            if admission is Admission.PROBE:
-                self._probing.pop(org_key, None)
-                await self._finish_probe(store, org_key, outcome, details or {})
-            elif outcome is Outcome.MAINTENANCE and org_key not in self._view:
-                await self._start(store, org_key, details or {})
+            with self._transition(org_key):
+                if admission is Admission.PROBE:
+                    self._probing.pop(org_key, None)
+                    await self._finish_probe(store, org_key, outcome, details or {})
+                elif outcome is Outcome.MAINTENANCE and org_key not in self._view:
+                    await self._start(store, org_key, details or {})
         except Exception as exc:  # the database down must not fail a proxied call
             _log.error("write_pause.record_failed", org_id=org_key, error=repr(exc))
 
@@ -307,6 +320,22 @@ class SharedWritePause:
 
     # -- the view --------------------------------------------------------------------------
 
+    @contextlib.contextmanager
+    def _transition(self, org_key: str) -> Iterator[None]:
+        """While the block runs, polls keep this process's view of the org; at its end the
+        change counts as new again, so a poll whose read began before the commit is
+        ignored for the org too."""
+        self._in_flight[org_key] = self._in_flight.get(org_key, 0) + 1
+        try:
+            yield
+        finally:
+            left = self._in_flight[org_key] - 1
+            if left:
+                self._in_flight[org_key] = left
+            else:
+                del self._in_flight[org_key]
+            self._touch(org_key)
+
     def _set(self, org_key: str, state: OrgState | None) -> None:
         self._set_held(org_key, _Held.of(state) if state is not None else None)
 
@@ -317,5 +346,8 @@ class SharedWritePause:
         else:
             view[org_key] = held
         self._view = view
+        self._touch(org_key)
+
+    def _touch(self, org_key: str) -> None:
         self._seq += 1
         self._changed[org_key] = self._seq

@@ -1,11 +1,11 @@
 """The proxy: a raw ASGI callable that forwards a call to its connection's Salesforce instance.
 
-Per request: route and validate the path (:mod:`.paths`), check the client's API key (a
-short positive cache keeps the database off the hot path), get the connection's token from
-the :class:`~tokenkeep.proxy.source.TokenSource`, apply the org's write pause
-(:mod:`.write_pause`), send the request upstream through one shared aiohttp session with
-clean headers (:mod:`.headers`), and relay the response chunk by chunk. Decisions are
-pure functions elsewhere: what an answer says
+Per request: route and validate the path (:mod:`.paths`), check the client's API key
+(:mod:`.auth`: a synchronous cache hit, kept honest about revocations), get the
+connection's token from the :class:`~tokenkeep.proxy.source.TokenSource`, apply the org's
+write pause (:mod:`.write_pause`), send the request upstream through one shared aiohttp
+session with clean headers (:mod:`.headers`), and relay the response chunk by chunk.
+Decisions are pure functions elsewhere: what an answer says
 (:func:`~tokenkeep.providers.salesforce_answers.read_api_answer`, only on error statuses),
 whether to refresh and replay once (:mod:`.retry`), the cause word of an auth failure (the
 token source's ``settle``: :mod:`tokenkeep.diagnosis`) and ``Retry-After``
@@ -22,7 +22,6 @@ and ``/c/``; the routing reads ``scope["raw_path"]`` (the bytes the client sent)
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, replace
 from random import getrandbits
@@ -40,6 +39,7 @@ from tokenkeep.observability.metrics import Metrics
 from tokenkeep.observability.oplog import OperationQueue
 from tokenkeep.orgs.health import OrgHealth
 from tokenkeep.providers.salesforce_answers import AnswerKind, ApiAnswer, read_api_answer
+from tokenkeep.proxy.auth import ApiKeyCheck, CallbackKeyCheck
 from tokenkeep.proxy.body import Body, ClientGoneError, read_body
 from tokenkeep.proxy.headers import scan_request, with_credentials
 from tokenkeep.proxy.observe import CallRecorder, LimitInfo
@@ -52,7 +52,9 @@ from tokenkeep.proxy.upstream import (
     UpstreamTimeoutError,
     UpstreamUnreachableError,
     create_upstream_session,
+    disable_transport_resends,
     peek_body,
+    send,
 )
 from tokenkeep.proxy.write_pause import (
     Admission,
@@ -70,7 +72,6 @@ __all__ = [
     "UpstreamUnreachableError",
 ]
 
-_AUTH_CACHE_MAX = 4096
 # A first answer of INVALID_SESSION_ID: a session error for org health.
 _SESSION_ERRORS = frozenset({AnswerKind.SESSION_INVALID, AnswerKind.SESSION_UNUSABLE})
 
@@ -93,7 +94,7 @@ class ProxyApp:
     def __init__(
         self,
         tokens: TokenSource,
-        authenticate: Callable[[str], Awaitable[bool]],
+        authenticate: ApiKeyCheck | Callable[[str], Awaitable[bool]],
         settings: Settings,
         clock: Clock,
         *,
@@ -109,11 +110,18 @@ class ProxyApp:
         metrics: Metrics | None = None,
     ) -> None:
         self._tokens = tokens
-        self._authenticate = authenticate
+        # A bare coroutine gets a positive cache of auth_cache_seconds (see proxy/auth.py).
+        self._keys: ApiKeyCheck = (
+            authenticate
+            if isinstance(authenticate, ApiKeyCheck)
+            else CallbackKeyCheck(authenticate, clock, auth_cache_seconds)
+        )
         self._settings = settings
         self._clock = clock
         self._http = http
         self._owns_http = http is None
+        if http is not None:  # a passed session too: writes are never resent by aiohttp
+            disable_transport_resends(http)
         self._log = logger or get_logger("tokenkeep.proxy")
         self._metrics = metrics
         # The log line, operation-log entry, metrics and org-health counts of each call.
@@ -130,8 +138,6 @@ class ProxyApp:
         self._cached_token: Callable[[str], FreshToken | None] | None = getattr(
             tokens, "cached_token", None
         )
-        self._auth_cache_seconds = auth_cache_seconds
-        self._auth_cache: dict[bytes, float] = {}
         self._pool_limit = pool_limit
         self._pool_limit_per_host = pool_limit_per_host
         # A gateway passes its shared pause and org health (tokenkeep.orgs); alone, the
@@ -228,12 +234,8 @@ class ProxyApp:
         if credential is None:
             raise UnauthorizedError("A valid tokenkeep API key is required (Bearer).")
         # The positive cache is checked synchronously: an await only on a miss.
-        key = credential.key
-        digest = hashlib.sha256(key.encode()).digest()
-        expiry = self._auth_cache.get(digest)
-        if (expiry is None or expiry <= self._clock.monotonic()) and not await self._authenticated(
-            key, digest
-        ):
+        key, keys = credential.key, self._keys
+        if not keys.cached(key) and not await keys.verify(key):
             raise UnauthorizedError("A valid tokenkeep API key is required (Bearer).")
         cached_token = self._cached_token
         token = cached_token(target.connection_id) if cached_token is not None else None
@@ -277,17 +279,6 @@ class ProxyApp:
                     outcome,
                     details={"connection_id": target.connection_id, "method": method},
                 )
-
-    async def _authenticated(self, key: str, digest: bytes) -> bool:
-        """The key check on a cache miss (``digest``: the key's SHA-256)."""
-        now = self._clock.monotonic()
-        if not await self._authenticate(key):
-            self._auth_cache.pop(digest, None)
-            return False
-        if len(self._auth_cache) >= _AUTH_CACHE_MAX:
-            self._auth_cache.clear()
-        self._auth_cache[digest] = now + self._auth_cache_seconds
-        return True
 
     async def _exchange(
         self, send: Send, call: Call, request: _Request, token: FreshToken
@@ -377,22 +368,14 @@ class ProxyApp:
             body.stream if body.stream is not None else body.data
         )
         sent = self._clock.monotonic()
-        try:
-            response = await self._session().request(
-                method,
-                url,
-                headers=upstream_headers,
-                data=data,
-                allow_redirects=False,  # a redirect must never carry our token elsewhere
-            )
-        except ClientGoneError:
-            raise
-        except TimeoutError:
-            raise UpstreamTimeoutError("Salesforce did not answer in time.") from None
-        except aiohttp.ClientError as exc:
-            raise UpstreamUnreachableError(
-                f"Salesforce could not be reached ({type(exc).__name__})."
-            ) from None
+        response = await send(
+            self._session(),
+            method,
+            url,
+            headers=upstream_headers,
+            data=data,
+            replayable=body.replayable,
+        )
         if self._metrics is not None:
             self._metrics.upstream_seconds.observe(self._clock.monotonic() - sent)
         head = b""

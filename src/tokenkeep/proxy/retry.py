@@ -9,6 +9,9 @@ What an upstream answer *says* is read by
 2. :func:`decide` -- given the reading, whether the body can be replayed, and whether this
    was already the replay: pass the response through, refresh and replay once, or refresh
    only (a streamed body cannot be sent twice; the *next* call gets a good token).
+3. :func:`resend_after_drop` -- the connection dropped before any answer: send it again?
+   A read once; a write never (it may have been applied). aiohttp's own resend is off
+   (:mod:`.upstream`), so this is the only one.
 
 Never twice: a replayed request is never replayed again, whatever it answers.
 """
@@ -27,6 +30,7 @@ __all__ = [
     "decide",
     "is_write",
     "needs_body",
+    "resend_after_drop",
 ]
 
 #: The body head the proxy peeks at on an error status: all the answer reader looks at.
@@ -65,3 +69,10 @@ def decide(answer: ApiAnswer, *, replayable: bool, replayed: bool) -> Action:
     if answer.kind not in _REFRESHABLE or replayed:
         return Action.PASS
     return Action.REFRESH_AND_REPLAY if replayable else Action.REFRESH_ONLY
+
+
+def resend_after_drop(method: str, *, replayable: bool, resent: bool) -> bool:
+    """After the connection dropped with no answer: resend a read once (a stale keep-alive
+    connection is the usual reason, and a read is safe twice); never a write, whose first
+    copy Salesforce may have applied; never a streamed body; never twice."""
+    return replayable and not resent and not is_write(method)

@@ -7,26 +7,49 @@ Bodies are relayed byte for byte: no automatic decompression. ``Accept-Encoding`
 set by :mod:`.headers` (``identity`` when the client sent none), so aiohttp never asks for
 gzip on a client's behalf; it no longer needs ``skip_auto_headers``, whose per-request
 cost showed in profiles.
+
+No transport resends: aiohttp sends a request again, once, when the connection drops
+before the answer (``aiohttp/client.py``: ``retry_persistent_connection``, for its
+``IDEMPOTENT_METHODS``, which include PUT and DELETE). Upstream, that doubled every call to
+a server that cuts connections, and could apply a Salesforce PUT or DELETE twice. The only
+switch is private (``ClientSession._retry_connection``; aiohttp's own test client sets it),
+so :func:`disable_transport_resends` sets it behind a feature check, and
+``tests/reliability/test_upstream_retries.py`` fails if an aiohttp upgrade changes it. The
+proxy then decides itself (:func:`tokenkeep.proxy.retry.resend_after_drop`): a read is sent
+again at most once, a write never.
 """
 
 from __future__ import annotations
 
 import ssl
+import warnings
+from collections.abc import AsyncIterator
 from typing import ClassVar
 
 import aiohttp
+import yarl
 
 from tokenkeep.config import Settings
 from tokenkeep.errors import TransientUpstreamError
+from tokenkeep.observability.logging import get_logger
+from tokenkeep.proxy.retry import is_write, resend_after_drop
 
 __all__ = [
     "UpstreamTimeoutError",
     "UpstreamUnreachableError",
     "create_upstream_session",
+    "disable_transport_resends",
+    "is_connection_drop",
     "peek_body",
+    "send",
+    "transport_resends_disabled",
     "upstream_ssl_context",
     "upstream_timeout",
 ]
+
+_log = get_logger("tokenkeep.proxy")
+# aiohttp 3.x: read once per request, before the first attempt (see the module docstring).
+_RESEND_SWITCH = "_retry_connection"
 
 
 def upstream_ssl_context(settings: Settings) -> ssl.SSLContext:
@@ -65,13 +88,83 @@ def create_upstream_session(
         local_addr=local_addr,
         ssl=upstream_ssl_context(settings),
     )
-    return aiohttp.ClientSession(
+    session = aiohttp.ClientSession(
         connector=connector,
         timeout=upstream_timeout(settings),
         auto_decompress=False,
         cookie_jar=aiohttp.DummyCookieJar(),  # never keep one org's cookies for another
         raise_for_status=False,
     )
+    disable_transport_resends(session)
+    return session
+
+
+def disable_transport_resends(session: aiohttp.ClientSession) -> bool:
+    """Turn aiohttp's own resend-once off for ``session``; False (and a warning) when this
+    aiohttp has no such switch any more: then check its changelog before trusting it."""
+    if _RESEND_SWITCH not in getattr(aiohttp.ClientSession, "ATTRS", ()):
+        _log.warning("upstream.resend_switch_missing", aiohttp=aiohttp.__version__)
+        return False
+    with warnings.catch_warnings():  # a listed attribute: no "custom attribute" warning
+        warnings.simplefilter("ignore", DeprecationWarning)
+        setattr(session, _RESEND_SWITCH, False)
+    return True
+
+
+def transport_resends_disabled(session: aiohttp.ClientSession) -> bool:
+    """True when aiohttp will not resend this session's requests on its own."""
+    return getattr(session, _RESEND_SWITCH, True) is False
+
+
+def is_connection_drop(exc: BaseException) -> bool:
+    """The connection was cut after the request (or part of it) went out, before an answer:
+    the server may have acted on it. A refused or failed connect is not one (nothing was
+    sent), nor is a timeout (the proxy's 504)."""
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return False
+    return isinstance(exc, aiohttp.ServerDisconnectedError | aiohttp.ClientOSError)
+
+
+async def send(
+    session: aiohttp.ClientSession,
+    method: str,
+    url: yarl.URL,
+    *,
+    headers: list[tuple[str, str]],
+    data: bytes | AsyncIterator[bytes] | None,
+    replayable: bool,
+) -> aiohttp.ClientResponse:
+    """Send one proxied request; a dropped connection resends it only when
+    :func:`~tokenkeep.proxy.retry.resend_after_drop` says so (a read, once). Raises
+    :class:`UpstreamTimeoutError` (504) or :class:`UpstreamUnreachableError` (502)."""
+    resent = False
+    while True:
+        try:
+            return await session.request(
+                method,
+                url,
+                headers=headers,
+                data=data,
+                allow_redirects=False,  # a redirect must never carry our token elsewhere
+            )
+        except TimeoutError:
+            raise UpstreamTimeoutError("Salesforce did not answer in time.") from None
+        except aiohttp.ClientError as exc:
+            dropped = is_connection_drop(exc)
+            if dropped and resend_after_drop(method, replayable=replayable, resent=resent):
+                resent = True
+                continue
+            raise _unreachable(exc, maybe_applied=dropped and is_write(method)) from None
+
+
+def _unreachable(exc: aiohttp.ClientError, *, maybe_applied: bool) -> UpstreamUnreachableError:
+    reason = type(exc).__name__
+    if maybe_applied:
+        return UpstreamUnreachableError(
+            f"Salesforce closed the connection before answering ({reason}): the write may "
+            "have been applied, so tokenkeep did not send it again."
+        )
+    return UpstreamUnreachableError(f"Salesforce could not be reached ({reason}).")
 
 
 class UpstreamUnreachableError(TransientUpstreamError):

@@ -2,7 +2,9 @@
 
 ``create_proxy_app(gateway)`` wires :class:`~tokenkeep.proxy.app.ProxyApp` to the gateway:
 
-* API keys: ``gateway.store.api_keys.verify`` (the proxy adds its own short positive cache);
+* API keys: ``gateway.store.api_keys`` (:class:`~tokenkeep.proxy.auth.StoreKeyCheck`): the
+  store's in-process cache, shared with the control API and re-checked every
+  ``TOKENKEEP_API_KEY_RECHECK_SECONDS``, so a revoked key is refused here within a second;
 * tokens and causes: ``gateway.diagnoser`` over the gateway's ``RefreshCoordinator`` (any
   :class:`~tokenkeep.proxy.source.TokenSource` can be passed instead). It is looked up on
   each call (one attribute read), because it needs the store, which exists
@@ -22,6 +24,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from tokenkeep.proxy.app import ProxyApp
+from tokenkeep.proxy.auth import StoreKeyCheck
 from tokenkeep.proxy.source import FreshToken, ProxiedFailure, TokenSource, Verdict
 from tokenkeep.runtime import GatewayNotStartedError
 
@@ -67,9 +70,6 @@ class _GatewayTokens:
 def create_proxy_app(gateway: Gateway, tokens: TokenSource | None = None) -> ProxyApp:
     """The proxy ASGI app for ``gateway`` (``tokens`` overrides ``gateway.diagnoser``)."""
 
-    async def authenticate(key: str) -> bool:
-        return await gateway.store.api_keys.verify(key) is not None
-
     async def on_event(event_type: str, org_id: str, payload: dict[str, Any]) -> None:
         store = gateway.store
         async with store.db.write() as session:
@@ -77,7 +77,7 @@ def create_proxy_app(gateway: Gateway, tokens: TokenSource | None = None) -> Pro
 
     app = ProxyApp(
         tokens or _GatewayTokens(gateway),
-        authenticate,
+        StoreKeyCheck(gateway),
         gateway.settings,
         gateway.clock,
         on_event=on_event,

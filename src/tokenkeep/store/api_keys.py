@@ -1,4 +1,9 @@
-"""Control-plane API keys: ``tk_`` + 32 random bytes, stored only as a SHA-256 hash."""
+"""Control-plane API keys: ``tk_`` + 32 random bytes, stored only as a SHA-256 hash.
+
+Verified keys are cached in-process (:mod:`.api_key_cache`): a revoke or delete here is
+refused at once in this process, and within ``TOKENKEEP_API_KEY_RECHECK_SECONDS`` (0.5 s)
+in every other one (their :class:`~tokenkeep.store.api_key_cache.ApiKeyRecheck`).
+"""
 
 from __future__ import annotations
 
@@ -7,14 +12,17 @@ import hashlib
 import hmac
 import os
 import secrets
+from collections.abc import Sequence
 from pathlib import Path
 
+from sqlalchemy import delete, or_, select, update
 from sqlalchemy import exc as sa_exc
-from sqlalchemy import or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from tokenkeep.clock import Clock
 from tokenkeep.errors import NotFoundError
 from tokenkeep.secret import Secret
+from tokenkeep.store.api_key_cache import ApiKeyRecheck, VerifiedKeyCache
 from tokenkeep.store.database import Database
 from tokenkeep.store.models import ApiKeyRow
 from tokenkeep.store.records import ApiKey, CreatedApiKey
@@ -32,9 +40,8 @@ PREFIX_SHOWN = 10  # "tk_" + 7 characters: enough to tell keys apart in a list
 BOOTSTRAP_KEY_ID = "bootstrap"
 ENV_KEY_ID = "env"
 SECRET_KEY_FILE_NAME = "secret-key"
-# How long a verified key is trusted in-process before the database is asked again: a
-# revoke from another process takes effect within this many seconds.
-VERIFY_CACHE_SECONDS = 5.0
+# Digests per ``IN (...)`` of a recheck (well under SQLite's bound-parameter limit).
+_RECHECK_CHUNK = 500
 # last_used_at is bookkeeping: at most one write per key per minute.
 LAST_USED_RESOLUTION_SECONDS = 60.0
 
@@ -66,7 +73,30 @@ class ApiKeyRepository:
     def __init__(self, db: Database, clock: Clock) -> None:
         self._db = db
         self._clock = clock
-        self._cache: dict[str, tuple[ApiKey, float]] = {}
+        self.cache = VerifiedKeyCache(clock)
+
+    def recheck_service(self, interval_seconds: float) -> ApiKeyRecheck:
+        """The background recheck of this repository's cache (a gateway service)."""
+        return ApiKeyRecheck(self.cache, self.still_valid, interval_seconds)
+
+    def cached(self, plaintext: str) -> ApiKey | None:
+        """The key if this process verified it recently and no recheck has dropped it
+        (synchronous, no I/O: the proxy's hot path). ``None`` means "ask :meth:`verify`"."""
+        return self.cache.get(hash_api_key(plaintext)) if plaintext else None
+
+    async def still_valid(self, digests: Sequence[str]) -> set[str]:
+        """The subset of ``digests`` (hex SHA-256) that are live keys: one indexed read."""
+        valid: set[str] = set()
+        async with self._db.read() as session:
+            for start in range(0, len(digests), _RECHECK_CHUNK):
+                chunk = digests[start : start + _RECHECK_CHUNK]
+                rows = await session.scalars(
+                    select(ApiKeyRow.key_hash).where(
+                        ApiKeyRow.key_hash.in_(chunk), ApiKeyRow.revoked_at.is_(None)
+                    )
+                )
+                valid.update(rows)
+        return valid
 
     async def create(self, name: str, *, key_id: str | None = None) -> CreatedApiKey:
         """A new key; the returned ``secret`` is the only time the plaintext exists."""
@@ -94,19 +124,19 @@ class ApiKeyRepository:
         if not text:
             return None
         digest = hash_api_key(text)
-        cached = self._cache.get(digest)
-        now_mono = self._clock.monotonic()
-        if cached is not None and now_mono - cached[1] < VERIFY_CACHE_SECONDS:
-            return cached[0]
+        cached = self.cache.get(digest)
+        if cached is not None:
+            return cached
+        ticket = self.cache.ticket()
         async with self._db.read() as session:
             row = await session.scalar(select(ApiKeyRow).where(ApiKeyRow.key_hash == digest))
         # The lookup is by hash; compare again in constant time so a hypothetical
         # collation or truncation quirk can never turn a near-match into a match.
         if row is None or not hmac.compare_digest(row.key_hash, digest) or row.revoked_at:
-            self._cache.pop(digest, None)
+            self.cache.discard(digest)
             return None
         key = _record(row)
-        self._cache[digest] = (key, now_mono)
+        self.cache.put(digest, key, ticket)
         now = self._clock.now()
         if (
             row.last_used_at is None
@@ -127,20 +157,22 @@ class ApiKeyRepository:
     async def revoke(self, id_or_prefix: str) -> ApiKey:
         """Revoke by id or shown prefix (``NotFoundError`` if none matches exactly one)."""
         async with self._db.write() as session:
-            rows = (
-                await session.scalars(
-                    select(ApiKeyRow).where(
-                        or_(ApiKeyRow.id == id_or_prefix, ApiKeyRow.prefix == id_or_prefix)
-                    )
-                )
-            ).all()
-            if len(rows) != 1:
-                raise NotFoundError(f"no single API key matches {id_or_prefix!r}")
-            row = rows[0]
+            row = await _one(session, id_or_prefix)
             if row.revoked_at is None:
                 row.revoked_at = self._clock.now()
-            self._cache.pop(row.key_hash, None)
-            return _record(row)
+            key, digest = _record(row), row.key_hash
+        self.cache.discard(digest)  # after the commit: a verify in flight cannot re-add it
+        return key
+
+    async def delete(self, id_or_prefix: str) -> ApiKey:
+        """Delete by id or shown prefix (``NotFoundError`` if none matches exactly one);
+        the key is refused from now on, like a revoked one, and gone from :meth:`list`."""
+        async with self._db.write() as session:
+            row = await _one(session, id_or_prefix)
+            key, digest = _record(row), row.key_hash
+            await session.execute(delete(ApiKeyRow).where(ApiKeyRow.id == row.id))
+        self.cache.discard(digest)
+        return key
 
     async def accept_env_key(self, plaintext: str) -> None:
         """Make ``TOKENKEEP_SECRET_KEY`` a valid key (replacing a previous env value)."""
@@ -160,7 +192,7 @@ class ApiKeyRepository:
                     )
                 )
             elif row.key_hash != digest:
-                self._cache.pop(row.key_hash, None)
+                self.cache.discard(row.key_hash)
                 row.key_hash = digest
                 row.revoked_at = None
 
@@ -178,6 +210,19 @@ class ApiKeyRepository:
             return None
         _write_private(data_dir / SECRET_KEY_FILE_NAME, plaintext)
         return Secret(plaintext)
+
+
+async def _one(session: AsyncSession, id_or_prefix: str) -> ApiKeyRow:
+    rows = (
+        await session.scalars(
+            select(ApiKeyRow).where(
+                or_(ApiKeyRow.id == id_or_prefix, ApiKeyRow.prefix == id_or_prefix)
+            )
+        )
+    ).all()
+    if len(rows) != 1:
+        raise NotFoundError(f"no single API key matches {id_or_prefix!r}")
+    return rows[0]
 
 
 def _write_private(path: Path, text: str) -> None:
