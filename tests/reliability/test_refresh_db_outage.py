@@ -34,7 +34,7 @@ from tokenkeep.oauth.client import TokenEndpointClient
 from tokenkeep.store import Database, Store
 from tokenkeep.store.models import OutboxRow
 
-TOKEN_LATENCY = 0.6  # the token call is in flight this long; the outage starts half-way
+TOKEN_LATENCY = 0.6  # the token call is in flight this long; the outage starts with it
 
 
 @dataclass
@@ -69,7 +69,10 @@ class OutageRig:
             {"target": "token", "kind": "latency", "latency_seconds": TOKEN_LATENCY, "count": 1}
         )
         task = asyncio.create_task(coordinator.refresh("c1"))
-        await asyncio.sleep(TOKEN_LATENCY / 2)  # lease taken, token call in flight
+        for _ in range(1000):  # until the emulator holds the token call (its fault taken)
+            if not self.emu.admin.faults.public() or task.done():
+                break
+            await asyncio.sleep(0.005)
         assert not task.done()
         await self.forwarder.outage(outage)
         return await asyncio.wait_for(asyncio.gather(task, return_exceptions=True), 60)

@@ -287,9 +287,8 @@ class RefreshCoordinator:
                 if served is not None:
                     return served
                 seen_version = conn.version
-            grant = await self.store.leases.acquire(
-                connection_id, self.owner, now=self.clock.now(), seconds=self.lease_seconds
-            )
+            lease = self.refresher.lease(connection_id)  # taken and kept off the loop
+            grant = await lease.acquire()
             if not grant.acquired:
                 await self._wait_for_holder(connection_id, seen_version)
                 continue
@@ -316,6 +315,7 @@ class RefreshCoordinator:
                 released = False
                 raise
             finally:
+                await lease.stop()
                 if not released:
                     await asyncio.shield(self.store.leases.release(connection_id, self.owner))
         raise TransientUpstreamError(

@@ -79,6 +79,18 @@ class Refresher:
         self.fenced_writes = 0
         self.durable = DurableCommit(store, settings=settings, clock=clock, owner=owner)
 
+    def lease(self, connection_id: str) -> LeaseHeartbeat:
+        """The lease of ``connection_id`` for this process: taken and kept renewed from a
+        thread of its own (:meth:`LeaseHeartbeat.acquire`) until stopped."""
+        return LeaseHeartbeat(
+            self.store.leases,
+            connection_id,
+            self.owner,
+            clock=self.clock,
+            seconds=self.lease_seconds,
+            interval=self.heartbeat_interval,
+        )
+
     async def refresh(self, conn: Connection, grant: LeaseGrant) -> FreshToken | None:
         """Call the token endpoint and commit; None when the stored row moved on (use it).
 
@@ -111,46 +123,39 @@ class Refresher:
         failure: OAuthError | UpstreamTransportError | None = None
         commit: CommitResult | None = None
         response: TokenResponse | None = None
-        async with LeaseHeartbeat(
-            self.store.leases,
-            conn.id,
-            self.owner,
-            clock=self.clock,
-            seconds=self.lease_seconds,
-            interval=self.heartbeat_interval,
-        ):
-            # An answer obtained earlier and never committed (a database outage, a crash)
-            # is committed now: calling again with its rotated-out token would be fatal.
-            entry = self.durable.pending(conn)
-            if entry is not None:
-                response = entry.response
-                _log.warning("committing a journaled refresh answer", connection_id=conn.id)
-                commit = await self.durable.commit(
+        # The lease is kept by the coordinator's LeaseHeartbeat (its own thread) throughout.
+        # An answer obtained earlier and never committed (a database outage, a crash)
+        # is committed now: calling again with its rotated-out token would be fatal.
+        entry = self.durable.pending(conn)
+        if entry is not None:
+            response = entry.response
+            _log.warning("committing a journaled refresh answer", connection_id=conn.id)
+            commit = await self.durable.commit(
+                conn,
+                response,
+                used=entry.used_refresh_token,
+                expires_at=entry.expires_at,
+                next_refresh_at=entry.next_refresh_at,
+                grant=entry.grant,
+                duration_ms=lambda: 0.0,
+                entry=entry,
+            )
+        else:
+            try:
+                response = await self.client.obtain(app, used)
+            except (OAuthError, UpstreamTransportError) as exc:
+                failure = exc
+            else:
+                # Straight from the answer to the journal/commit: nothing in between.
+                commit = await self._commit(
                     conn,
                     response,
-                    used=entry.used_refresh_token,
-                    expires_at=entry.expires_at,
-                    next_refresh_at=entry.next_refresh_at,
-                    grant=entry.grant,
-                    duration_ms=lambda: 0.0,
-                    entry=entry,
+                    used=used,
+                    configured=configured,
+                    learned=learned,
+                    grant_name=grant_name,
+                    started=started,
                 )
-            else:
-                try:
-                    response = await self.client.obtain(app, used)
-                except (OAuthError, UpstreamTransportError) as exc:
-                    failure = exc
-                else:
-                    # Straight from the answer to the journal/commit: nothing in between.
-                    commit = await self._commit(
-                        conn,
-                        response,
-                        used=used,
-                        configured=configured,
-                        learned=learned,
-                        grant_name=grant_name,
-                        started=started,
-                    )
         duration_ms = max(0.0, (self.clock.monotonic() - started) * 1000)
         if failure is not None:
             await self._on_failure(conn, grant, failure, grant_name, duration_ms)
