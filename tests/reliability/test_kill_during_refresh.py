@@ -1,6 +1,6 @@
 """Kill -9 during refresh with rotation on: never a silent loss, and the window measured.
 
-20 worker processes (``durable_worker.py``, mode ``refresh_loop``: forced refreshes back to
+15 worker processes (``durable_worker.py``, mode ``refresh_loop``: forced refreshes back to
 back, rotation on, PostgreSQL), each on its own connection, in batches of 5, each killed
 with SIGKILL at a random instant. Then this process -- sharing the workers' data dir, so
 their refresh journal -- plays the restarted gateway: it replays the journal and refreshes
@@ -41,7 +41,7 @@ from tokenkeep.lifecycle.journal import JOURNAL_DIR_NAME
 from tokenkeep.oauth.client import TokenEndpointClient
 from tokenkeep.store import Database, Store
 
-KILLS = 20
+KILLS = 15
 BATCH = 5
 LEASE = 1.0
 
