@@ -65,6 +65,9 @@ class Settings(BaseSettings):
     refresh_lease_seconds: float = Field(default=30.0, gt=0)
     refresh_max_attempts: int = Field(default=5, ge=1)
     refresh_margin_seconds: float = Field(default=300.0, ge=0)
+    # How long a token answer whose commit failed (database away) is retried under the
+    # lease before the flight gives up; the journal in the data dir keeps it meanwhile.
+    commit_retry_seconds: float = Field(default=900.0, ge=0)
     # A learned (shorter) org session timeout grows back one step per this many seconds.
     learned_timeout_regrow_seconds: float = Field(default=86_400.0, gt=0)
     scheduler_enabled: bool = True

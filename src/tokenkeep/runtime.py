@@ -194,6 +194,7 @@ class Gateway:
         from tokenkeep.diagnosis.probes import Probes
         from tokenkeep.diagnosis.service import Diagnoser
         from tokenkeep.lifecycle.coordinator import RefreshCoordinator
+        from tokenkeep.lifecycle.durable import JournalReplay
         from tokenkeep.oauth.client import TokenEndpointClient
         from tokenkeep.oauth.session import create_session
 
@@ -220,6 +221,8 @@ class Gateway:
         self.org_health.attach(store)
         self.write_pause.attach(store)
         self._lifecycle_services = [
+            # First: token answers a previous run got and never committed (journal.py).
+            JournalReplay(self._coordinator.refresher.durable),
             # Revoked API keys: seen by this process within the recheck interval.
             store.api_keys.recheck_service(settings.api_key_recheck_seconds),
             self.write_pause,

@@ -32,6 +32,7 @@ from tokenkeep.clock import Clock, utc_from_timestamp
 from tokenkeep.config import Settings
 from tokenkeep.errors import NotFoundError, TransientUpstreamError
 from tokenkeep.lifecycle.cache import ConnectionCache, Rejection, TtlCache
+from tokenkeep.lifecycle.durable import CommitPendingError
 from tokenkeep.lifecycle.expiry import integration_ladder
 from tokenkeep.lifecycle.policy import (
     Need,
@@ -232,6 +233,10 @@ class RefreshCoordinator:
         """
         return self.cache.servable(connection_id, PROXY_MIN_TTL, self.clock.time())
 
+    async def replay_journal(self) -> int:
+        """Commit the journaled token answers still waiting (see ``durable.py``)."""
+        return await self.refresher.durable.replay_journal()
+
     def forget(self, connection_id: str) -> None:
         """Drop a connection from the cache (deleted, re-connected)."""
         self.cache.forget(connection_id)
@@ -282,9 +287,8 @@ class RefreshCoordinator:
                 if served is not None:
                     return served
                 seen_version = conn.version
-            grant = await self.store.leases.acquire(
-                connection_id, self.owner, now=self.clock.now(), seconds=self.lease_seconds
-            )
+            lease = self.refresher.lease(connection_id)  # taken and kept off the loop
+            grant = await lease.acquire()
             if not grant.acquired:
                 await self._wait_for_holder(connection_id, seen_version)
                 continue
@@ -305,10 +309,13 @@ class RefreshCoordinator:
                 token = await self.refresher.refresh(conn, grant)
                 if token is not None:
                     return token
+            except CommitPendingError:
+                raise  # an uncommitted answer: the lease stays, to expire (durable.py)
             except BaseException:
                 released = False
                 raise
             finally:
+                await lease.stop()
                 if not released:
                     await asyncio.shield(self.store.leases.release(connection_id, self.owner))
         raise TransientUpstreamError(

@@ -2,8 +2,10 @@
 
 :class:`Refresher` is what the coordinator's flight runs once it holds a connection's
 lease. The order is the product's first principle: the token answer goes straight to the
-durable commit (:func:`~tokenkeep.lifecycle.persist.commit_refresh`; nothing is awaited in
-between, retried on a database blip), and only then does anyone see the new access token.
+journal (when it rotates) and the durable commit (:class:`~tokenkeep.lifecycle.durable.
+DurableCommit`; nothing is awaited in between, retried through a database outage), and
+only then does anyone see the new access token. An answer journaled earlier and never
+committed is committed first, instead of a new token call.
 Introspection comes after the commit, once per refresh. A failure is classified on a
 re-read row (:func:`~tokenkeep.oauth.classify.classify_refresh_failure`): a changed refresh
 token means a race (use the newer); a confirmed ``invalid_grant`` means ``needs_reauth``;
@@ -12,23 +14,18 @@ transport faults back off and never revoke.
 
 from __future__ import annotations
 
-import asyncio
 import random
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
 from tokenkeep.clock import Clock
 from tokenkeep.config import Settings
-from tokenkeep.errors import DatabaseUnavailableError, TokenkeepError, TransientUpstreamError
+from tokenkeep.errors import TokenkeepError, TransientUpstreamError
 from tokenkeep.lifecycle.cache import ConnectionCache
+from tokenkeep.lifecycle.durable import DurableCommit
 from tokenkeep.lifecycle.expiry import configured_timeout, plan_expiry
 from tokenkeep.lifecycle.lease import LeaseGrant, LeaseHeartbeat
-from tokenkeep.lifecycle.persist import (
-    CommitResult,
-    commit_refresh,
-    record_failure,
-    status_reason_of,
-)
+from tokenkeep.lifecycle.persist import CommitResult, record_failure, status_reason_of
 from tokenkeep.lifecycle.policy import refusal_error
 from tokenkeep.lifecycle.timeouts import SessionTimeouts
 from tokenkeep.lifecycle.tokens import FreshToken
@@ -45,7 +42,6 @@ from tokenkeep.vocabulary import AuthMode, Status
 __all__ = ["Refresher"]
 
 _log = get_logger("tokenkeep.lifecycle")
-_COMMIT_RETRIES = 3
 
 
 class Refresher:
@@ -81,6 +77,19 @@ class Refresher:
         # Counters for tests and metrics.
         self.refreshes = 0
         self.fenced_writes = 0
+        self.durable = DurableCommit(store, settings=settings, clock=clock, owner=owner)
+
+    def lease(self, connection_id: str) -> LeaseHeartbeat:
+        """The lease of ``connection_id`` for this process: taken and kept renewed from a
+        thread of its own (:meth:`LeaseHeartbeat.acquire`) until stopped."""
+        return LeaseHeartbeat(
+            self.store.leases,
+            connection_id,
+            self.owner,
+            clock=self.clock,
+            seconds=self.lease_seconds,
+            interval=self.heartbeat_interval,
+        )
 
     async def refresh(self, conn: Connection, grant: LeaseGrant) -> FreshToken | None:
         """Call the token endpoint and commit; None when the stored row moved on (use it).
@@ -114,21 +123,30 @@ class Refresher:
         failure: OAuthError | UpstreamTransportError | None = None
         commit: CommitResult | None = None
         response: TokenResponse | None = None
-        async with LeaseHeartbeat(
-            self.store.leases,
-            conn.id,
-            self.owner,
-            clock=self.clock,
-            seconds=self.lease_seconds,
-            interval=self.heartbeat_interval,
-        ):
+        # The lease is kept by the coordinator's LeaseHeartbeat (its own thread) throughout.
+        # An answer obtained earlier and never committed (a database outage, a crash)
+        # is committed now: calling again with its rotated-out token would be fatal.
+        entry = self.durable.pending(conn)
+        if entry is not None:
+            response = entry.response
+            _log.warning("committing a journaled refresh answer", connection_id=conn.id)
+            commit = await self.durable.commit(
+                conn,
+                response,
+                used=entry.used_refresh_token,
+                expires_at=entry.expires_at,
+                next_refresh_at=entry.next_refresh_at,
+                grant=entry.grant,
+                duration_ms=lambda: 0.0,
+                entry=entry,
+            )
+        else:
             try:
                 response = await self.client.obtain(app, used)
             except (OAuthError, UpstreamTransportError) as exc:
                 failure = exc
             else:
-                self.refreshes += 1
-                # Straight from the response to the durable commit: nothing in between.
+                # Straight from the answer to the journal/commit: nothing in between.
                 commit = await self._commit(
                     conn,
                     response,
@@ -197,6 +215,7 @@ class Refresher:
         grant_name: str,
         started: float,
     ) -> CommitResult:
+        self.refreshes += 1
         plan = plan_expiry(
             response.received_at,
             configured=configured,
@@ -204,29 +223,15 @@ class Refresher:
             margin=self.settings.refresh_margin_seconds,
             rng=self._rng,
         )
-        for attempt in range(1, _COMMIT_RETRIES + 1):
-            try:
-                return await asyncio.shield(
-                    commit_refresh(
-                        self.store,
-                        conn,
-                        response,
-                        used_refresh_token=used,
-                        owner=self.owner,
-                        expires_at=plan.expires_at,
-                        next_refresh_at=plan.next_refresh_at,
-                        duration_ms=max(0.0, (self.clock.monotonic() - started) * 1000),
-                        grant=grant_name,
-                        allow_insecure_loopback=self.settings.allow_insecure_loopback,
-                    )
-                )
-            except DatabaseUnavailableError:
-                # The one place a refresh token could be lost: insist a little.
-                if attempt == _COMMIT_RETRIES:
-                    raise
-                _log.error("could not store a refreshed token; retrying", connection_id=conn.id)
-                await asyncio.sleep(0.2 * attempt)
-        raise TransientUpstreamError(f"connection {conn.id}: could not store the token")
+        return await self.durable.commit(
+            conn,
+            response,
+            used=used,
+            expires_at=plan.expires_at,
+            next_refresh_at=plan.next_refresh_at,
+            grant=grant_name,
+            duration_ms=lambda: max(0.0, (self.clock.monotonic() - started) * 1000),
+        )
 
     async def _on_failure(
         self,
@@ -249,17 +254,22 @@ class Refresher:
         if isinstance(error, OAuthError) and not changed:
             newer = await self.store.refresh_state.newer_connection_exists(conn)
         attempts = conn.refresh_attempts + 1
+        # A rotated answer this process received and could not keep: its loss is known.
+        lost_here = conn.id in self.durable.lost
         # Whether the app rotates matters only when an expired lease was taken over (a lost
         # rotation is then the likely story): only then is it looked up.
         rotation = (
             await self._rotation_seen(conn.id)
-            if grant.took_over_expired and isinstance(error, OAuthError) and not changed
+            if grant.took_over_expired
+            and not lost_here
+            and isinstance(error, OAuthError)
+            and not changed
             else True
         )
         decision = classify_refresh_failure(
             error,
             refresh_token_changed=changed,
-            lease_expired_before=grant.took_over_expired,
+            lease_expired_before=grant.took_over_expired or lost_here,
             rotation_enabled=rotation,
             newer_connection_same_user_app=newer,
             attempts=attempts,
@@ -287,6 +297,7 @@ class Refresher:
         )
         if not written:
             return  # the row moved on meanwhile: the loop re-reads and uses it
+        self.durable.lost.discard(conn.id)  # reported now (rotation_lost): once
         log = _log.warning if decision.status else _log.info
         log(
             "refresh failed",

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 import sqlite3
+import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, closing
 from importlib import resources
@@ -27,7 +28,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection as SyncConnection
-from sqlalchemy import event, make_url, text
+from sqlalchemy import Engine, create_engine, event, make_url, text
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -39,7 +40,7 @@ from sqlalchemy.ext.asyncio import (
 from tokenkeep.clock import Clock
 from tokenkeep.errors import DatabaseUnavailableError
 
-__all__ = ["Database", "migrations_path", "rowcount"]
+__all__ = ["Database", "is_unavailable", "migrations_path", "rowcount"]
 
 T = TypeVar("T")
 
@@ -56,6 +57,11 @@ _UNAVAILABLE = (
     psycopg.InterfaceError,
     ConnectionError,
 )
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """Is ``exc`` a connection-level driver failure ("the database is away")?"""
+    return isinstance(exc, _UNAVAILABLE)
 
 
 def migrations_path() -> Path:
@@ -117,6 +123,9 @@ class Database:
             )
         # Writes: on SQLite the "begin" hook reads this option and emits BEGIN IMMEDIATE.
         self._write_engine = self.engine.execution_options(tokenkeep_write=True)
+        self._connect_timeout = connect_timeout
+        self._blocking: Engine | None = None
+        self._blocking_lock = threading.Lock()
         self._read_sessions = async_sessionmaker(self.engine, expire_on_commit=False)
         self._write_sessions = async_sessionmaker(self._write_engine, expire_on_commit=False)
 
@@ -166,6 +175,22 @@ class Database:
                 yield session
         except _UNAVAILABLE as exc:
             raise self.unavailable(exc) from None
+
+    def blocking_engine(self) -> Engine:
+        """A small synchronous engine (same database, its own connections) for work that
+        must not wait for the event loop: the lease heartbeat's thread. Thread-safe."""
+        with self._blocking_lock:
+            if self._blocking is None:
+                if self.is_sqlite:
+                    url = self._url.set(drivername="sqlite+pysqlite")
+                    args: dict[str, Any] = {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
+                else:
+                    url = self._url.set(drivername="postgresql+psycopg")
+                    args = {"connect_timeout": max(1, round(self._connect_timeout))}
+                self._blocking = create_engine(
+                    url, pool_size=1, max_overflow=2, pool_pre_ping=True, connect_args=args
+                )
+            return self._blocking
 
     def unavailable(self, exc: BaseException) -> DatabaseUnavailableError:
         """The one mapping of a driver failure to :class:`DatabaseUnavailableError`."""
@@ -237,6 +262,10 @@ class Database:
 
     async def close(self) -> None:
         """Close every pooled connection."""
+        with self._blocking_lock:
+            blocking, self._blocking = self._blocking, None
+        if blocking is not None:
+            blocking.dispose()
         await self.engine.dispose()
 
     async def __aenter__(self) -> Database:

@@ -18,7 +18,7 @@ from typing import cast
 from sqlalchemy import Table, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from tokenkeep.store.database import Database, rowcount
+from tokenkeep.store.database import Database, is_unavailable, rowcount
 from tokenkeep.store.models import ConnectionRow
 from tokenkeep.store.records import LeaseGrant
 
@@ -79,6 +79,58 @@ class LeaseRepository:
         """Extend our lease; False when it is no longer ours (taken over, or released)."""
         async with self._db.write() as session:
             result = await session.execute(
+                update(_T)
+                .where(_T.c.id == connection_id, _T.c.lease_owner == owner)
+                .values(lease_until=now + timedelta(seconds=seconds))
+            )
+            return rowcount(result) == 1
+
+    def acquire_blocking(
+        self, connection_id: str, owner: str, *, now: datetime, seconds: float
+    ) -> LeaseGrant:
+        """:meth:`acquire` on the database's blocking engine (the heartbeat's thread takes
+        the lease and keeps it from the same thread). Raises the driver's error."""
+        until = now + timedelta(seconds=seconds)
+        ours = (owner, claim_owner(owner))
+        with self._db.blocking_engine().begin() as conn:
+            query = select(_T.c.lease_owner, _T.c.lease_until).where(_T.c.id == connection_id)
+            if self._db.dialect == "postgresql":
+                query = query.with_for_update()
+            row = conn.execute(query).one_or_none()
+            if row is None:
+                return LeaseGrant(acquired=False, holder=None, until=None)
+            holder, holder_until = row
+            held_by_other = holder is not None and holder not in ours
+            if held_by_other and holder_until is not None and holder_until > now:
+                return LeaseGrant(acquired=False, holder=holder, until=holder_until)
+            result = conn.execute(
+                update(_T)
+                .where(_T.c.id == connection_id)
+                .where(
+                    (_T.c.lease_owner.is_(None))
+                    | (_T.c.lease_owner.in_(ours))
+                    | (_T.c.lease_until.is_(None))
+                    | (_T.c.lease_until <= now)
+                )
+                .values(lease_owner=owner, lease_until=until)
+            )
+            if rowcount(result) != 1:
+                return LeaseGrant(acquired=False, holder=holder, until=holder_until)
+        took_over = held_by_other and not str(holder).startswith(CLAIM_PREFIX)
+        return LeaseGrant(acquired=True, holder=owner, until=until, took_over_expired=took_over)
+
+    def unavailable(self, exc: Exception) -> Exception:
+        """What the async methods would raise for ``exc``: a driver failure becomes
+        ``DatabaseUnavailableError`` (password masked); anything else stays itself."""
+        return self._db.unavailable(exc) if is_unavailable(exc) else exc
+
+    def renew_blocking(
+        self, connection_id: str, owner: str, *, now: datetime, seconds: float
+    ) -> bool:
+        """:meth:`renew` on the database's blocking engine, for a thread of its own (the
+        heartbeat must not depend on the event loop). Raises the driver's error."""
+        with self._db.blocking_engine().begin() as conn:
+            result = conn.execute(
                 update(_T)
                 .where(_T.c.id == connection_id, _T.c.lease_owner == owner)
                 .values(lease_until=now + timedelta(seconds=seconds))

@@ -1,0 +1,103 @@
+"""A gateway-like worker OS process for the reliability tests (not a test module).
+
+Usage: ``python durable_worker.py '<json>'`` with ``db_url``, ``keys`` (the exported
+keyring), ``connection_id``, ``owner``, ``data_dir``, ``lease_seconds``, ``mode`` and:
+
+* ``mode="stampede"``: ``calls`` concurrent ``fresh_token`` calls (what ``GET
+  /connections/{id}/token`` and the proxy's refresh run), optionally with the event loop
+  starved: ``lag_seconds`` of pure-Python spinning, 4 times, between 50 ms breathers (``cpu`` pins
+  the process to one core). Prints one JSON line: ok count, error names, refreshes.
+* ``mode="refresh_loop"``: forced refreshes one after another (up to ``calls``) until the
+  test kills it; prints ``refreshed <version>`` after each commit.
+
+It prints ``ready`` and waits for a line on stdin before it starts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from tokenkeep.clock import SystemClock
+from tokenkeep.config import load_settings
+from tokenkeep.crypto import Keyring
+from tokenkeep.lifecycle.coordinator import RefreshCoordinator
+from tokenkeep.oauth.client import TokenEndpointClient
+from tokenkeep.oauth.session import create_session
+from tokenkeep.store import Database, Store
+
+
+async def _starve(seconds: float, done: asyncio.Event, cycles: int = 4) -> None:
+    """Hold the event loop ``cycles`` times (pure Python: the GIL is released every switch
+    interval, as in any CPU-bound stretch), with 50 ms breathers in between."""
+    for _ in range(cycles):
+        if done.is_set():
+            return
+        until = time.perf_counter() + seconds
+        while time.perf_counter() < until:
+            pass
+        await asyncio.sleep(0.05)
+
+
+async def main(args: dict[str, object]) -> None:
+    if args.get("cpu") is not None:
+        os.sched_setaffinity(0, {int(str(args["cpu"]))})
+    clock = SystemClock()
+    db = Database(str(args["db_url"]), clock=clock)
+    store = Store(db=db, keyring=Keyring.parse(str(args["keys"])), clock=clock)
+    settings = load_settings(
+        database_url=str(args["db_url"]),
+        data_dir=Path(str(args["data_dir"])),
+        allow_insecure_loopback=True,
+        refresh_lease_seconds=float(str(args["lease_seconds"])),
+    )
+    session = create_session(timeout_seconds=30)
+    client = TokenEndpointClient(session, clock=clock)
+    coordinator = RefreshCoordinator(
+        store, client, settings=settings, clock=clock, owner=str(args["owner"])
+    )
+    connection_id = str(args["connection_id"])
+    calls = int(str(args["calls"]))
+    try:
+        await db.ping()
+        print("ready", flush=True)
+        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+        if args["mode"] == "refresh_loop":
+            for _ in range(calls):
+                token = await coordinator.refresh(connection_id)
+                print(f"refreshed {token.version}", flush=True)
+            return
+        done = asyncio.Event()
+        lag = float(str(args.get("lag_seconds") or 0))
+        starver = asyncio.create_task(_starve(lag, done)) if lag > 0 else None
+        results = await asyncio.gather(
+            *(coordinator.fresh_token(connection_id) for _ in range(calls)),
+            return_exceptions=True,
+        )
+        done.set()
+        if starver is not None:
+            await starver
+        tokens = [r for r in results if not isinstance(r, BaseException)]
+        errors = sorted({repr(r)[:200] for r in results if isinstance(r, BaseException)})
+        print(
+            json.dumps(
+                {
+                    "ok": len(tokens),
+                    "versions": sorted({t.version for t in tokens}),
+                    "errors": errors,
+                    "refreshes": coordinator.refreshes,
+                }
+            ),
+            flush=True,
+        )
+    finally:
+        await session.close()
+        await db.close()
+
+
+if __name__ == "__main__":
+    asyncio.run(main(json.loads(sys.argv[1])))
