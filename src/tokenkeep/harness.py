@@ -343,9 +343,10 @@ async def running_gateway(
     from tokenkeep.server import ServerHandle, build_asgi_app, free_port
 
     api_key: Secret | None = None if generated_key else Secret("tk_" + secrets.token_urlsafe(32))
-    port = port or free_port()
-    base_url = f"http://127.0.0.1:{port}"
     async with Emulator.running(orgs=orgs, seed=seed, tls=tls, clock=clock) as emu:
+        # Picked once the emulator's own ports are bound: it cannot take this one meanwhile.
+        port = port or free_port()
+        base_url = f"http://127.0.0.1:{port}"
         options: dict[str, Any] = {
             "data_dir": data_dir,
             "database_url": f"sqlite:///{data_dir / 'tokenkeep.db'}",
