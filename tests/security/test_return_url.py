@@ -30,6 +30,7 @@ REFUSED = [
     "/relative/path",
     "javascript:alert(1)",
     "https://app.example/\x00",
+    "https://app.example/\n",  # a final line break: "$" in a Python regex would pass it
     "https://app.example/a b",
     "https://gw.example/connected/../admin",  # out of the prefix once resolved
     "https://gw.example/connected%2f..%2f..%2fadmin",

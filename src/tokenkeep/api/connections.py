@@ -62,7 +62,7 @@ async def list_connections(
     status_: Annotated[ConnectionStatus | None, Query(alias="status")] = None,
     org_id: Annotated[str | None, text_query(max_length=64)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    cursor: Annotated[str | None, text_query(max_length=500)] = None,
+    cursor: Annotated[str | None, text_query(min_length=1, max_length=500)] = None,
 ) -> ConnectionList:
     """Oldest first; pass ``next_cursor`` back as ``cursor`` for the next page."""
     page = await store.connections.list(

@@ -107,14 +107,24 @@ async def _request_validation_error(_request: Request, exc: Exception) -> JSONRe
     return error_response(422, "validation_error", _validation_message(errors))
 
 
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
 def _allowed_methods(request: Request) -> str | None:
-    """Every method some route of this path accepts (Starlette names only the first route's)."""
-    methods: set[str] = set()
-    for route in request.app.router.routes:
-        match, _ = route.matches(request.scope)
-        if match is not Match.NONE:
-            methods.update(getattr(route, "methods", None) or ())
-    return ", ".join(sorted(methods)) if methods else None
+    """Every method some route of this path accepts (Starlette names only the first route's).
+
+    Asked of the routes themselves, one method at a time (``matches`` is public API; the
+    included routers' internals are not), so the answer holds for nested routers too.
+    """
+    allowed = [
+        method
+        for method in _METHODS
+        if any(
+            route.matches({**request.scope, "method": method})[0] is Match.FULL
+            for route in request.app.router.routes
+        )
+    ]
+    return ", ".join(allowed) if allowed else None
 
 
 async def _http_exception(request: Request, exc: Exception) -> JSONResponse:

@@ -38,6 +38,7 @@ from pydantic import (
 from typing_extensions import TypeAliasType
 
 __all__ = [
+    "HTTPS_URL_PATTERN",
     "HTTP_URL_PATTERN",
     "MAX_EPOCH_MILLIS",
     "PATTERN_SENTENCES",
@@ -50,6 +51,7 @@ __all__ = [
     "PemText",
     "SecretText",
     "Text",
+    "Url",
     "json_problem",
     "text_path",
     "text_query",
@@ -61,15 +63,23 @@ PRINTABLE = r"^[^\x00-\x1f\x7f]*$"
 _PEM = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*$"
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _PEM_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
-#: What the schema says of an upstream URL; the https-only rule is checked when it is stored.
-HTTP_URL_PATTERN = r"^https?://[^\x00-\x20\x7f/?#]+[^\x00-\x20\x7f]*$"
+# An absolute http(s) URL: a host name or IPv4 address, a port (0-65535), then anything
+# printable. (No IPv6 literal: no Salesforce host, emulator or webhook receiver needs one.)
+_PORT = r"(?::(?:[0-9]{1,4}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5]))?"
+_URL_REST = r"://[A-Za-z0-9._~-]+" + _PORT + r"(?:[/?#][^\x00-\x20\x7f]*)?$"
+#: The shape every URL field must have (enforced).
+HTTP_URL_PATTERN = "^https?" + _URL_REST
+#: What the document states for a URL that receives tokens: https only. (Plain http is let
+#: through for loopback hosts with TOKENKEEP_ALLOW_INSECURE_LOOPBACK, for the emulator and
+#: local tests: a development exception the production contract does not offer.)
+HTTPS_URL_PATTERN = "^https" + _URL_REST
 #: A connect flow's ``return_url``: the shape; the allow-list is checked on top of it
 #: (:mod:`tokenkeep.api.return_urls`).
 RETURN_URL_PATTERN = r"^https?://[^\x00-\x20\x7f\\/?#@]+(?:[/?#][^\x00-\x20\x7f\\]*)?$"
 #: The sentence a pattern mismatch is reported with (instead of the regular expression).
 PATTERN_SENTENCES = {
     PRINTABLE: "must not contain control characters (NUL, CR, LF, ...)",
-    HTTP_URL_PATTERN: "must be an absolute https:// URL (no spaces or control characters)",
+    HTTP_URL_PATTERN: "must be an absolute http:// or https:// URL with a host name",
     RETURN_URL_PATTERN: (
         "must be an absolute http:// or https:// URL without spaces, control characters, "
         "backslashes or user info, on TOKENKEEP_CONNECT_RETURN_URLS"
@@ -126,6 +136,11 @@ def _iso_only(value: object) -> object:
 # The constraint before the validator: the validator then runs first (on the raw value)
 # and the pattern stays in the JSON schema.
 Text: TypeAlias = Annotated[str, StringConstraints(pattern=PRINTABLE), BeforeValidator(_printable)]
+#: An absolute http(s) URL (:data:`HTTP_URL_PATTERN`). One pattern per field: pydantic keeps
+#: only the last one, so a URL is not also a :data:`Text` (the URL pattern is stricter).
+Url: TypeAlias = Annotated[
+    str, StringConstraints(pattern=HTTP_URL_PATTERN), BeforeValidator(_printable)
+]
 SecretText: TypeAlias = Annotated[
     SecretStr, BeforeValidator(_printable), Field(json_schema_extra={"pattern": PRINTABLE})
 ]

@@ -29,7 +29,7 @@ async def list_org_health(
     *,
     integration: Annotated[str | None, text_query(max_length=100)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    cursor: Annotated[str | None, text_query(max_length=500)] = None,
+    cursor: Annotated[str | None, text_query(min_length=1, max_length=500)] = None,
 ) -> OrgList:
     """Orgs with connections, by org id; pass ``next_cursor`` back as ``cursor``."""
     page, next_cursor = await list_orgs(

@@ -51,7 +51,7 @@ def _under(candidate: SplitResult, prefix: str) -> bool:
 
 def return_url_problem(url: str, settings: Settings) -> str | None:
     """Why the browser may not be sent to ``url`` (a sentence), or None when it may."""
-    if not _SHAPE.match(url):
+    if not _SHAPE.fullmatch(url):  # fullmatch: "$" alone would let a final "\n" through
         return f"return_url {PATTERN_SENTENCES[RETURN_URL_PATTERN]}"
     candidate = urlsplit(url)
     if any(_under(candidate, prefix) for prefix in settings.return_url_prefixes):

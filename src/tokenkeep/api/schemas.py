@@ -13,12 +13,13 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from tokenkeep.api.inputs import (
-    HTTP_URL_PATTERN,
+    HTTPS_URL_PATTERN,
     EpochMillis,
     Metadata,
     PemText,
     SecretText,
     Text,
+    Url,
 )
 from tokenkeep.lifecycle.imports import ConnectionToImport
 from tokenkeep.lifecycle.integrations import IntegrationSpec
@@ -46,6 +47,16 @@ CONNECTION_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._~-]{0,99}$"
 INTEGRATION_KEY_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 
 
+# A URL that receives tokens: the document states the https-only contract (the enforced
+# pattern also admits http, which the https rule then refuses unless the loopback
+# development setting allows it; tokenkeep.urls.upstream_url_problem).
+_TOKEN_URL: dict[str, Any] = {
+    "pattern": HTTPS_URL_PATTERN,
+    "description": "https:// (http:// only for loopback hosts with "
+    "TOKENKEEP_ALLOW_INSECURE_LOOPBACK=true)",
+}
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
@@ -63,8 +74,8 @@ class IntegrationIn(_Strict):
     provider: Text = Field(default="salesforce", min_length=1, max_length=50)
     client_id: Text = Field(min_length=1, max_length=500)
     client_secret: SecretText | None = None
-    login_url: Text = Field(
-        default="https://login.salesforce.com", max_length=500, pattern=HTTP_URL_PATTERN
+    login_url: Url = Field(
+        default="https://login.salesforce.com", max_length=500, json_schema_extra=_TOKEN_URL
     )
     scopes: list[Annotated[Text, Field(min_length=1, max_length=200)]] = Field(default_factory=list)
     auth_mode: Literal["oauth2", "jwt_bearer", "client_credentials"] = "oauth2"
@@ -141,7 +152,7 @@ class CredentialsIn(_Strict):
 
     access_token: SecretText = Field(min_length=1)
     refresh_token: SecretText | None = None
-    instance_url: Text = Field(max_length=500, pattern=HTTP_URL_PATTERN)
+    instance_url: Url = Field(max_length=500, json_schema_extra=_TOKEN_URL)
     id: Text | None = Field(default=None, max_length=500)
     issued_at: EpochMillis | None = None
 

@@ -55,7 +55,10 @@ async def create_webhook(body: WebhookIn, store: StoreDep, gateway: GatewayDep) 
         raise ValidationError(f"url: {problem}.")
     secret = new_webhook_secret()
     endpoint = await store.webhooks.create(
-        url=body.url, secret=secret, events=body.events, description=body.description
+        url=body.url,
+        secret=secret,
+        events=[str(e) for e in body.events] if body.events else None,
+        description=body.description,
     )
     return WebhookCreated(**webhook_out(endpoint).model_dump(), secret=secret.reveal())
 
@@ -100,7 +103,7 @@ async def list_events(
     connection_id: Annotated[str | None, text_query(max_length=100)] = None,
     status: Annotated[Literal["pending", "delivered", "failed"] | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_EVENT_PAGE)] = 50,
-    cursor: Annotated[str | None, text_query(max_length=40)] = None,
+    cursor: Annotated[str | None, text_query(min_length=1, max_length=40)] = None,
 ) -> EventList:
     """Each event with its delivery per endpoint; pass ``next_cursor`` back as ``cursor``."""
     events, next_cursor = await store.events.list_events(
