@@ -32,6 +32,7 @@ __all__ = [
     "get_settings",
     "is_loopback_url",
     "load_settings",
+    "split_list",
     "webhook_secret_bytes",
 ]
 
@@ -103,6 +104,9 @@ class Settings(BaseSettings):
     spike_min_ratio: float = Field(default=0.2, gt=0, le=1)
     spike_window_seconds: int = Field(default=300, ge=10)
     connect_session_ttl_seconds: int = Field(default=900, ge=30)
+    # Where a finished connect flow may send the browser (``return_url``): comma-separated
+    # origins or URL prefixes. None: only this gateway's own origin (``base_url``).
+    connect_return_urls: str | None = None
     # Connecting the same org + user again updates that connection instead of adding one.
     connect_update_existing: bool = True
     # The operation log (observability/oplog.py) and metrics (observability/metrics.py).
@@ -159,6 +163,24 @@ class Settings(BaseSettings):
             raise ValueError("must be an http:// or https:// URL with a host")
         return value
 
+    @field_validator("connect_return_urls")
+    @classmethod
+    def _check_return_urls(cls, value: str | None) -> str | None:
+        for entry in split_list(value):
+            parts = urlsplit(entry)
+            if (
+                parts.scheme not in {"http", "https"}
+                or not parts.hostname
+                or "@" in parts.netloc
+                or parts.query
+                or parts.fragment
+            ):
+                raise ValueError(
+                    f"{entry!r} is not an origin or URL prefix (https://app.example.com or "
+                    "https://app.example.com/connected/)"
+                )
+        return value or None
+
     @field_validator("webhook_secret")
     @classmethod
     def _check_webhook_secret(
@@ -197,11 +219,25 @@ class Settings(BaseSettings):
         return self.db_url.startswith("sqlite")
 
     @property
+    def return_url_prefixes(self) -> list[str]:
+        """Where ``return_url`` may point: the setting's entries, or this gateway's origin."""
+        entries = split_list(self.connect_return_urls)
+        if entries:
+            return entries
+        parts = urlsplit(self.base_url)
+        return [f"{parts.scheme}://{parts.netloc}/"]
+
+    @property
     def base_url(self) -> str:
         """Where users' browsers reach this gateway (connect flow links)."""
         if self.public_url:
             return self.public_url.rstrip("/")
         return f"http://{self.host}:{self.port}"
+
+
+def split_list(value: str | None) -> list[str]:
+    """The non-empty, stripped items of a comma-separated setting."""
+    return [item.strip() for item in (value or "").split(",") if item.strip()]
 
 
 def is_loopback_url(url: str) -> bool:

@@ -88,6 +88,7 @@ async def flow(tmp_path: Path, db_url: str) -> AsyncIterator[Flow]:
         secret_key=SECRET,
         allow_insecure_loopback=True,
         scheduler_enabled=False,
+        connect_return_urls="https://app.example",  # the app the tests send browsers back to
     )
     async with Emulator.running(orgs=2, clock=clock) as emu:
         gateway = Gateway(settings, clock=clock)

@@ -20,6 +20,7 @@ from tokenkeep.api.logs import router as logs_router
 from tokenkeep.api.metrics import router as metrics_router
 from tokenkeep.api.middleware import BodySizeLimit, RequestLog
 from tokenkeep.api.orgs import router as orgs_router
+from tokenkeep.api.responses import AUTHENTICATED
 from tokenkeep.api.tokens import router as tokens_router
 from tokenkeep.api.webhooks import router as webhooks_router
 from tokenkeep.runtime import Gateway
@@ -51,13 +52,13 @@ def create_app(gateway: Gateway) -> FastAPI:
     authenticated = [Depends(require_api_key)]
     app.include_router(health_router)
     app.include_router(metrics_router)  # public, like /healthz: counts only
-    app.include_router(integrations_router, dependencies=authenticated)
-    app.include_router(connections_router, dependencies=authenticated)
-    app.include_router(tokens_router, dependencies=authenticated)
-    app.include_router(diagnosis_router, dependencies=authenticated)
-    app.include_router(logs_router, dependencies=authenticated)
-    app.include_router(orgs_router, dependencies=authenticated)
-    app.include_router(webhooks_router, dependencies=authenticated)
+    app.include_router(integrations_router, dependencies=authenticated, responses=AUTHENTICATED)
+    app.include_router(connections_router, dependencies=authenticated, responses=AUTHENTICATED)
+    app.include_router(tokens_router, dependencies=authenticated, responses=AUTHENTICATED)
+    app.include_router(diagnosis_router, dependencies=authenticated, responses=AUTHENTICATED)
+    app.include_router(logs_router, dependencies=authenticated, responses=AUTHENTICATED)
+    app.include_router(orgs_router, dependencies=authenticated, responses=AUTHENTICATED)
+    app.include_router(webhooks_router, dependencies=authenticated, responses=AUTHENTICATED)
     app.include_router(connect_router)  # pages are public; /connect/sessions checks the key
     install_dashboard(app)  # its own login: a session cookie, not the API key header
 

@@ -17,14 +17,20 @@ from __future__ import annotations
 
 import html
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.convertors import Convertor, register_url_convertor
 
 from tokenkeep.api.deps import GatewayDep, require_api_key
+from tokenkeep.api.inputs import Metadata, Text
+from tokenkeep.api.responses import error_responses
+from tokenkeep.api.return_urls import RETURN_URL_PATTERN, return_url_problem
 from tokenkeep.api.schemas import CONNECTION_ID_PATTERN
+from tokenkeep.config import Settings
+from tokenkeep.errors import ValidationError
 from tokenkeep.lifecycle.connect import ConnectFlow, ConnectFlowError, ConnectResult
 from tokenkeep.observability.logging import get_logger
 from tokenkeep.runtime import Gateway
@@ -36,20 +42,41 @@ _log = get_logger("tokenkeep.connect")
 _PAGE_HEADERS = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"}
 
 
+class _ConnectToken(Convertor[str]):
+    """A connect link's token (``secrets.token_urlsafe(32)``: 43 URL-safe characters)."""
+
+    regex = r"[A-Za-z0-9_-]{16,100}"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("connect_token", _ConnectToken())
+
+
 class ConnectSessionIn(BaseModel):
     """Body of ``POST /connect/sessions``."""
 
     model_config = ConfigDict(extra="forbid")
 
-    integration: str = Field(min_length=1, max_length=100)
+    integration: Text = Field(min_length=1, max_length=100)
     connection_id: str | None = Field(
         default=None,
         pattern=CONNECTION_ID_PATTERN,
         description="connect into this id (re-authorize an existing connection)",
     )
-    metadata: dict[str, Any] | None = None
+    metadata: Metadata | None = None
     return_url: str | None = Field(
-        default=None, max_length=1000, description="where the browser goes when done"
+        default=None,
+        max_length=1000,
+        pattern=RETURN_URL_PATTERN,
+        description=(
+            "where the browser goes when done: an absolute http(s) URL on an entry of "
+            "TOKENKEEP_CONNECT_RETURN_URLS (default: the gateway's own origin), else 422"
+        ),
     )
 
 
@@ -93,9 +120,18 @@ def _failure_page(exc: ConnectFlowError) -> HTMLResponse:
     status_code=201,
     response_model=ConnectSessionOut,
     dependencies=[Depends(require_api_key)],
+    responses=error_responses(400, 401, 404, 413, 422, 503),
 )
 async def create_connect_session(body: ConnectSessionIn, gateway: GatewayDep) -> ConnectSessionOut:
-    """A single-use, short-lived connect link for an oauth2 integration."""
+    """A single-use, short-lived connect link for an oauth2 integration.
+
+    404 for an unknown integration; 422 for a ``return_url`` that is not allowed (the
+    message names ``TOKENKEEP_CONNECT_RETURN_URLS``).
+    """
+    if body.return_url is not None:
+        problem = return_url_problem(body.return_url, gateway.settings)
+        if problem is not None:
+            raise ValidationError(f"{problem}.")
     url, expires_at = await connect_flow(gateway).create_session(
         body.integration,
         connection_id=body.connection_id,
@@ -105,10 +141,10 @@ async def create_connect_session(body: ConnectSessionIn, gateway: GatewayDep) ->
     return ConnectSessionOut(url=url, expires_at=expires_at)
 
 
-@router.get("/connect/{token}", include_in_schema=False)
-async def open_connect_link(
-    token: Annotated[str, Path(min_length=16, max_length=100)], gateway: GatewayDep
-) -> Response:
+# "{token:connect_token}": only a token-shaped segment matches, so GET /connect/sessions
+# is a 405 (the route exists, for POST) rather than a connect link that does not exist.
+@router.get("/connect/{token:connect_token}", include_in_schema=False)
+async def open_connect_link(token: Annotated[str, Path()], gateway: GatewayDep) -> Response:
     """Send the browser to the provider's consent page (state + PKCE)."""
     try:
         opened = await connect_flow(gateway).begin(token)
@@ -116,7 +152,7 @@ async def open_connect_link(
         return _failure_page(exc)
     if isinstance(opened, str):
         return RedirectResponse(opened, status_code=302, headers=_PAGE_HEADERS)
-    return _connected(opened)  # JWT bearer / client credentials: no consent page
+    return _connected(opened, gateway.settings)  # JWT bearer / client credentials: no consent
 
 
 @router.get("/oauth/callback", include_in_schema=False)
@@ -134,12 +170,17 @@ async def oauth_callback(
         )
     except ConnectFlowError as exc:
         return _failure_page(exc)
-    return _connected(result)
+    return _connected(result, gateway.settings)
 
 
-def _connected(result: ConnectResult) -> Response:
+def _connected(result: ConnectResult, settings: Settings) -> Response:
     if result.return_url:
-        return RedirectResponse(result.return_url, status_code=302, headers=_PAGE_HEADERS)
+        # Checked again here: a session stored before the allow-list changed (or written by
+        # hand) must not turn the gateway into an open redirect.
+        problem = return_url_problem(result.return_url, settings)
+        if problem is None:
+            return RedirectResponse(result.return_url, status_code=302, headers=_PAGE_HEADERS)
+        _log.warning("connect return_url refused", reason="return_url_not_allowed")
     who = f" as {result.username}" if result.username else ""
     return _page(
         "Connected",

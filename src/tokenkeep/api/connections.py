@@ -7,6 +7,8 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query, Response, status
 
 from tokenkeep.api.deps import GatewayDep, StoreDep
+from tokenkeep.api.inputs import text_query
+from tokenkeep.api.responses import BODY_ERRORS, error_responses
 from tokenkeep.api.schemas import (
     CONNECTION_ID_PATTERN,
     ConnectionImport,
@@ -34,6 +36,7 @@ IdPath = Annotated[str, Path(pattern=CONNECTION_ID_PATTERN, description="connect
     response_model=ConnectionOut,
     status_code=status.HTTP_201_CREATED,
     summary="Import a connection from tokens the app already holds",
+    responses={**BODY_ERRORS, **error_responses(404, 409)},
 )
 async def import_connection(
     body: ConnectionImport, store: StoreDep, gateway: GatewayDep
@@ -49,15 +52,17 @@ async def import_connection(
     return connection_out(connection)
 
 
-@router.get("", response_model=ConnectionList, summary="List connections")
+@router.get(
+    "", response_model=ConnectionList, summary="List connections", responses=error_responses(422)
+)
 async def list_connections(
     store: StoreDep,
     *,
-    integration: Annotated[str | None, Query(max_length=100)] = None,
+    integration: Annotated[str | None, text_query(max_length=100)] = None,
     status_: Annotated[ConnectionStatus | None, Query(alias="status")] = None,
-    org_id: Annotated[str | None, Query(max_length=64)] = None,
+    org_id: Annotated[str | None, text_query(max_length=64)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    cursor: Annotated[str | None, Query(max_length=500)] = None,
+    cursor: Annotated[str | None, text_query(min_length=1, max_length=500)] = None,
 ) -> ConnectionList:
     """Oldest first; pass ``next_cursor`` back as ``cursor`` for the next page."""
     page = await store.connections.list(
@@ -68,14 +73,22 @@ async def list_connections(
     )
 
 
-@router.get("/{connection_id}", response_model=ConnectionOut, summary="Show a connection")
+@router.get(
+    "/{connection_id}",
+    response_model=ConnectionOut,
+    summary="Show a connection",
+    responses=error_responses(404, 422),
+)
 async def get_connection(connection_id: IdPath, store: StoreDep) -> ConnectionOut:
     """404 ``not_found`` if there is no such connection."""
     return connection_out(await store.connections.get(connection_id))
 
 
 @router.delete(
-    "/{connection_id}", status_code=status.HTTP_204_NO_CONTENT, summary="Delete a connection"
+    "/{connection_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="Delete a connection",
+    responses=error_responses(404, 422, 502),
 )
 async def delete_connection(
     connection_id: IdPath,

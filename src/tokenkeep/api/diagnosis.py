@@ -17,6 +17,7 @@ from fastapi import APIRouter, Path, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from tokenkeep.api.deps import GatewayDep
+from tokenkeep.api.responses import BODY_ERRORS, error_responses
 from tokenkeep.api.schemas import CONNECTION_ID_PATTERN
 from tokenkeep.diagnosis.classify import Diagnosis
 from tokenkeep.store import Connection
@@ -86,6 +87,7 @@ def _out(conn: Connection, diagnosis: Diagnosis, at: datetime) -> DiagnosisOut:
     "/{connection_id}/diagnose",
     response_model=DiagnosisOut,
     summary="Probe the connection now and name what is wrong",
+    responses=error_responses(404, 422),
 )
 async def diagnose(connection_id: IdPath, gateway: GatewayDep) -> DiagnosisOut:
     """A few Salesforce calls (a data call, and when it fails: introspection, a refresh,
@@ -99,6 +101,7 @@ async def diagnose(connection_id: IdPath, gateway: GatewayDep) -> DiagnosisOut:
     "/{connection_id}/report",
     response_model=DiagnosisOut,
     summary="Report a failed Salesforce answer seen in direct mode",
+    responses={**BODY_ERRORS, **error_responses(404)},
 )
 async def report(
     connection_id: IdPath, body: ReportIn, gateway: GatewayDep, request: Request

@@ -9,11 +9,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import psycopg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
+from tokenkeep.api.inputs import PATTERN_SENTENCES
 from tokenkeep.errors import TokenkeepError
 from tokenkeep.observability.logging import get_logger
 
@@ -70,6 +74,10 @@ def _validation_message(errors: Sequence[Any]) -> str:
             sentences.append(f"{field}: unknown field")
         elif err.get("type") == "missing":
             sentences.append(f"{field}: field required")
+        elif err.get("type") == "string_pattern_mismatch" and (
+            sentence := PATTERN_SENTENCES.get(str((err.get("ctx") or {}).get("pattern")))
+        ):
+            sentences.append(f"{field}: {sentence}")
         else:
             msg = str(err.get("msg", "invalid value")).removeprefix("Value error, ")
             sentences.append(f"{field}: {msg}")
@@ -99,18 +107,57 @@ async def _request_validation_error(_request: Request, exc: Exception) -> JSONRe
     return error_response(422, "validation_error", _validation_message(errors))
 
 
-async def _http_exception(_request: Request, exc: Exception) -> JSONResponse:
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+def _allowed_methods(request: Request) -> str | None:
+    """Every method some route of this path accepts (Starlette names only the first route's).
+
+    Asked of the routes themselves, one method at a time (``matches`` is public API; the
+    included routers' internals are not), so the answer holds for nested routers too.
+    """
+    allowed = [
+        method
+        for method in _METHODS
+        if any(
+            route.matches({**request.scope, "method": method})[0] is Match.FULL
+            for route in request.app.router.routes
+        )
+    ]
+    return ", ".join(allowed) if allowed else None
+
+
+async def _http_exception(request: Request, exc: Exception) -> JSONResponse:
     if not isinstance(exc, StarletteHTTPException):  # registered for this type only
         raise exc
     code = _HTTP_CODES.get(exc.status_code, "http_error")
+    headers = dict(exc.headers) if exc.headers else {}
     if exc.status_code == 404:
         message = "No such route."
     elif exc.status_code == 405:
         message = "This route does not accept that method."
+        allow = _allowed_methods(request)
+        if allow:
+            headers["Allow"] = allow
     else:
         message = str(exc.detail)
-    headers = dict(exc.headers) if exc.headers else None
-    return error_response(exc.status_code, code, message, headers)
+    return error_response(exc.status_code, code, message, headers or None)
+
+
+async def _invalid_input(_request: Request, exc: Exception) -> JSONResponse:
+    """A value the database or a conversion refused: the client's input, not our bug.
+
+    The request schemas refuse these first (control characters, out-of-range numbers and
+    dates); this is the safety net for a rule they miss, so that it is a 422 and not a 500.
+    The transaction was rolled back: nothing was stored.
+    """
+    orig = getattr(exc, "orig", None) or exc
+    _log.warning("input refused by the database", error=type(orig).__name__)
+    return error_response(
+        422,
+        "validation_error",
+        "A value in the request cannot be stored: it holds a control character or is out of range.",
+    )
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -122,3 +169,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(TokenkeepError, _tokenkeep_error)
     app.add_exception_handler(RequestValidationError, _request_validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_exception)
+    # PostgreSQL's "invalid input" family (psycopg.DataError, wrapped by SQLAlchemy), and
+    # a number or date too large for Python's datetime.
+    for invalid in (sa_exc.DataError, psycopg.DataError, OverflowError):
+        app.add_exception_handler(invalid, _invalid_input)

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from tokenkeep.api.errors import error_response
+from tokenkeep.api.responses import error_responses
 from tokenkeep.errors import TokenkeepError
 
 __all__ = ["router"]
@@ -21,7 +22,12 @@ async def healthz() -> dict[str, Any]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", summary="The database is reachable and migrated", response_model=None)
+@router.get(
+    "/readyz",
+    summary="The database is reachable and migrated",
+    response_model=None,
+    responses=error_responses(503),
+)
 async def readyz(request: Request) -> JSONResponse | dict[str, Any]:
     """200 when the database answers and its schema is this version's; 503 otherwise."""
     gateway = request.app.state.gateway

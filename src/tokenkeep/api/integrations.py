@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Response, status
 
 from tokenkeep.api.deps import GatewayDep, StoreDep
+from tokenkeep.api.responses import BODY_ERRORS, error_responses
 from tokenkeep.api.schemas import (
     INTEGRATION_KEY_PATTERN,
     IntegrationIn,
@@ -23,7 +24,12 @@ router = APIRouter(prefix="/integrations", tags=["integrations"])
 KeyPath = Annotated[str, Path(pattern=INTEGRATION_KEY_PATTERN, description="integration key")]
 
 
-@router.put("/{key}", response_model=IntegrationOut, summary="Create or replace an integration")
+@router.put(
+    "/{key}",
+    response_model=IntegrationOut,
+    summary="Create or replace an integration",
+    responses={201: {"model": IntegrationOut, "description": "Created."}, **BODY_ERRORS},
+)
 async def put_integration(
     key: KeyPath, body: IntegrationIn, response: Response, store: StoreDep, gateway: GatewayDep
 ) -> IntegrationOut:
@@ -43,13 +49,23 @@ async def list_integrations(store: StoreDep) -> IntegrationList:
     return IntegrationList(data=[integration_out(i) for i in await store.integrations.list()])
 
 
-@router.get("/{key}", response_model=IntegrationOut, summary="Show an integration")
+@router.get(
+    "/{key}",
+    response_model=IntegrationOut,
+    summary="Show an integration",
+    responses=error_responses(404, 422),
+)
 async def get_integration(key: KeyPath, store: StoreDep) -> IntegrationOut:
     """404 ``not_found`` if there is no such integration."""
     return integration_out(await store.integrations.get(key))
 
 
-@router.delete("/{key}", status_code=status.HTTP_204_NO_CONTENT, summary="Delete an integration")
+@router.delete(
+    "/{key}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="Delete an integration",
+    responses=error_responses(404, 409, 422),
+)
 async def delete_integration(key: KeyPath, store: StoreDep) -> Response:
     """204; 404 if unknown; 409 ``conflict`` while connections still use it."""
     await store.integrations.delete(key)

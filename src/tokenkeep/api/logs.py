@@ -25,6 +25,8 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel
 
 from tokenkeep.api.deps import GatewayDep
+from tokenkeep.api.inputs import PRINTABLE, IsoDatetime
+from tokenkeep.api.responses import error_responses
 from tokenkeep.errors import ValidationError
 from tokenkeep.store.operations import MAX_LOG_PAGE, LogQuery, parse_status
 from tokenkeep.store.records import Operation
@@ -35,7 +37,7 @@ router = APIRouter(tags=["logs"])
 
 DEFAULT_LOG_PAGE = 100
 # Printable text only: a NUL or control character in a filter is refused, never sent on.
-_TEXT = r"^[^\x00-\x1f\x7f]+$"
+_TEXT = PRINTABLE
 
 
 class LogEntryOut(BaseModel):
@@ -118,7 +120,12 @@ def _status(value: str | None) -> tuple[int | None, int | None]:
 Text = Query(min_length=1, max_length=100, pattern=_TEXT)
 
 
-@router.get("/logs", response_model=LogList, summary="The operation log, newest first")
+@router.get(
+    "/logs",
+    response_model=LogList,
+    summary="The operation log, newest first",
+    responses=error_responses(422),
+)
 async def list_logs(
     gateway: GatewayDep,
     *,
@@ -131,11 +138,11 @@ async def list_logs(
         str | None, Query(max_length=3, description="an HTTP status (401) or a class (4xx)")
     ] = None,
     since: Annotated[
-        datetime | None,
+        IsoDatetime | None,
         Query(description="ISO-8601; entries at or after it (no offset means UTC)"),
     ] = None,
     until: Annotated[
-        datetime | None, Query(description="ISO-8601; entries before it (no offset means UTC)")
+        IsoDatetime | None, Query(description="ISO-8601; entries before it (no offset means UTC)")
     ] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_LOG_PAGE)] = DEFAULT_LOG_PAGE,
     cursor: Annotated[str | None, Query(min_length=1, max_length=200, pattern=_TEXT)] = None,

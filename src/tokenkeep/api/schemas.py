@@ -7,11 +7,20 @@ are built from store rows and carry no secret: only ``has_*`` flags and fingerpr
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
+from tokenkeep.api.inputs import (
+    HTTPS_URL_PATTERN,
+    EpochMillis,
+    Metadata,
+    PemText,
+    SecretText,
+    Text,
+    Url,
+)
 from tokenkeep.lifecycle.imports import ConnectionToImport
 from tokenkeep.lifecycle.integrations import IntegrationSpec
 from tokenkeep.secret import Secret
@@ -38,6 +47,16 @@ CONNECTION_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._~-]{0,99}$"
 INTEGRATION_KEY_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 
 
+# A URL that receives tokens: the document states the https-only contract (the enforced
+# pattern also admits http, which the https rule then refuses unless the loopback
+# development setting allows it; tokenkeep.urls.upstream_url_problem).
+_TOKEN_URL: dict[str, Any] = {
+    "pattern": HTTPS_URL_PATTERN,
+    "description": "https:// (http:// only for loopback hosts with "
+    "TOKENKEEP_ALLOW_INSECURE_LOOPBACK=true)",
+}
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
@@ -52,14 +71,16 @@ def _check_http_url(value: str) -> str:
 class IntegrationIn(_Strict):
     """``PUT /integrations/{key}``: an OAuth app (a Salesforce connected app)."""
 
-    provider: str = Field(default="salesforce", min_length=1, max_length=50)
-    client_id: str = Field(min_length=1, max_length=500)
-    client_secret: SecretStr | None = None
-    login_url: str = Field(default="https://login.salesforce.com", max_length=500)
-    scopes: list[str] = Field(default_factory=list)
+    provider: Text = Field(default="salesforce", min_length=1, max_length=50)
+    client_id: Text = Field(min_length=1, max_length=500)
+    client_secret: SecretText | None = None
+    login_url: Url = Field(
+        default="https://login.salesforce.com", max_length=500, json_schema_extra=_TOKEN_URL
+    )
+    scopes: list[Annotated[Text, Field(min_length=1, max_length=200)]] = Field(default_factory=list)
     auth_mode: Literal["oauth2", "jwt_bearer", "client_credentials"] = "oauth2"
-    private_key: SecretStr | None = None
-    username: str | None = Field(default=None, max_length=255)
+    private_key: PemText | None = None
+    username: Text | None = Field(default=None, max_length=255)
     session_timeout_seconds: int | None = Field(default=None, ge=60, le=7 * 24 * 3600)
 
     _login_url = field_validator("login_url")(_check_http_url)
@@ -129,30 +150,22 @@ class IntegrationList(BaseModel):
 class CredentialsIn(_Strict):
     """Tokens the app already holds (a Salesforce token response, or part of it)."""
 
-    access_token: SecretStr = Field(min_length=1)
-    refresh_token: SecretStr | None = None
-    instance_url: str = Field(max_length=500)
-    id: str | None = Field(default=None, max_length=500)
-    issued_at: int | str | None = None
+    access_token: SecretText = Field(min_length=1)
+    refresh_token: SecretText | None = None
+    instance_url: Url = Field(max_length=500, json_schema_extra=_TOKEN_URL)
+    id: Text | None = Field(default=None, max_length=500)
+    issued_at: EpochMillis | None = None
 
     _instance_url = field_validator("instance_url")(_check_http_url)
-
-    @field_validator("issued_at")
-    @classmethod
-    def _issued_at_is_epoch_ms(cls, value: int | str | None) -> int | str | None:
-        # Salesforce sends issued_at as a string of epoch milliseconds.
-        if isinstance(value, str) and not value.isdigit():
-            raise ValueError("must be epoch milliseconds (as Salesforce sends it)")
-        return value
 
 
 class ConnectionImport(_Strict):
     """``POST /connections``: import a connection from tokens the app already holds."""
 
     connection_id: str | None = Field(default=None, pattern=CONNECTION_ID_PATTERN)
-    integration: str = Field(min_length=1, max_length=100)
+    integration: Text = Field(min_length=1, max_length=100)
     credentials: CredentialsIn
-    metadata: dict[str, Any] = Field(default_factory=dict)
+    metadata: Metadata = Field(default_factory=dict)
 
     def to_import(self) -> ConnectionToImport:
         """The tokens to import (an empty refresh token counts as none)."""

@@ -22,6 +22,7 @@ from fastapi import APIRouter, Body, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from tokenkeep.api.deps import GatewayDep
+from tokenkeep.api.responses import BODY_ERRORS, error_responses
 from tokenkeep.api.schemas import CONNECTION_ID_PATTERN
 from tokenkeep.errors import TokenkeepError
 from tokenkeep.lifecycle.tokens import FreshToken
@@ -120,7 +121,11 @@ async def _note_used_from(gateway: Gateway, request: Request, connection_id: str
     memo.note(connection_id, client.host, now)
 
 
-@router.get("/{connection_id}/token", response_model=TokenOut)
+@router.get(
+    "/{connection_id}/token",
+    response_model=TokenOut,
+    responses=error_responses(404, 409, 422, 424),
+)
 async def get_token(
     connection_id: IdPath,
     gateway: GatewayDep,
@@ -140,7 +145,11 @@ async def get_token(
     return _token_out(token, response)
 
 
-@router.post("/{connection_id}/refresh", response_model=TokenOut)
+@router.post(
+    "/{connection_id}/refresh",
+    response_model=TokenOut,
+    responses={**BODY_ERRORS, **error_responses(404, 409, 424)},
+)
 async def refresh(
     connection_id: IdPath,
     gateway: GatewayDep,

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Path, Query, Response
+from fastapi import APIRouter, Query, Response
 
 from tokenkeep.api.deps import GatewayDep, StoreDep
+from tokenkeep.api.inputs import text_path, text_query
+from tokenkeep.api.responses import BODY_ERRORS, error_responses
 from tokenkeep.api.webhook_schemas import (
     EventList,
     EventOut,
@@ -32,8 +34,8 @@ __all__ = ["router"]
 
 router = APIRouter(tags=["webhooks"])
 
-EndpointId = Annotated[str, Path(max_length=40)]
-EventId = Annotated[str, Path(max_length=64)]
+EndpointId = Annotated[str, text_path(max_length=40)]
+EventId = Annotated[str, text_path(max_length=64)]
 
 
 @router.post(
@@ -41,6 +43,7 @@ EventId = Annotated[str, Path(max_length=64)]
     status_code=201,
     response_model=WebhookCreated,
     summary="Add a webhook endpoint (its secret is shown once)",
+    responses=BODY_ERRORS,
 )
 async def create_webhook(body: WebhookIn, store: StoreDep, gateway: GatewayDep) -> WebhookCreated:
     """422 ``validation_error`` for a URL that may not receive webhooks or an unknown
@@ -52,7 +55,10 @@ async def create_webhook(body: WebhookIn, store: StoreDep, gateway: GatewayDep) 
         raise ValidationError(f"url: {problem}.")
     secret = new_webhook_secret()
     endpoint = await store.webhooks.create(
-        url=body.url, secret=secret, events=body.events, description=body.description
+        url=body.url,
+        secret=secret,
+        events=[str(e) for e in body.events] if body.events else None,
+        description=body.description,
     )
     return WebhookCreated(**webhook_out(endpoint).model_dump(), secret=secret.reveal())
 
@@ -62,27 +68,42 @@ async def list_webhooks(store: StoreDep) -> WebhookList:
     return WebhookList(data=[webhook_out(e) for e in await store.webhooks.list()])
 
 
-@router.get("/webhooks/{endpoint_id}", response_model=WebhookOut, summary="Show an endpoint")
+@router.get(
+    "/webhooks/{endpoint_id}",
+    response_model=WebhookOut,
+    summary="Show an endpoint",
+    responses=error_responses(404, 422),
+)
 async def get_webhook(endpoint_id: EndpointId, store: StoreDep) -> WebhookOut:
     return webhook_out(await store.webhooks.get(endpoint_id))
 
 
-@router.delete("/webhooks/{endpoint_id}", status_code=204, summary="Delete an endpoint")
+@router.delete(
+    "/webhooks/{endpoint_id}",
+    status_code=204,
+    summary="Delete an endpoint",
+    responses=error_responses(404, 409, 422),
+)
 async def delete_webhook(endpoint_id: EndpointId, store: StoreDep) -> Response:
     """Its pending deliveries go with it; 409 for the ``TOKENKEEP_WEBHOOK_URL`` one."""
     await store.webhooks.delete(endpoint_id)
     return Response(status_code=204)
 
 
-@router.get("/events", response_model=EventList, summary="The outbox, newest first")
+@router.get(
+    "/events",
+    response_model=EventList,
+    summary="The outbox, newest first",
+    responses=error_responses(422),
+)
 async def list_events(
     store: StoreDep,
     *,
-    type: Annotated[str | None, Query(max_length=64)] = None,  # noqa: A002 (the API's word)
-    connection_id: Annotated[str | None, Query(max_length=100)] = None,
+    type: Annotated[str | None, text_query(max_length=64)] = None,  # noqa: A002 (the API's word)
+    connection_id: Annotated[str | None, text_query(max_length=100)] = None,
     status: Annotated[Literal["pending", "delivered", "failed"] | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_EVENT_PAGE)] = 50,
-    cursor: Annotated[str | None, Query(max_length=40)] = None,
+    cursor: Annotated[str | None, text_query(min_length=1, max_length=40)] = None,
 ) -> EventList:
     """Each event with its delivery per endpoint; pass ``next_cursor`` back as ``cursor``."""
     events, next_cursor = await store.events.list_events(
@@ -91,7 +112,12 @@ async def list_events(
     return EventList(data=[event_out(e) for e in events], next_cursor=next_cursor)
 
 
-@router.get("/events/{event_id}", response_model=EventOut, summary="Show an event")
+@router.get(
+    "/events/{event_id}",
+    response_model=EventOut,
+    summary="Show an event",
+    responses=error_responses(404, 422),
+)
 async def get_event(event_id: EventId, store: StoreDep) -> EventOut:
     return event_out(await store.events.get_event(event_id))
 
@@ -101,12 +127,13 @@ async def get_event(event_id: EventId, store: StoreDep) -> EventOut:
     status_code=202,
     response_model=RedeliverOut,
     summary="Send an event again",
+    responses=error_responses(404, 422),
 )
 async def redeliver_event(
     event_id: EventId,
     store: StoreDep,
     gateway: GatewayDep,
-    endpoint_id: Annotated[str | None, Query(max_length=40)] = None,
+    endpoint_id: Annotated[str | None, text_query(max_length=40)] = None,
 ) -> RedeliverOut:
     """A new delivery round for ``endpoint_id``, or for every endpoint subscribed to the
     event's type; 404 ``not_found`` for an unknown event or endpoint."""
