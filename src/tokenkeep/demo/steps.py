@@ -125,21 +125,18 @@ class Tour:
         return _verdict(doc.get("cause"), doc, str(doc.get("status")), where)
 
     async def write_pause_settled(self, org_id: str, *, paused: bool) -> None:
-        """Wait (a second or two, bounded) until the org's write pause is ``paused`` in the
-        gateway's database (``GET /orgs/{id}``) and in this gateway's polled view.
+        """Wait (bounded, usually a few ms) until the org's write pause is ``paused`` in the
+        gateway's database (``GET /orgs/{id}``).
 
-        Works around a race in ``orgs/shared_pause.py``: the view changes at once, the
-        database a few ms later, and a background poll that reads the database in between
-        puts the old state back until the next poll (``write_pause_poll_seconds``). Seen
-        here as a 503 org_write_paused followed by a diagnosis that found no pause, and as
-        a "maintenance" verdict just after writes resumed.
+        The gateway answers the write that started (or ended) the pause before that change
+        is committed, and the next step's diagnosis reads the database. A background poll
+        can no longer undo the change (``orgs/shared_pause.py`` keeps a local change newer
+        than the read it polls), so no extra wait is needed once the database has it.
         """
-        poll = float(self.env.gateway.settings.write_pause_poll_seconds)
-        for _ in range(100):
+        for _ in range(250):
             answer = await self.http.get(f"/orgs/{org_id}")
             expect(answer.status_code == 200, f"GET /orgs/{org_id}", answer)
             if answer.json().get("write_pause", {}).get("paused") is paused:
-                await asyncio.sleep(2 * poll)  # a poll that read the database after it
                 return
             await asyncio.sleep(0.02)
         raise StepFailed(f"the gateway never recorded writes {'paused' if paused else 'open'}")
