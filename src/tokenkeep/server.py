@@ -48,6 +48,41 @@ __all__ = [
 #: Path prefixes served by the proxy app (DESIGN.md: ``/proxy/{path}`` and ``/c/{id}/{path}``).
 PROXY_PREFIXES: tuple[str, ...] = ("/proxy/", "/c/")
 
+#: Request header limits (uvicorn's httptools parser sets none): more headers or more bytes
+#: of them than this is refused with 431 before any app sees the request. Generous for a
+#: real client (a Salesforce call carries ~10 headers, a few KB); what is bounded is the
+#: work and memory one request can make us spend, and what we would relay upstream.
+MAX_REQUEST_HEADERS = 200
+MAX_REQUEST_HEADER_BYTES = 64 * 1024
+_TOO_LARGE = (
+    b'{"error":{"code":"request_headers_too_large","message":"The request headers are too '
+    b'large: at most %d headers and %d KiB in all."}}'
+    % (MAX_REQUEST_HEADERS, MAX_REQUEST_HEADER_BYTES // 1024)
+)
+
+
+def headers_too_large(headers: list[tuple[bytes, bytes]]) -> bool:
+    """True when a request's headers exceed :data:`MAX_REQUEST_HEADERS` or the byte limit."""
+    if len(headers) > MAX_REQUEST_HEADERS:
+        return True
+    return sum(len(name) + len(value) for name, value in headers) > MAX_REQUEST_HEADER_BYTES
+
+
+async def _refuse_headers(send: Send) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 431,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(_TOO_LARGE)).encode()),
+                (b"connection", b"close"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": _TOO_LARGE})
+
+
 #: Builds the proxy ASGI app for a gateway (default: :func:`tokenkeep.proxy.create_proxy_app`).
 ProxyFactory = Callable[[Gateway], ASGIApp]
 
@@ -89,6 +124,9 @@ class GatewayApp:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
             await self._lifespan(receive, send)
+            return
+        if scope["type"] == "http" and headers_too_large(scope["headers"]):
+            await _refuse_headers(send)
             return
         if self.proxy is not None and scope["path"].startswith(PROXY_PREFIXES):
             await self.proxy(scope, receive, send)

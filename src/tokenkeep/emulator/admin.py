@@ -378,6 +378,7 @@ class Admin:
             "count",
             "duration_seconds",
             "org_id",
+            "retry_after_seconds",
         }
         unknown = set(body) - allowed
         if unknown:

@@ -93,9 +93,9 @@ class EmulatorApp:
                 org_id = token_call_org(self.state, binding, form)
                 fault = self.faults.take("token", org_id)
                 if fault is not None:
-                    if fault.kind == "latency":
+                    if fault.latency_seconds:
                         await asyncio.sleep(fault.latency_seconds)
-                    else:
+                    if fault.kind != "latency":
                         # Logged with its grant type and org, so tests can count failed
                         # grants too.
                         call.grant_type = form.get("grant_type") or None

@@ -1,4 +1,10 @@
-"""Injected faults: latency, 5xx or a dropped connection on the token endpoint or data API.
+"""Injected faults: latency, 5xx, a limit or a dropped connection (token endpoint, data API).
+
+Kinds: ``latency`` (wait ``latency_seconds``, then answer normally), ``error`` (a 5xx,
+``SERVER_UNAVAILABLE`` on the data API), ``limit`` (data API only: Salesforce's
+``REQUEST_LIMIT_EXCEEDED``, status 403 as Salesforce answers it, or 429), ``drop`` (the
+connection is cut). An ``error`` or ``limit`` may first wait ``latency_seconds`` (a slow
+storm) and may carry ``retry_after_seconds`` (sent as ``Retry-After``).
 
 A fault applies to the next ``count`` matching calls, or until the emulator clock passes
 ``duration_seconds`` from now (or both: whichever ends first); with neither, until cleared.
@@ -15,7 +21,8 @@ from tokenkeep.clock import Clock
 __all__ = ["Fault", "FaultError", "Faults"]
 
 TARGETS = ("token", "data")
-KINDS = ("latency", "error", "drop")
+KINDS = ("latency", "error", "limit", "drop")
+LIMIT_STATUSES = (403, 429)
 
 
 class FaultError(ValueError):
@@ -34,6 +41,7 @@ class Fault:
     remaining: int | None = None
     until: float | None = None
     org_id: str | None = None
+    retry_after_seconds: int | None = None
 
     def public(self) -> dict[str, Any]:
         return {
@@ -45,6 +53,7 @@ class Fault:
             "remaining": self.remaining,
             "until": self.until,
             "org_id": self.org_id,
+            "retry_after_seconds": self.retry_after_seconds,
         }
 
 
@@ -61,27 +70,50 @@ class Faults:
         *,
         target: str,
         kind: str,
-        status: int = 503,
+        status: int | None = None,
         latency_seconds: float = 0.0,
         count: int | None = None,
         duration_seconds: float | None = None,
         org_id: str | None = None,
+        retry_after_seconds: int | None = None,
     ) -> Fault:
         """Register a fault; raises FaultError when the description is invalid."""
         if target not in TARGETS:
             raise FaultError(f"target must be one of {', '.join(TARGETS)}")
         if kind not in KINDS:
             raise FaultError(f"kind must be one of {', '.join(KINDS)}")
+        if status is None:
+            status = 403 if kind == "limit" else 503
         if kind == "error" and not 500 <= status <= 599:
             raise FaultError("status must be a 5xx code")
+        if kind == "limit" and (target != "data" or status not in LIMIT_STATUSES):
+            raise FaultError("a limit fault is for the data API, with status 403 or 429")
         if kind == "latency" and not 0 < latency_seconds <= 60:
             raise FaultError("latency_seconds must be in (0, 60]")
+        if not 0 <= latency_seconds <= 60:
+            raise FaultError("latency_seconds must be in [0, 60]")
+        if retry_after_seconds is not None and (
+            isinstance(retry_after_seconds, bool)
+            or not isinstance(retry_after_seconds, int)
+            or retry_after_seconds < 0
+        ):
+            raise FaultError("retry_after_seconds must be a non-negative integer")
         if count is not None and count < 1:
             raise FaultError("count must be at least 1")
         if duration_seconds is not None and duration_seconds <= 0:
             raise FaultError("duration_seconds must be positive")
         until = None if duration_seconds is None else self._clock.time() + duration_seconds
-        fault = Fault(next(self._ids), target, kind, status, latency_seconds, count, until, org_id)
+        fault = Fault(
+            next(self._ids),
+            target,
+            kind,
+            status,
+            latency_seconds,
+            count,
+            until,
+            org_id,
+            retry_after_seconds,
+        )
         self._faults.append(fault)
         return fault
 

@@ -21,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from tokenkeep.emulator.context import RestContext
-from tokenkeep.emulator.faults import Faults
+from tokenkeep.emulator.faults import Fault, Faults
 from tokenkeep.emulator.http import Call, ConnectionDrop, bearer_token, json_response, sf_error
 from tokenkeep.emulator.state import EmulatorState, HostBinding, Org
 
@@ -76,6 +76,20 @@ def _limit_header(response: Response, org: Org) -> Response:
     return response
 
 
+def _fault_answer(fault: Fault, org: Org) -> Response:
+    """An injected 5xx or limit, with ``Retry-After`` when the fault carries one."""
+    if fault.kind == "limit":
+        response = sf_error(fault.status, "REQUEST_LIMIT_EXCEEDED", "TotalRequests Limit exceeded.")
+        response = _limit_header(response, org)
+    else:
+        response = sf_error(
+            fault.status, "SERVER_UNAVAILABLE", "Server temporarily unavailable (injected)"
+        )
+    if fault.retry_after_seconds is not None:
+        response.headers["Retry-After"] = str(fault.retry_after_seconds)
+    return response
+
+
 async def handle_data(
     state: EmulatorState,
     faults: Faults,
@@ -116,14 +130,12 @@ async def handle_data(
         )
     fault = faults.take("data", org.org_id)
     if fault is not None:
-        if fault.kind == "latency":
+        if fault.latency_seconds:
             await asyncio.sleep(fault.latency_seconds)
-        elif fault.kind == "drop":
+        if fault.kind == "drop":
             raise ConnectionDrop
-        else:
-            return sf_error(
-                fault.status, "SERVER_UNAVAILABLE", "Server temporarily unavailable (injected)"
-            )
+        if fault.kind in ("error", "limit"):
+            return _fault_answer(fault, org)
     org.api_usage += 1
     state.touch(at)
     match = _VERSIONED.match(path)

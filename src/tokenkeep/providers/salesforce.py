@@ -22,6 +22,7 @@ import base64
 import hashlib
 import hmac
 import json
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -114,7 +115,8 @@ def _opt_int(value: Any) -> int | None:
     if isinstance(value, int):
         return value
     if isinstance(value, float):
-        return int(value)
+        # JSON may say 1e999 (inf) or NaN: int() of those raises, and no time is infinite.
+        return int(value) if math.isfinite(value) else None
     if isinstance(value, str):
         try:
             return int(value.strip())
@@ -297,7 +299,9 @@ def parse_rest_errors(body: bytes) -> list[RestError]:
     return out
 
 
-_API_USAGE_RE = re.compile(r"(?:^|[;,\s])api-usage=(\d+)/(\d+)")
+# At most 18 digits: int() of a longer run is slow or refused (Python's 4300-digit limit),
+# and no real usage or limit is anywhere near 10**18.
+_API_USAGE_RE = re.compile(r"(?:^|[;,\s])api-usage=(\d{1,18})/(\d{1,18})(?!\d)")
 
 
 def parse_limit_info(value: str) -> tuple[int, int] | None:

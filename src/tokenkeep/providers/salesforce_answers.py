@@ -28,6 +28,7 @@ Salesforce facts used (shared/SALESFORCE.md):
 from __future__ import annotations
 
 import enum
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
@@ -173,9 +174,11 @@ def retry_after_seconds(headers: Headers) -> float | None:
     if value is None:
         return None
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
         return None
+    # "inf" and "nan" parse as floats: neither is a time to come back at.
+    return max(0.0, seconds) if math.isfinite(seconds) else None
 
 
 def _header(headers: Headers, name: str) -> str | None:

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from tokenkeep.proxy.app import ProxyApp
 from tokenkeep.proxy.auth import StoreKeyCheck
 from tokenkeep.proxy.source import FreshToken, ProxiedFailure, TokenSource, Verdict
+from tokenkeep.proxy.upstream import UPSTREAM_POOL_LIMIT, UPSTREAM_POOL_LIMIT_PER_HOST
 from tokenkeep.runtime import GatewayNotStartedError
 
 if TYPE_CHECKING:
@@ -87,6 +88,9 @@ def create_proxy_app(gateway: Gateway, tokens: TokenSource | None = None) -> Pro
         # Every call: one operation-log entry (queued, flushed in batches) and the metrics.
         oplog=gateway.oplog,
         metrics=gateway.metrics,
+        # One org's storm must not take every upstream connection (upstream.py).
+        pool_limit=UPSTREAM_POOL_LIMIT,
+        pool_limit_per_host=UPSTREAM_POOL_LIMIT_PER_HOST,
     )
     gateway.add_service(app)
     return app
