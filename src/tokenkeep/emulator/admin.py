@@ -378,6 +378,8 @@ class Admin:
             "count",
             "duration_seconds",
             "org_id",
+            "error",
+            "error_description",
         }
         unknown = set(body) - allowed
         if unknown:

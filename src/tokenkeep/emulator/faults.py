@@ -1,4 +1,7 @@
-"""Injected faults: latency, 5xx or a dropped connection on the token endpoint or data API.
+"""Injected faults: latency, 5xx or a dropped connection on the token endpoint or data API,
+or (token endpoint only) an OAuth error answer of one's choice (``kind="oauth_error"``:
+HTTP 400 ``{"error", "error_description"}``, e.g. Salesforce's concurrent-refresh answer
+``invalid_grant`` / ``token request is already being processed``).
 
 A fault applies to the next ``count`` matching calls, or until the emulator clock passes
 ``duration_seconds`` from now (or both: whichever ends first); with neither, until cleared.
@@ -15,7 +18,10 @@ from tokenkeep.clock import Clock
 __all__ = ["Fault", "FaultError", "Faults"]
 
 TARGETS = ("token", "data")
-KINDS = ("latency", "error", "drop")
+KINDS = ("latency", "error", "drop", "oauth_error")
+#: The description Salesforce answers a refresh with while another one of the same refresh
+#: token is in flight.
+ALREADY_PROCESSING = "token request is already being processed"
 
 
 class FaultError(ValueError):
@@ -34,6 +40,8 @@ class Fault:
     remaining: int | None = None
     until: float | None = None
     org_id: str | None = None
+    error: str = "invalid_grant"
+    error_description: str = ALREADY_PROCESSING
 
     def public(self) -> dict[str, Any]:
         return {
@@ -45,6 +53,8 @@ class Fault:
             "remaining": self.remaining,
             "until": self.until,
             "org_id": self.org_id,
+            "error": self.error,
+            "error_description": self.error_description,
         }
 
 
@@ -66,12 +76,16 @@ class Faults:
         count: int | None = None,
         duration_seconds: float | None = None,
         org_id: str | None = None,
+        error: str = "invalid_grant",
+        error_description: str = ALREADY_PROCESSING,
     ) -> Fault:
         """Register a fault; raises FaultError when the description is invalid."""
         if target not in TARGETS:
             raise FaultError(f"target must be one of {', '.join(TARGETS)}")
         if kind not in KINDS:
             raise FaultError(f"kind must be one of {', '.join(KINDS)}")
+        if kind == "oauth_error" and target != "token":
+            raise FaultError("an oauth_error fault is for the token endpoint")
         if kind == "error" and not 500 <= status <= 599:
             raise FaultError("status must be a 5xx code")
         if kind == "latency" and not 0 < latency_seconds <= 60:
@@ -81,7 +95,18 @@ class Faults:
         if duration_seconds is not None and duration_seconds <= 0:
             raise FaultError("duration_seconds must be positive")
         until = None if duration_seconds is None else self._clock.time() + duration_seconds
-        fault = Fault(next(self._ids), target, kind, status, latency_seconds, count, until, org_id)
+        fault = Fault(
+            next(self._ids),
+            target,
+            kind,
+            status,
+            latency_seconds,
+            count,
+            until,
+            org_id,
+            error,
+            error_description,
+        )
         self._faults.append(fault)
         return fault
 
