@@ -12,9 +12,9 @@ keyring), ``connection_id``, ``owner``, ``data_dir``, ``lease_seconds``, ``mode`
 * ``mode="refresh_loop"``: forced refreshes one after another (up to ``calls``) until the
   test kills it; prints ``refreshed <version>`` after each commit.
 
-``clock_offset`` (seconds, default 0) runs the worker on the system clock plus that offset
-(a gateway host whose clock is off). It prints ``ready`` and waits for a line on stdin
-before it starts.
+``clock_offset`` (seconds, default 0) puts the worker's host clock that far off; like a
+gateway it runs on that clock corrected to the database's (``DatabaseClock``). It prints
+``ready`` and waits for a line on stdin before it starts.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from pathlib import Path
 
 import aiohttp
 
-from tokenkeep.clock import Clock, OffsetClock, SystemClock
+from tokenkeep.clock import DatabaseClock, OffsetClock, SystemClock
 from tokenkeep.config import load_settings
 from tokenkeep.crypto import Keyring
 from tokenkeep.lifecycle.coordinator import RefreshCoordinator
@@ -66,7 +66,7 @@ async def main(args: dict[str, object]) -> None:
     if args.get("cpu") is not None:
         os.sched_setaffinity(0, {int(str(args["cpu"]))})
     offset = float(str(args.get("clock_offset") or 0))
-    clock: Clock = OffsetClock(offset) if offset else SystemClock()
+    clock = DatabaseClock(OffsetClock(offset) if offset else SystemClock())
     db = Database(str(args["db_url"]), clock=clock)
     store = Store(db=db, keyring=Keyring.parse(str(args["keys"])), clock=clock)
     settings = load_settings(
@@ -83,7 +83,7 @@ async def main(args: dict[str, object]) -> None:
     connection_id = str(args["connection_id"])
     calls = int(str(args["calls"]))
     try:
-        await db.ping()
+        clock.correct(await db.clock_correction(clock))  # as the gateway does at start
         print("ready", flush=True)
         await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
         if args["mode"] == "refresh_loop":

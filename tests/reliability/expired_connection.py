@@ -4,6 +4,7 @@ store on the system clock, and a connection whose session has expired upstream a
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import update
@@ -35,9 +36,11 @@ async def expired_connection(
     connection_id: str = "c1",
     *,
     rotation: bool,
+    expired_for: float = 0.0,
 ) -> None:
     """Store ``connection_id`` (the emulator's first user), then expire its session upstream
-    (the emulator's clock moves 7300 s) and here (``expires_at`` = now)."""
+    (the emulator's clock moves 7300 s) and here (``expires_at`` = ``expired_for`` seconds
+    ago)."""
     clock = SystemClock()
     emu.admin.patch_app(emu.app_config.client_id, {"rotate_refresh_tokens": rotation})
     await register_integration(store, emu)
@@ -47,7 +50,10 @@ async def expired_connection(
         await session.execute(
             update(ConnectionRow)
             .where(ConnectionRow.id == connection_id)
-            .values(expires_at=clock.now(), next_refresh_at=clock.now())
+            .values(
+                expires_at=clock.now() - timedelta(seconds=expired_for),
+                next_refresh_at=clock.now(),
+            )
         )
 
 
