@@ -13,7 +13,6 @@ all must be accepted. The connection expired just now, or 10 minutes ago.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -22,7 +21,6 @@ from tests.lifecycle.lifecycle_support import token_client
 from tests.reliability.expired_connection import (
     expired_connection,
     newest_refresh_token_is,
-    system_clock_store,
 )
 from tests.reliability.worker_processes import go, kill_all, result_of, start_worker
 
@@ -34,12 +32,6 @@ from tokenkeep.store.models import ConnectionRow
 
 SKEW = 300.0
 CALLS = 50
-
-
-@pytest.fixture
-async def pg_store(pg_url: str, keyring: Keyring) -> AsyncIterator[Store]:
-    async for store in system_clock_store(pg_url, keyring):
-        yield store
 
 
 async def _lease_owner(store: Store) -> str | None:

@@ -28,7 +28,11 @@ from tokenkeep.clock import ManualClock, utc_from_timestamp
 from tokenkeep.emulator import Emulator
 from tokenkeep.errors import NeedsReauthError, TransientUpstreamError
 from tokenkeep.lifecycle.coordinator import RefreshCoordinator
-from tokenkeep.oauth.classify import IN_PROGRESS_PAUSE, classify_refresh_failure
+from tokenkeep.oauth.classify import (
+    IN_PROGRESS_PAUSE,
+    RefreshFailureDecision,
+    classify_refresh_failure,
+)
 from tokenkeep.oauth.errors import OAuthError, UpstreamTransportError
 from tokenkeep.store import Store
 
@@ -37,6 +41,27 @@ IN_FLIGHT = "token request is already being processed"
 
 def _grant(description: str) -> OAuthError:
     return OAuthError(status=400, error="invalid_grant", error_description=description)
+
+
+def _classify(
+    error: OAuthError | UpstreamTransportError,
+    *,
+    changed: bool = False,
+    lease_expired: bool = False,
+    rotation: bool = False,
+    newer: bool = False,
+    attempts: int = 1,
+) -> RefreshFailureDecision:
+    return classify_refresh_failure(
+        error,
+        refresh_token_changed=changed,
+        lease_expired_before=lease_expired,
+        rotation_enabled=rotation,
+        newer_connection_same_user_app=newer,
+        attempts=attempts,
+        max_attempts=3,
+        rng=random.Random(attempts),
+    )
 
 
 # id, error, refresh token changed under us, action, status, stored reason
@@ -70,30 +95,16 @@ def test_the_classifier_tells_the_four_apart(
 ) -> None:
     for rotation in (False, True):
         for lease_expired in (False, True):
-            decision = classify_refresh_failure(
-                error,
-                refresh_token_changed=changed,
-                lease_expired_before=lease_expired,
-                rotation_enabled=rotation,
-                newer_connection_same_user_app=False,
-                attempts=1,
-                max_attempts=3,
-                rng=random.Random(5),
+            decision = _classify(
+                error, changed=changed, lease_expired=lease_expired, rotation=rotation
             )
             assert (decision.action, decision.status, decision.reason) == (action, status, reason)
 
 
 @pytest.mark.parametrize("attempts", [1, 2, 3, 10])
 def test_already_being_processed_is_never_a_revocation_and_pauses(attempts: int) -> None:
-    decision = classify_refresh_failure(
-        _grant(IN_FLIGHT),
-        refresh_token_changed=False,
-        lease_expired_before=True,
-        rotation_enabled=True,
-        newer_connection_same_user_app=True,
-        attempts=attempts,
-        max_attempts=3,
-        rng=random.Random(attempts),
+    decision = _classify(
+        _grant(IN_FLIGHT), lease_expired=True, rotation=True, newer=True, attempts=attempts
     )
     assert decision.status in (None, "error")  # never needs_reauth, even with every hint
     assert decision.sub_reason == "refresh_in_progress"

@@ -10,7 +10,6 @@ emulator's data API) and the stored refresh token must be the newest one issued.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -19,7 +18,6 @@ from tests.reliability.expired_connection import (
     expired_connection,
     newest_refresh_token_is,
     run_stampede,
-    system_clock_store,
 )
 
 from tokenkeep.clock import SystemClock
@@ -28,12 +26,6 @@ from tokenkeep.emulator import Emulator
 from tokenkeep.store import Store
 
 CALLS_PER_PROCESS = 100
-
-
-@pytest.fixture
-async def real_store(db_url: str, keyring: Keyring) -> AsyncIterator[Store]:
-    async for store in system_clock_store(db_url, keyring):
-        yield store
 
 
 @pytest.mark.multiprocess
