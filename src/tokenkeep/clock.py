@@ -5,6 +5,8 @@ Nothing in tokenkeep reads the time except through a :class:`Clock`. Production 
 when told to, or :class:`OffsetClock`, which runs with the system clock but can be pushed
 forward (the emulator's ``POST /_emulator/clock/advance``). :class:`FileClock` is a
 manual clock shared by several OS processes through a file (multi-process tests).
+:class:`DatabaseClock` is what a production gateway runs on: the system clock corrected
+to the database server's, so every gateway on one database reads the same time.
 """
 
 from __future__ import annotations
@@ -19,7 +21,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
-__all__ = ["Clock", "FileClock", "ManualClock", "OffsetClock", "SystemClock", "utc_from_timestamp"]
+__all__ = [
+    "Clock",
+    "DatabaseClock",
+    "FileClock",
+    "ManualClock",
+    "OffsetClock",
+    "SystemClock",
+    "utc_from_timestamp",
+]
 
 
 def utc_from_timestamp(seconds: float) -> datetime:
@@ -61,6 +71,45 @@ class SystemClock:
 
     def __repr__(self) -> str:
         return "SystemClock()"
+
+
+class DatabaseClock:
+    """A real clock (``base``, the system clock by default) plus a ``correction`` (seconds)
+    that makes it read the database server's time (:meth:`Database.clock_correction`).
+
+    Leases (``lease_until``) and token expiries (``expires_at``) are written by one gateway
+    and compared by another: with each host's own clock a gateway 5 minutes ahead takes a
+    live lease over, and one 5 minutes behind serves a token that expired. Every gateway
+    on one database corrected to the database's clock compares like with like. Monotonic
+    time and sleeps are the base clock's.
+    """
+
+    def __init__(self, base: Clock | None = None, correction: float = 0.0) -> None:
+        self._base: Clock = base if base is not None else SystemClock()
+        self._correction = float(correction)
+
+    @property
+    def correction(self) -> float:
+        return self._correction
+
+    def correct(self, seconds: float) -> None:
+        """Set the correction (measured against the database: ``server - base``)."""
+        self._correction = float(seconds)
+
+    def time(self) -> float:
+        return self._base.time() + self._correction
+
+    def now(self) -> datetime:
+        return utc_from_timestamp(self.time())
+
+    def monotonic(self) -> float:
+        return self._base.monotonic()
+
+    async def sleep(self, seconds: float) -> None:
+        await self._base.sleep(seconds)
+
+    def __repr__(self) -> str:
+        return f"DatabaseClock({self._base!r}, correction={self._correction:.3f})"
 
 
 class OffsetClock:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Protocol
 
-from tokenkeep.clock import Clock, SystemClock
+from tokenkeep.clock import Clock, DatabaseClock
 from tokenkeep.config import Settings
 from tokenkeep.crypto import Keyring
 from tokenkeep.errors import TokenkeepError
@@ -61,7 +61,9 @@ class Gateway:
 
     def __init__(self, settings: Settings, *, clock: Clock | None = None) -> None:
         self.settings = settings
-        self.clock: Clock = clock or SystemClock()
+        # Production runs on the database's time (corrected at start): leases and expiries
+        # are compared across gateways. A clock given (tests, the demo) is used as it is.
+        self.clock: Clock = clock or DatabaseClock()
         self.log = get_logger("tokenkeep")
         self._store: Store | None = None
         self._services: list[Service] = []
@@ -161,6 +163,9 @@ class Gateway:
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
         store = await open_store(self.settings, clock=self.clock)
         try:
+            if isinstance(self.clock, DatabaseClock):
+                measured = await store.db.clock_correction(self.clock)
+                self.clock.correct(self.clock.correction + measured)
             api_key = await ensure_bootstrap_api_key(store, self.settings)
             self._start_lifecycle(store)
             # The log queue first (stopped last: it drains what the others logged).

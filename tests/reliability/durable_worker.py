@@ -6,11 +6,15 @@ keyring), ``connection_id``, ``owner``, ``data_dir``, ``lease_seconds``, ``mode`
 * ``mode="stampede"``: ``calls`` concurrent ``fresh_token`` calls (what ``GET
   /connections/{id}/token`` and the proxy's refresh run), optionally with the event loop
   starved: ``lag_seconds`` of pure-Python spinning, 4 times, between 50 ms breathers (``cpu`` pins
-  the process to one core). Prints one JSON line: ok count, error names, refreshes.
+  the process to one core). Prints one JSON line: ok count, the fingerprints of the tokens
+  handed out (never the tokens), error names, refreshes, and with ``probe`` the emulator's
+  status for a data-API call with each distinct token.
 * ``mode="refresh_loop"``: forced refreshes one after another (up to ``calls``) until the
   test kills it; prints ``refreshed <version>`` after each commit.
 
-It prints ``ready`` and waits for a line on stdin before it starts.
+``clock_offset`` (seconds, default 0) puts the worker's host clock that far off; like a
+gateway it runs on that clock corrected to the database's (``DatabaseClock``). It prints
+``ready`` and waits for a line on stdin before it starts.
 """
 
 from __future__ import annotations
@@ -22,10 +26,13 @@ import sys
 import time
 from pathlib import Path
 
-from tokenkeep.clock import SystemClock
+import aiohttp
+
+from tokenkeep.clock import DatabaseClock, OffsetClock, SystemClock
 from tokenkeep.config import load_settings
 from tokenkeep.crypto import Keyring
 from tokenkeep.lifecycle.coordinator import RefreshCoordinator
+from tokenkeep.lifecycle.tokens import FreshToken
 from tokenkeep.oauth.client import TokenEndpointClient
 from tokenkeep.oauth.session import create_session
 from tokenkeep.store import Database, Store
@@ -43,10 +50,23 @@ async def _starve(seconds: float, done: asyncio.Event, cycles: int = 4) -> None:
         await asyncio.sleep(0.05)
 
 
+async def _probe(session: aiohttp.ClientSession, tokens: list[FreshToken]) -> list[int]:
+    """The emulator's answer (status) to a data-API call with each distinct token."""
+    statuses = []
+    for token in {t.access_token.fingerprint: t for t in tokens}.values():
+        async with session.get(
+            f"{token.instance_url}/services/data/v60.0/limits",
+            headers={"Authorization": f"Bearer {token.access_token.reveal()}"},
+        ) as answer:
+            statuses.append(answer.status)
+    return statuses
+
+
 async def main(args: dict[str, object]) -> None:
     if args.get("cpu") is not None:
         os.sched_setaffinity(0, {int(str(args["cpu"]))})
-    clock = SystemClock()
+    offset = float(str(args.get("clock_offset") or 0))
+    clock = DatabaseClock(OffsetClock(offset) if offset else SystemClock())
     db = Database(str(args["db_url"]), clock=clock)
     store = Store(db=db, keyring=Keyring.parse(str(args["keys"])), clock=clock)
     settings = load_settings(
@@ -63,7 +83,7 @@ async def main(args: dict[str, object]) -> None:
     connection_id = str(args["connection_id"])
     calls = int(str(args["calls"]))
     try:
-        await db.ping()
+        clock.correct(await db.clock_correction(clock))  # as the gateway does at start
         print("ready", flush=True)
         await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
         if args["mode"] == "refresh_loop":
@@ -87,6 +107,8 @@ async def main(args: dict[str, object]) -> None:
             json.dumps(
                 {
                     "ok": len(tokens),
+                    "fingerprints": sorted({t.access_token.fingerprint for t in tokens}),
+                    "probes": await _probe(session, tokens) if args.get("probe") else [],
                     "versions": sorted({t.version for t in tokens}),
                     "errors": errors,
                     "refreshes": coordinator.refreshes,

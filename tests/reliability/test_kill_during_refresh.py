@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import random
 import statistics
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -39,21 +38,11 @@ from tokenkeep.errors import NeedsReauthError
 from tokenkeep.lifecycle.coordinator import RefreshCoordinator
 from tokenkeep.lifecycle.journal import JOURNAL_DIR_NAME
 from tokenkeep.oauth.client import TokenEndpointClient
-from tokenkeep.store import Database, Store
+from tokenkeep.store import Store
 
 KILLS = 15
 BATCH = 5
 LEASE = 1.0
-
-
-@pytest.fixture
-async def pg_store(pg_url: str, keyring: Keyring) -> AsyncIterator[Store]:
-    db = Database(pg_url, clock=SystemClock())
-    await db.upgrade()
-    try:
-        yield Store(db=db, keyring=keyring, clock=SystemClock())
-    finally:
-        await db.close()
 
 
 async def _measured_windows(

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,22 +26,12 @@ from tests.reliability.worker_processes import go, kill_all, result_of, start_wo
 from tokenkeep.clock import SystemClock
 from tokenkeep.crypto import Keyring
 from tokenkeep.emulator import Emulator
-from tokenkeep.store import Database, Store
+from tokenkeep.store import Store
 from tokenkeep.store.models import ConnectionRow
 
 PROCESSES = 4
 CALLS = 400
 LAG_SECONDS = 1.3  # each worker's event loop is held this long at a time (> the lease)
-
-
-@pytest.fixture
-async def pg_store(pg_url: str, keyring: Keyring) -> AsyncIterator[Store]:
-    db = Database(pg_url, clock=SystemClock())
-    await db.upgrade()
-    try:
-        yield Store(db=db, keyring=keyring, clock=SystemClock())
-    finally:
-        await db.close()
 
 
 @pytest.fixture

@@ -379,6 +379,8 @@ class Admin:
             "duration_seconds",
             "org_id",
             "retry_after_seconds",
+            "error",
+            "error_description",
         }
         unknown = set(body) - allowed
         if unknown:

@@ -18,7 +18,14 @@ from tokenkeep.emulator.admin import Admin
 from tokenkeep.emulator.authorize import handle_authorize
 from tokenkeep.emulator.faults import Faults
 from tokenkeep.emulator.gate import handle_data
-from tokenkeep.emulator.http import Call, ConnectionDrop, error_code_of, read_form, sf_error
+from tokenkeep.emulator.http import (
+    Call,
+    ConnectionDrop,
+    error_code_of,
+    oauth_error,
+    read_form,
+    sf_error,
+)
 from tokenkeep.emulator.oauth import handle_identity, handle_oauth, token_call_org
 from tokenkeep.emulator.state import EmulatorState, HostBinding
 
@@ -102,6 +109,8 @@ class EmulatorApp:
                         call.org_id = org_id
                         if fault.kind == "drop":
                             raise ConnectionDrop
+                        if fault.kind == "oauth_error":
+                            return oauth_error(fault.error, fault.error_description)
                         return PlainTextResponse(
                             "Service Unavailable (injected)", status_code=fault.status
                         )

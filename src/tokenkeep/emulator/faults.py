@@ -1,9 +1,13 @@
-"""Injected faults: latency, 5xx, a limit or a dropped connection (token endpoint, data API).
+"""Injected faults: latency, 5xx, a limit, a dropped connection or an OAuth error answer
+(token endpoint, data API).
 
 Kinds: ``latency`` (wait ``latency_seconds``, then answer normally), ``error`` (a 5xx,
 ``SERVER_UNAVAILABLE`` on the data API), ``limit`` (data API only: Salesforce's
 ``REQUEST_LIMIT_EXCEEDED``, status 403 as Salesforce answers it, or 429), ``drop`` (the
-connection is cut). An ``error`` or ``limit`` may first wait ``latency_seconds`` (a slow
+connection is cut), ``oauth_error`` (token endpoint only: HTTP 400
+``{"error", "error_description"}`` of one's choice, by default Salesforce's
+concurrent-refresh answer ``invalid_grant`` / ``token request is already being
+processed``). An ``error`` or ``limit`` may first wait ``latency_seconds`` (a slow
 storm) and may carry ``retry_after_seconds`` (sent as ``Retry-After``).
 
 A fault applies to the next ``count`` matching calls, or until the emulator clock passes
@@ -21,8 +25,11 @@ from tokenkeep.clock import Clock
 __all__ = ["Fault", "FaultError", "Faults"]
 
 TARGETS = ("token", "data")
-KINDS = ("latency", "error", "limit", "drop")
+KINDS = ("latency", "error", "limit", "drop", "oauth_error")
 LIMIT_STATUSES = (403, 429)
+#: The description Salesforce answers a refresh with while another one of the same refresh
+#: token is in flight.
+ALREADY_PROCESSING = "token request is already being processed"
 
 
 class FaultError(ValueError):
@@ -42,6 +49,8 @@ class Fault:
     until: float | None = None
     org_id: str | None = None
     retry_after_seconds: int | None = None
+    error: str = "invalid_grant"
+    error_description: str = ALREADY_PROCESSING
 
     def public(self) -> dict[str, Any]:
         return {
@@ -54,6 +63,8 @@ class Fault:
             "until": self.until,
             "org_id": self.org_id,
             "retry_after_seconds": self.retry_after_seconds,
+            "error": self.error,
+            "error_description": self.error_description,
         }
 
 
@@ -76,6 +87,8 @@ class Faults:
         duration_seconds: float | None = None,
         org_id: str | None = None,
         retry_after_seconds: int | None = None,
+        error: str = "invalid_grant",
+        error_description: str = ALREADY_PROCESSING,
     ) -> Fault:
         """Register a fault; raises FaultError when the description is invalid."""
         if target not in TARGETS:
@@ -84,6 +97,8 @@ class Faults:
             raise FaultError(f"kind must be one of {', '.join(KINDS)}")
         if status is None:
             status = 403 if kind == "limit" else 503
+        if kind == "oauth_error" and target != "token":
+            raise FaultError("an oauth_error fault is for the token endpoint")
         if kind == "error" and not 500 <= status <= 599:
             raise FaultError("status must be a 5xx code")
         if kind == "limit" and (target != "data" or status not in LIMIT_STATUSES):
@@ -113,6 +128,8 @@ class Faults:
             until,
             org_id,
             retry_after_seconds,
+            error,
+            error_description,
         )
         self._faults.append(fault)
         return fault

@@ -15,6 +15,10 @@ lease expired, ...) are current. The rules (shared/DESIGN.md, "Single-flight ref
 * Timeouts, connection errors, 5xx/429 → transient: retry with jittered exponential backoff;
   status ``error`` once ``attempts >= max_attempts`` (still retrying, more slowly). A
   transient fault NEVER yields ``needs_reauth``.
+* ``invalid_grant`` / "token request is already being processed" is Salesforce's answer
+  while another refresh of the same refresh token is in flight (another gateway, or our own
+  earlier call that timed out): transient, retried after at least
+  :data:`IN_PROGRESS_PAUSE` seconds; never a revocation.
 * Any other refusal is not understood well enough to revoke a connection: treated like a
   transient fault (bounded by the same attempts), reason ``unrecognized``.
 """
@@ -28,6 +32,7 @@ from typing import Literal
 from tokenkeep.oauth.errors import OAuthError, UpstreamTransportError
 
 __all__ = [
+    "IN_PROGRESS_PAUSE",
     "RefreshAction",
     "RefreshFailureDecision",
     "backoff_delay",
@@ -79,6 +84,12 @@ def backoff_delay(
     delay = min(cap, base * (2.0 ** min(exponent, 60)))
     return delay / 2 + rng.uniform(0.0, delay / 2)
 
+
+#: The least pause (seconds) before retrying after "token request is already being processed":
+#: the other request needs time to finish.
+IN_PROGRESS_PAUSE = 2.0
+# invalid_grant descriptions of a refresh already in flight upstream: not a revocation.
+_IN_PROGRESS_DESCRIPTIONS = ("already being processed",)
 
 # error_description → sub_reason, for invalid_grant (lower-cased substring match: the texts
 # are stable in practice but their case and punctuation are not documented).
@@ -157,6 +168,17 @@ def classify_refresh_failure(
         if refresh_token_changed:
             # Someone else refreshed (and maybe rotated) between our read and our call.
             return RefreshFailureDecision(action="use_newer_token", status=None, reason="race")
+        if code == "invalid_grant" and any(n in description for n in _IN_PROGRESS_DESCRIPTIONS):
+            return _transient(
+                "transient",
+                "refresh_in_progress",
+                attempts=attempts,
+                max_attempts=max_attempts,
+                rng=rng,
+                base=backoff_base,
+                cap=backoff_cap,
+                retry_hint=IN_PROGRESS_PAUSE,
+            )
         if code == "invalid_grant":
             for needle, reason, sub in _ACTION_DESCRIPTIONS:
                 if needle in description:

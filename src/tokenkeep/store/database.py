@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 import sqlite3
 import threading
+import time as _time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, closing
 from importlib import resources
@@ -222,6 +223,21 @@ class Database:
                 await conn.execute(text("SELECT 1"))
         except _UNAVAILABLE as exc:
             raise self.unavailable(exc) from None
+
+    async def clock_correction(self, clock: Clock) -> float:
+        """Seconds to add to ``clock`` to read the database's time: the PostgreSQL server's
+        ``clock_timestamp()`` (SQLite: this host's system clock, the file's), against the
+        middle of the round trip. Raises :class:`DatabaseUnavailableError`."""
+        if self.is_sqlite:
+            return _time.time() - clock.time()
+        before = clock.time()
+        try:
+            async with self.engine.connect() as conn:
+                query = text("SELECT extract(epoch FROM clock_timestamp())")
+                server = float((await conn.execute(query)).scalar_one())
+        except _UNAVAILABLE as exc:
+            raise self.unavailable(exc) from None
+        return server - (before + clock.time()) / 2
 
     async def upgrade(self) -> None:
         """Apply the Alembic migrations up to head.
