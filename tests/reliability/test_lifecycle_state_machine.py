@@ -252,9 +252,8 @@ class ConnectionLife(RuleBasedStateMachine):
             stored = self.run(self.store.connections.get(cid, with_credentials=True))
             assert stored.credentials is not None
             assert stored.credentials.refresh_token is not None
-            assert stored.credentials.refresh_token.reveal() == family.refresh_token, (
-                f"{cid}: the stored refresh token is not the newest of its family"
-            )
+            newest = stored.credentials.refresh_token.reveal() == family.refresh_token
+            assert newest, f"{cid}: the stored refresh token is not the newest of its family"
 
     @invariant()
     def needs_reauth_only_after_a_revocation(self) -> None:

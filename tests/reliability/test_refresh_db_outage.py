@@ -112,9 +112,11 @@ async def _assert_one_answer(rig: OutageRig) -> None:
     assert stored.credentials.refresh_token is not None
     refresh = stored.credentials.refresh_token.reveal()
     family = rig.emu.state.refresh_index[refresh]
-    assert family.refresh_token == refresh  # the newest refresh token of the family
+    newest = family.refresh_token == refresh  # bools: no token in a failure message
+    assert newest, "the stored refresh token is not the newest of its family"
     access = stored.credentials.access_token.reveal()
-    assert family.access_tokens[-1] == access  # the access token of that same answer
+    same = family.access_tokens[-1] == access
+    assert same, "the stored access token is not the one of that same answer"
     issued = rig.emu.state.access[access].issued_at
     assert stored.issued_at is not None
     assert abs(stored.issued_at.timestamp() - issued) < 0.002
