@@ -194,22 +194,12 @@ class ConnectionLife(RuleBasedStateMachine):
 
     @rule(cid=connections)
     def refresh(self, cid: str) -> None:
-        try:
-            token = self.run(self.coordinator.refresh(cid))
-        except NeedsReauthError:
-            assert cid in self.revoked, f"{cid}: needs_reauth without a revocation"
-            return
-        assert cid not in self.revoked, f"{cid}: refreshed on a revoked grant"
-        self._check_handed_out(cid, token)
+        token = self._token_or_reauth(cid, self.coordinator.refresh(cid))
+        assert token is None or cid not in self.revoked, f"{cid}: refreshed on a revoked grant"
 
     @rule(cid=connections)
     def call(self, cid: str) -> None:
-        try:
-            token = self.run(self.coordinator.fresh_token(cid))
-        except NeedsReauthError:
-            assert cid in self.revoked, f"{cid}: needs_reauth without a revocation"
-            return
-        self._check_handed_out(cid, token)
+        self._token_or_reauth(cid, self.coordinator.fresh_token(cid))
 
     @rule(cid=connections)
     def revoke(self, cid: str) -> None:
@@ -233,6 +223,17 @@ class ConnectionLife(RuleBasedStateMachine):
         self.run(self._open())
 
     # -- checks ---------------------------------------------------------------------------
+    def _token_or_reauth(self, cid: str, getting: Any) -> FreshToken | None:
+        """The token ``getting`` hands out (checked), or None on ``NeedsReauthError``,
+        which only a revoked grant may answer."""
+        try:
+            token: FreshToken = self.run(getting)
+        except NeedsReauthError:
+            assert cid in self.revoked, f"{cid}: needs_reauth without a revocation"
+            return None
+        self._check_handed_out(cid, token)
+        return token
+
     def _check_handed_out(self, cid: str, token: FreshToken) -> None:
         """No await since the token was handed out: the emulator's view of this instant."""
         at = self.emu.state.access.get(token.access_token.reveal())
