@@ -2,10 +2,11 @@
 
 Two gateway-like stores on one PostgreSQL database, each with its own keyring loaded from
 the data dir's keys file (as two processes would), serve a bounded loop of concurrent
-calls -- ``fresh_token`` with the cache dropped (a decrypting read), forced refreshes (a
-read and a write) and credential reads -- while ``tokenkeep keys rotate`` runs as its own OS
-process: it writes the new key to the keys file, makes it primary and re-encrypts every
-row. Neither store is told: each must pick the new key up from the file when it meets it.
+calls (8 lanes, each on its own connections) -- ``fresh_token`` with the cache dropped (a
+decrypting read), forced refreshes (a read and a write) and credential reads -- while
+``tokenkeep keys rotate`` runs as its own OS process: it writes the new key to the keys
+file, makes it primary and re-encrypts every row. Neither store is told: each must pick
+the new key up from the file (when it meets a value under it, or before a write).
 
 Checked: zero failed calls; afterwards every row is under the new key and decrypts with a
 keyring holding the new key only (the old key can be retired), and a refresh still works.
@@ -38,6 +39,7 @@ from tokenkeep.lifecycle.coordinator import RefreshCoordinator
 from tokenkeep.observability.logging import configure_logging
 from tokenkeep.store import Database, Store, verify_keyring
 from tokenkeep.store.keys import _ENCRYPTED
+from tokenkeep.store.models import IntegrationRow
 
 CONNECTIONS = 100
 MAX_CALLS = 2000
@@ -119,12 +121,14 @@ async def test_key_rotation_under_load_fails_no_call(
         failures: list[str] = []
         rotating = asyncio.create_task(_rotate_in_another_process(pg_url, data_dir))
 
-        async def lane() -> None:
+        async def lane(mine: list[str]) -> None:
+            # Each lane has its own connections: the rotation is what runs concurrently
+            # with every call, not two refreshes of one connection (the stampede tests').
             nonlocal calls, during
             while calls < MAX_CALLS:
                 calls += 1
                 during += not rotating.done()
-                cid = rng.choice(ids)
+                cid = rng.choice(mine)
                 n = rng.randrange(2)
                 coordinator, store = coordinators[n], (first, second)[n]
                 kind = rng.choice(("fresh_token", "refresh", "read"))
@@ -141,7 +145,7 @@ async def test_key_rotation_under_load_fails_no_call(
                     failures.append(f"{kind} {cid} via store {n}: {exc!r}"[:300])
 
         started = time.perf_counter()
-        await asyncio.wait_for(asyncio.gather(*(lane() for _ in range(LANES))), 120)
+        await asyncio.wait_for(asyncio.gather(*(lane(ids[i::LANES]) for i in range(LANES))), 120)
         assert rotating.done(), "the rotation outlived the load: make MAX_CALLS larger"
         output = await rotating
         wall = time.perf_counter() - started
@@ -180,3 +184,27 @@ async def test_key_rotation_under_load_fails_no_call(
             assert conn.credentials is not None
         after = RefreshCoordinator(retired, client, settings=settings, clock=clock)
         assert (await after.refresh(ids[0])).version > 1
+
+
+@pytest.mark.slow
+@pytest.mark.multiprocess
+async def test_a_process_that_only_writes_adopts_the_new_key(
+    two_stores: tuple[Store, Store, Path], pg_url: str
+) -> None:
+    """A gateway that reads nothing during and after the rotation (it never meets a value
+    under the new key) and then writes -- a new integration secret, a new connection --
+    writes under the new key, so the old key can still be retired."""
+    _first, second, data_dir = two_stores
+    clock = SystemClock()
+    await _rotate_in_another_process(pg_url, data_dir)
+    new_key = Keyring.parse((data_dir / KEYS_FILE_NAME).read_text().strip()).primary_key_id
+    async with Emulator.running(orgs=1) as emu, token_client(clock) as client:
+        await register_integration(second, emu)
+        conn = await connect(second, emu, client, emu.orgs[0].users[0], "late", clock=clock)
+    assert second.keyring.primary_key_id == new_key
+    assert conn.key_id == new_key
+    async with second.db.read() as session:
+        kids = set((await session.scalars(select(IntegrationRow.key_id))).all())
+    assert kids == {new_key}
+    only_new = Keyring.parse((data_dir / KEYS_FILE_NAME).read_text().strip().split(",")[0])
+    await verify_keyring(second.db, only_new)
