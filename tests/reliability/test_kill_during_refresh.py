@@ -82,7 +82,7 @@ async def _measured_windows(
 
 async def _kill_once_refreshing(out: Path, pid: int, delay: float) -> None:
     """SIGKILL the worker ``delay`` s after its first committed refresh (bounded wait)."""
-    for _ in range(3000):
+    for _ in range(6000):  # 60 s at most: a start on a crowded machine
         if out.exists() and "refreshed" in out.read_text():
             break
         await asyncio.sleep(0.01)
@@ -152,7 +152,7 @@ async def test_random_kills_mid_refresh_never_lose_a_connection_silently(
                 # The restarted gateway: replay the journal, then refresh each connection.
                 await restarted.replay_journal()
                 outcomes = await asyncio.gather(
-                    *(asyncio.wait_for(restarted.refresh(cid), 30) for cid in ids),
+                    *(asyncio.wait_for(restarted.refresh(cid), 60) for cid in ids),
                     return_exceptions=True,
                 )
                 for cid, outcome in zip(ids, outcomes, strict=True):
