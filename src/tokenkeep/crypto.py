@@ -87,7 +87,7 @@ class Keyring:
     ``repr`` shows key ids only, never key bytes.
     """
 
-    __slots__ = ("_aead", "_lock", "_order", "_raw", "keys_file", "source")
+    __slots__ = ("_aead", "_file_stamp", "_lock", "_order", "_raw", "keys_file", "source")
 
     def __init__(
         self, keys: Iterable[tuple[str, bytes]], *, source: str = "TOKENKEEP_ENCRYPTION_KEYS"
@@ -96,8 +96,10 @@ class Keyring:
         self.source = source
         #: The keys file this keyring was loaded from, if any: re-read when a value names a
         #: key id we do not hold, so ``tokenkeep keys rotate`` run in another process is
-        #: picked up by a running gateway without a restart.
+        #: picked up by a running gateway without a restart; and when it changed before a
+        #: write, so a process that only writes never keeps writing with a retired primary.
         self.keys_file: Path | None = None
+        self._file_stamp: tuple[int, int] | None = None
         order: list[str] = []
         raw: dict[str, bytes] = {}
         for kid, material in keys:
@@ -190,6 +192,7 @@ class Keyring:
         """
         if self.keys_file is None or not self.keys_file.exists():
             return
+        stamp = _stamp(self.keys_file)
         fresh = Keyring.parse(
             self.keys_file.read_text(encoding="ascii").strip(), source=str(self.keys_file)
         )
@@ -203,10 +206,25 @@ class Keyring:
             self._raw = raw
             self._aead = aead
             self._order = (*fresh._order, *(k for k in self._order if k not in fresh._order))
+            self._file_stamp = stamp
 
     # -- use ----------------------------------------------------------------------------
     def encrypt(self, plaintext: str, *, row_id: str, field: str) -> str:
-        """Encrypt with the primary key, bound to ``(row_id, field)``."""
+        """Encrypt with the primary key, bound to ``(row_id, field)``.
+
+        With a keys file, a change of the file (``tokenkeep keys rotate`` in another
+        process) is adopted first: one ``stat`` per write.
+        """
+        if self.keys_file is not None:
+            try:
+                changed = _stamp(self.keys_file) != self._file_stamp
+            except OSError:
+                changed = False  # the file is away: keep the keys we hold
+            if changed:
+                try:
+                    self.reload()
+                except EncryptionKeyError:
+                    pass  # a file we cannot parse: keep the keys we hold (the start checks)
         kid = self._order[0]
         nonce = os.urandom(_NONCE_BYTES)
         sealed = self._aead[kid].encrypt(
@@ -244,6 +262,12 @@ class Keyring:
                 "or the value was copied from another row or field"
             ) from None
         return plain.decode("utf-8")
+
+
+def _stamp(path: Path) -> tuple[int, int]:
+    """What tells a rewritten keys file apart (it is replaced by a rename)."""
+    st = path.stat()
+    return (st.st_mtime_ns, st.st_ino)
 
 
 def _check_key(kid: str, material: bytes) -> None:
@@ -288,9 +312,12 @@ def load_or_create_keyring(settings: Settings) -> Keyring:
         return Keyring.parse(settings.encryption_keys.get_secret_value())
     path = settings.data_dir / KEYS_FILE_NAME
     if path.exists():
+        stamp = _stamp(path)
         keyring = Keyring.parse(path.read_text(encoding="ascii").strip(), source=str(path))
     else:
         keyring = Keyring([(new_key_id(), new_key_bytes())], source=str(path))
         write_keys_file(path, keyring)
+        stamp = _stamp(path)
     keyring.keys_file = path
+    keyring._file_stamp = stamp
     return keyring

@@ -1,7 +1,10 @@
 """A TCP forwarder in front of PostgreSQL that a test can switch off (a database outage).
 
 While ``down``, every open connection is cut and new ones are accepted and closed at once
-(the driver sees "server closed the connection unexpectedly"). Loopback only.
+(the driver sees "server closed the connection unexpectedly"). While ``stalled``, the
+forwarder keeps every connection open and accepts new ones but forwards no byte (a link
+that hangs: the driver waits); :meth:`stall` ends it by resuming or by dropping the link.
+Loopback only.
 """
 
 from __future__ import annotations
@@ -21,6 +24,10 @@ class DbForwarder:
         self._server: asyncio.Server | None = None
         self._open: set[asyncio.StreamWriter] = set()
         self.is_down = False
+        #: Connection ends cut by :meth:`down` so far (both sides of each link).
+        self.cut = 0
+        self._flowing = asyncio.Event()
+        self._flowing.set()
         self.port = 0
 
     async def start(self) -> None:
@@ -36,6 +43,7 @@ class DbForwarder:
     def down(self) -> None:
         """Cut every connection and refuse new ones until :meth:`up`."""
         self.is_down = True
+        self.cut += len(self._open)
         for writer in list(self._open):
             writer.transport.abort()
         self._open.clear()
@@ -50,6 +58,18 @@ class DbForwarder:
             await asyncio.sleep(seconds)
         finally:
             self.up()
+
+    async def stall(self, seconds: float, *, then: str = "resume") -> None:
+        """Forward nothing for ``seconds``; then ``"resume"`` (the held bytes flow on) or
+        ``"drop"`` (every connection cut, as :meth:`down`, and new ones served again)."""
+        self._flowing.clear()
+        try:
+            await asyncio.sleep(seconds)
+        finally:
+            if then == "drop":
+                self.down()
+                self.up()
+            self._flowing.set()
 
     def url_for(self, db_url: str) -> str:
         """``db_url`` with its host and port replaced by this forwarder's."""
@@ -81,7 +101,8 @@ class DbForwarder:
     async def _pipe(self, src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
         try:
             while data := await src.read(65536):
-                if self.is_down:
+                await self._flowing.wait()
+                if self.is_down or dst.transport.is_closing():
                     break
                 dst.write(data)
                 await dst.drain()

@@ -15,6 +15,11 @@ keyring), ``connection_id``, ``owner``, ``data_dir``, ``lease_seconds``, ``mode`
 ``clock_offset`` (seconds, default 0) puts the worker's host clock that far off; like a
 gateway it runs on that clock corrected to the database's (``DatabaseClock``). It prints
 ``ready`` and waits for a line on stdin before it starts.
+
+``python durable_worker.py zygote``: imports everything, prints ``ready``, then for each
+JSON line on stdin forks a worker that starts at once (``out`` names the file its output
+goes to) and prints the child's pid. Forking skips the interpreter start and the imports
+(~1.5 s of CPU each), so a test can kill 50 workers in seconds.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -84,8 +90,9 @@ async def main(args: dict[str, object]) -> None:
     calls = int(str(args["calls"]))
     try:
         clock.correct(await db.clock_correction(clock))  # as the gateway does at start
-        print("ready", flush=True)
-        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+        if not args.get("forked"):
+            print("ready", flush=True)
+            await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
         if args["mode"] == "refresh_loop":
             for _ in range(calls):
                 token = await coordinator.refresh(connection_id)
@@ -121,5 +128,33 @@ async def main(args: dict[str, object]) -> None:
         await db.close()
 
 
+def zygote() -> None:
+    """Fork a worker per stdin line (children reaped by the kernel: SIGCHLD ignored)."""
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+    print("ready", flush=True)
+    for line in sys.stdin:
+        args = json.loads(line)
+        pid = os.fork()
+        if pid == 0:
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            out = os.open(str(args["out"]), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            os.dup2(out, 1)
+            os.dup2(out, 2)
+            devnull = os.open(os.devnull, os.O_RDONLY)
+            os.dup2(devnull, 0)
+            code = 0
+            try:
+                asyncio.run(main({**args, "forked": True}))
+            except BaseException:
+                code = 1
+            finally:
+                sys.stdout.flush()
+                os._exit(code)
+        print(pid, flush=True)
+
+
 if __name__ == "__main__":
-    asyncio.run(main(json.loads(sys.argv[1])))
+    if sys.argv[1] == "zygote":
+        zygote()
+    else:
+        asyncio.run(main(json.loads(sys.argv[1])))

@@ -10,13 +10,15 @@ the rotated refresh token stored -- which the emulator accepts for the next refr
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
-from sqlalchemy import select
+from sqlalchemy import make_url, select
 from tests.lifecycle.lifecycle_support import (
     connect,
     register_integration,
@@ -35,6 +37,7 @@ from tokenkeep.store import Database, Store
 from tokenkeep.store.models import OutboxRow
 
 TOKEN_LATENCY = 0.6  # the token call is in flight this long; the outage starts with it
+STALL = 3.0  # seconds the stalled link holds every byte
 
 
 @dataclass
@@ -65,6 +68,12 @@ class OutageRig:
 
     async def refresh_during_outage(self, coordinator: RefreshCoordinator, outage: float) -> Any:
         """A forced refresh whose token answer arrives while the database is away."""
+        return await self.refresh_during(coordinator, lambda: self.forwarder.outage(outage))
+
+    async def refresh_during(
+        self, coordinator: RefreshCoordinator, fault: Callable[[], Awaitable[None]]
+    ) -> Any:
+        """A forced refresh with ``fault`` started while the token call is in flight."""
         self.emu.admin.add_fault(
             {"target": "token", "kind": "latency", "latency_seconds": TOKEN_LATENCY, "count": 1}
         )
@@ -74,7 +83,7 @@ class OutageRig:
                 break
             await asyncio.sleep(0.005)
         assert not task.done()
-        await self.forwarder.outage(outage)
+        await fault()
         return await asyncio.wait_for(asyncio.gather(task, return_exceptions=True), 60)
 
 
@@ -95,7 +104,29 @@ async def outage_rig(pg_url: str, tmp_path: Path, keyring: Keyring) -> AsyncIter
             await db.close()
 
 
+async def _assert_one_answer(rig: OutageRig) -> None:
+    """Nothing half-written: the stored access token, refresh token, issue time and version
+    all belong to the emulator's last answer for the connection's family."""
+    stored = await rig.store.connections.get("c1", with_credentials=True)
+    assert stored.credentials is not None
+    assert stored.credentials.refresh_token is not None
+    refresh = stored.credentials.refresh_token.reveal()
+    family = rig.emu.state.refresh_index[refresh]
+    newest = family.refresh_token == refresh  # bools: no token in a failure message
+    assert newest, "the stored refresh token is not the newest of its family"
+    access = stored.credentials.access_token.reveal()
+    same = family.access_tokens[-1] == access
+    assert same, "the stored access token is not the one of that same answer"
+    issued = rig.emu.state.access[access].issued_at
+    assert stored.issued_at is not None
+    assert abs(stored.issued_at.timestamp() - issued) < 0.002
+    assert stored.expires_at is not None
+    assert stored.expires_at > stored.issued_at
+    assert stored.version == 1 + len(rig.grants())
+
+
 async def _assert_rotation_kept(rig: OutageRig, coordinator: RefreshCoordinator) -> None:
+    await _assert_one_answer(rig)
     stored = await rig.store.connections.get("c1", with_credentials=True)
     assert (stored.status, stored.status_reason) == ("active", None)
     assert stored.version == 2
@@ -168,3 +199,60 @@ async def test_a_lost_rotation_is_reported_as_such_never_as_a_revocation(
         ).all()
     reauth = [payload for kind, payload in rows if kind == "connection.needs_reauth"]
     assert [(p["reason"], p["sub_reason"]) for p in reauth] == [("revoked", "rotation_lost")]
+
+
+def _terminate_backends(admin_dsn: str, database: str) -> int:
+    """``pg_terminate_backend`` every session on ``database`` (the gateway's, heartbeat
+    included); returns how many."""
+    with psycopg.connect(admin_dsn, autocommit=True, connect_timeout=3) as admin:
+        rows = admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = %s AND pid <> pg_backend_pid()",
+            (database,),
+        ).fetchall()
+    return len(rows)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("repeat_for", [0.0, 2.0], ids=["once", "every-50ms-for-2s"])
+async def test_backends_terminated_mid_refresh_lose_nothing(
+    outage_rig: OutageRig, pg_url: str, pg_admin_dsn: str, repeat_for: float
+) -> None:
+    """The gateway's PostgreSQL sessions are killed server-side while the token call is in
+    flight (once, or again and again while the answer is being committed)."""
+    database = str(make_url(pg_url).database)
+    terminated: list[int] = []
+
+    async def terminate() -> None:
+        loop = asyncio.get_running_loop()
+        until = loop.time() + repeat_for
+        while True:
+            terminated.append(await asyncio.to_thread(_terminate_backends, pg_admin_dsn, database))
+            if loop.time() >= until:
+                return
+            await asyncio.sleep(0.05)
+
+    coordinator = outage_rig.coordinator()
+    (result,) = await outage_rig.refresh_during(coordinator, terminate)
+    assert sum(terminated) > 0  # the gateway's sessions were there, and were killed
+    assert not isinstance(result, BaseException), repr(result)
+    assert result.version == 2
+    await _assert_rotation_kept(outage_rig, coordinator)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("then", ["resume", "drop"])
+async def test_a_stalled_link_mid_refresh_loses_nothing(outage_rig: OutageRig, then: str) -> None:
+    """The link to PostgreSQL hangs (bytes held, nothing refused) for 3 s while the answer
+    is being committed, then resumes, or drops every connection."""
+    coordinator = outage_rig.coordinator()
+    started = time.monotonic()
+    (result,) = await outage_rig.refresh_during(
+        coordinator, lambda: outage_rig.forwarder.stall(STALL, then=then)
+    )
+    # The commit was held by the stall (and, with "drop", its connection cut under it).
+    assert time.monotonic() - started >= STALL
+    assert (outage_rig.forwarder.cut > 0) == (then == "drop")
+    assert not isinstance(result, BaseException), repr(result)
+    assert result.version == 2
+    await _assert_rotation_kept(outage_rig, coordinator)

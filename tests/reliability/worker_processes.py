@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -13,14 +15,15 @@ WORKER = Path(__file__).with_name("durable_worker.py")
 SRC = Path(__file__).resolve().parents[2] / "src"
 
 
-async def start_worker(args: dict[str, Any]) -> asyncio.subprocess.Process:
-    """A worker with ``args``, once it printed ``ready`` (stdin open: write a line = go)."""
+async def start_worker(args: dict[str, Any] | str) -> asyncio.subprocess.Process:
+    """A worker with ``args``, once it printed ``ready`` (stdin open: write a line = go);
+    ``"zygote"`` starts the forking worker (see :func:`fork_worker`)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("TOKENKEEP_")}
     env.update(PYTHONPATH=str(SRC), TOKENKEEP_LOG_LEVEL="WARNING")
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         str(WORKER),
-        json.dumps(args),
+        args if isinstance(args, str) else json.dumps(args),
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
@@ -53,3 +56,26 @@ async def kill_all(procs: list[asyncio.subprocess.Process]) -> None:
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+async def fork_worker(zygote: asyncio.subprocess.Process, args: dict[str, Any]) -> int:
+    """A worker forked by ``zygote`` (it starts at once, its output in ``args["out"]``);
+    returns its pid."""
+    assert zygote.stdin is not None
+    assert zygote.stdout is not None
+    zygote.stdin.write((json.dumps(args) + "\n").encode())
+    await zygote.stdin.drain()
+    return int(await asyncio.wait_for(zygote.stdout.readline(), timeout=30))
+
+
+async def kill_pid(pid: int, timeout: float = 10) -> None:
+    """SIGKILL a forked worker and wait (bounded) until the kernel has reaped it."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    for _ in range(int(timeout / 0.01)):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"worker {pid} still alive {timeout} s after SIGKILL")
