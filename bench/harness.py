@@ -353,6 +353,25 @@ def uvicorn_cmd(
     return cmd
 
 
+def granian_cmd(
+    app: str,
+    port: int,
+    *,
+    interface: str = "asgi",
+    app_dir: Path = BENCH_DIR,
+    factory: bool = False,
+) -> list[str]:
+    """granian (Rust HTTP server) on uvloop, HTTP/1 only, no websockets, no access log."""
+    cmd = [
+        sys.executable, "-m", "granian", app, "--working-dir", str(app_dir),
+        "--interface", interface, "--host", "127.0.0.1", "--port", str(port),
+        "--loop", "uvloop", "--http", "1", "--no-ws", "--log-level", "warning",
+    ]  # fmt: skip
+    if factory:
+        cmd.append("--factory")
+    return cmd
+
+
 # Diagnostic only (setup "tokenkeep-gcfreeze"): once the gateway has started, collect and
 # freeze every object that exists then (the imported libraries, the app, the store), so a
 # full collection no longer walks them. Patched in at run time by the launcher below; the
