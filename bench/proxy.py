@@ -49,6 +49,7 @@ from pathlib import Path
 
 from harness import (
     ACCESS_TOKEN,
+    LOAD_CPUS,
     QUERY,
     QUERY_PATH,
     REFRESH_TOKEN,
@@ -128,6 +129,7 @@ class Run:
     rounds: int
     body_bytes: int
     pick: str = "quietest"
+    pinned: bool = False
     results: dict[str, dict[int, dict[str, float]]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     upload: dict[str, float] | None = None
@@ -255,7 +257,9 @@ def measure(
     connections: Sequence[int],
     duration: float,
     rounds: int,
+    *,
     pick: str = "quietest",
+    cpus: str | None = None,
 ) -> dict[str, dict[int, dict[str, float]]]:
     """wrk every target at every connection count, ``rounds`` times interleaved; one result
     per target and count (see :func:`_pick`)."""
@@ -272,6 +276,7 @@ def measure(
                     headers=target.headers,
                     cpu_pids=target.cpu_pids,
                     other_pids=target.other_pids,
+                    cpus=cpus,
                 )
                 samples[name][c].append(result)
                 print(
@@ -353,12 +358,20 @@ def render(run: Run) -> str:
     m = run.machine
     lines = [
         f"Measured {run.date} by `python bench/proxy.py --duration {run.duration:g} "
-        f"--connections {','.join(map(str, run.connections))} --rounds {run.rounds}`.",
+        f"--connections {','.join(map(str, run.connections))} --rounds {run.rounds}"
+        f"{' --pin' if run.pinned else ''}`.",
         "",
         f"Machine: {m['cores']} cores, {m['cpu']}, {m['memory']}, Linux {m['kernel']}; "
         f"{m['versions']}. wrk `-t1 --latency`; upstream: nginx serving {run.body_bytes} B "
-        "of JSON for any path. wrk, the upstream and the proxy under test share these "
-        f"{m['cores']} cores (as for the issue's reference figures). Each setup ran "
+        "of JSON for any path. "
+        + (
+            f"Pinned (`--pin`): wrk and the upstream on core {LOAD_CPUS}, the proxy under test "
+            "(all its workers) on core 1. "
+            if run.pinned
+            else f"wrk, the upstream and the proxy under test share these {m['cores']} cores "
+            "(as for the issue's reference figures). "
+        )
+        + f"Each setup ran "
         f"{run.rounds} interleaved round(s) of {run.duration:g} s after a 1 s warm-up; "
         + (
             "the table shows, per setup and connection count, the round least disturbed by "
@@ -467,6 +480,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--install", action="store_true", help="apt-get install nginx/wrk")
     parser.add_argument(
+        "--pin",
+        action="store_true",
+        help=f"wrk and the upstream on core {LOAD_CPUS}, each proxy on core 1 (taskset)",
+    )
+    parser.add_argument(
         "--setups", default=",".join(ALL_SETUPS), help=f"subset of {','.join(ALL_SETUPS)}"
     )
     parser.add_argument("--upload-mb", type=int, default=100, help="0 skips the upload")
@@ -489,7 +507,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     ensure_tools(install=args.install)
     workdir = Path(tempfile.mkdtemp(prefix="tk-bench-"))
-    processes = Processes(workdir)
+    processes = Processes(workdir, server_cpus="1" if args.pin else None)
     run = Run(
         machine=machine(),
         date=SystemClock().now().strftime("%Y-%m-%d %H:%M UTC"),
@@ -498,6 +516,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         rounds=args.rounds,
         body_bytes=len(query_body()),
         pick=args.pick,
+        pinned=args.pin,
     )
     print(f"work dir {workdir}; load average {load_average():.1f}", flush=True)
     try:
@@ -505,7 +524,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             try:
                 targets = start_targets(processes, workdir, args.setups, run.notes)
                 run.results = measure(
-                    targets, args.connections, args.duration, args.rounds, args.pick
+                    targets,
+                    args.connections,
+                    args.duration,
+                    args.rounds,
+                    pick=args.pick,
+                    cpus=LOAD_CPUS if args.pin else None,
                 )
             finally:
                 processes.stop_all()
