@@ -11,9 +11,13 @@ one run measures with ``wrk -t1 --latency`` at each connection count:
   (b) nginx-proxy   wrk -> nginx keep-alive reverse proxy -> (a)        (the practical ceiling)
   (c) minimal       wrk -> uvicorn (uvloop, httptools) + bench/minimal_proxy.py (a raw ASGI
                     app + one aiohttp ClientSession, no auth, no checks) -> (a)   (the floor)
+  (c2) minimal-granian   (c) under granian (Rust HTTP server, ASGI) instead of uvicorn
+  (c3) minimal-rsgi      the same forwarding on granian's RSGI interface
+  (c4) minimal-pyreqwest (c) with pyreqwest (Rust reqwest/hyper) instead of aiohttp
   (d) tokenkeep     wrk -> ``tokenkeep serve`` (1 worker, SQLite data dir, scheduler off,
                     log level WARNING) -> (a), as ``/c/<id>/services/data/v60.0/query?q=...``
                     with the API key as Bearer; the connection's instance_url is (a)
+  (g) tokenkeep-granian  tokenkeep's ASGI app under the granian CLI
   (e) tokenkeep-w2  the same with ``--workers 2``
   (u) tokenkeep-uvloop  diagnostic: (d) started with uvloop's event-loop policy installed
                     (``tokenkeep serve`` with 1 worker runs uvicorn inside ``asyncio.run``)
@@ -26,6 +30,9 @@ plus the CPU seconds per request of each proxy's processes (psutil, before/after
 emulator with the gateway's idle and peak RSS (bench/upload.py). The results replace the
 generated sections of docs/PERFORMANCE.md (``--doc``); the hand-written analysis around
 them stays.
+
+Issue 14's goals are computed against (c). ``--pin``: wrk and the upstream on core 0, the
+proxy under test on core 1 (``taskset``), for ``--workers 2``.
 
 Every server runs in its own process; all are torn down at the end, on error and on
 Ctrl-C/SIGTERM. With ``--rounds N`` the setups are measured N times interleaved (all
