@@ -9,12 +9,11 @@ No auth, no checks, no logging: a candidate's floor, measured beside (c). Run::
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
+from minimal_proxy import read_request
 from pyreqwest.client import Client, ClientBuilder
 
-UPSTREAM = os.environ.get("BENCH_UPSTREAM", "http://127.0.0.1:8081")
 _HOP = frozenset({"connection", "keep-alive", "transfer-encoding"})
 _client: list[Client] = []  # one shared client, made inside the loop
 
@@ -25,12 +24,7 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         return
     if not _client:
         _client.append(ClientBuilder().follow_redirects(False).http1_only().build())
-    body, more = b"", True
-    while more:  # the request body (small here; a real proxy would stream it)
-        message = await receive()
-        body, more = body + message.get("body", b""), message.get("more_body", False)
-    query = scope["query_string"].decode()
-    url = UPSTREAM + scope["path"] + ("?" + query if query else "")
+    url, body = await read_request(scope, receive)
     builder = _client[0].request(scope["method"], url)
     if body:
         builder = builder.body_bytes(body)
