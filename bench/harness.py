@@ -30,6 +30,8 @@ from typing import Any
 BENCH_DIR = Path(__file__).resolve().parent
 NGINX_TEMPLATES = BENCH_DIR / "nginx"
 QUERY_PATH = "/services/data/v60.0/query"
+#: With ``--pin``: wrk and the upstream run on this core, the server under test elsewhere.
+LOAD_CPUS = "0"
 QUERY = "q=SELECT+Id,Name+FROM+Account+LIMIT+9"
 ORG_ID = "00Dbx0000000001AAA"
 USER_ID = "005bx0000000001AAA"
@@ -186,11 +188,19 @@ class Processes:
 
     logdir: Path
     started: list[tuple[str, subprocess.Popen[bytes]]] = field(default_factory=list)
+    #: ``--pin``: the CPU list (``taskset -c``) of the servers under test; the upstream and
+    #: wrk get :data:`LOAD_CPUS`. ``None``: no pinning (everything shares every core).
+    server_cpus: str | None = None
 
     def start(
-        self, name: str, cmd: list[str], env: Mapping[str, str] | None = None
+        self, name: str, cmd: list[str], env: Mapping[str, str] | None = None, *, load: bool = False
     ) -> subprocess.Popen[bytes]:
-        """Start ``cmd`` in its own session; output goes to ``<logdir>/<name>.log``."""
+        """Start ``cmd`` in its own session; output goes to ``<logdir>/<name>.log``.
+
+        ``load``: part of the load side (the upstream), pinned with wrk when pinning is on.
+        """
+        if self.server_cpus is not None:
+            cmd = ["taskset", "-c", LOAD_CPUS if load else self.server_cpus, *cmd]
         log = (self.logdir / f"{name}.log").open("ab")
         try:
             proc = subprocess.Popen(
@@ -297,7 +307,13 @@ def render_nginx_conf(template: str, **values: object) -> str:
 
 
 def start_nginx(
-    processes: Processes, workdir: Path, template: str, name: str, **values: object
+    processes: Processes,
+    workdir: Path,
+    template: str,
+    name: str,
+    *,
+    load: bool = False,
+    **values: object,
 ) -> int:
     """Render ``bench/nginx/<template>`` into ``workdir`` and run it; returns its port."""
     nginx = find_tool("nginx")
@@ -311,7 +327,9 @@ def start_nginx(
     conf = workdir / f"{name}.conf"
     conf.write_text(text)
     proc = processes.start(
-        name, [nginx, "-c", str(conf), "-p", str(workdir), "-e", str(workdir / f"{name}-error.log")]
+        name,
+        [nginx, "-c", str(conf), "-p", str(workdir), "-e", str(workdir / f"{name}-error.log")],
+        load=load,
     )
     wait_port(port, proc)
     return port
@@ -327,6 +345,7 @@ def start_upstream(processes: Processes, workdir: Path) -> int:
         workdir,
         "upstream.conf",
         "upstream",
+        load=True,
         docroot=docroot,
         access_token=ACCESS_TOKEN,
         org_id=ORG_ID,
@@ -350,6 +369,25 @@ def uvicorn_cmd(
         cmd.append("--factory")
     if workers > 1:
         cmd += ["--workers", str(workers)]
+    return cmd
+
+
+def granian_cmd(
+    app: str,
+    port: int,
+    *,
+    interface: str = "asgi",
+    app_dir: Path = BENCH_DIR,
+    factory: bool = False,
+) -> list[str]:
+    """granian (Rust HTTP server) on uvloop, HTTP/1 only, no websockets, no access log."""
+    cmd = [
+        sys.executable, "-m", "granian", app, "--working-dir", str(app_dir),
+        "--interface", interface, "--host", "127.0.0.1", "--port", str(port),
+        "--loop", "uvloop", "--http", "1", "--no-ws", "--log-level", "warning",
+    ]  # fmt: skip
+    if factory:
+        cmd.append("--factory")
     return cmd
 
 
@@ -535,11 +573,13 @@ def run_wrk(
     cpu_pids: list[int] | None = None,
     other_pids: list[int] | None = None,
     warmup: float = 1.0,
+    cpus: str | None = None,
 ) -> dict[str, Any]:
     """One ``wrk -t1 --latency`` run (after a short warm-up), plus CPU µs per request.
 
     ``cpu_pids``: the proxy's processes (their CPU per request is reported);
-    ``other_pids``: the rest of the set-up (the upstream), counted as ours, not foreign.
+    ``other_pids``: the rest of the set-up (the upstream), counted as ours, not foreign;
+    ``cpus``: run wrk under ``taskset -c cpus``.
     """
 
     def args(duration: float) -> list[str]:
@@ -554,7 +594,8 @@ def run_wrk(
         ]
         for key, value in (headers or {}).items():
             cmd += ["-H", f"{key}: {value}"]
-        return [*cmd, url]
+        pin = ["taskset", "-c", cpus] if cpus is not None else []
+        return [*pin, *cmd, url]
 
     if warmup > 0:  # fills pools and caches; its numbers are thrown away
         subprocess.run(args(warmup), capture_output=True, check=True, timeout=warmup + 30)

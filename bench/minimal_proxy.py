@@ -18,18 +18,24 @@ _HOP = frozenset({b"connection", b"keep-alive", b"transfer-encoding"})
 _session: list[aiohttp.ClientSession] = []  # one shared session, made inside the loop
 
 
+async def read_request(scope: dict[str, Any], receive: Any) -> tuple[str, bytes]:
+    """The upstream URL (``UPSTREAM`` + the same path and query) and the whole request body
+    (small here; a real proxy would stream it)."""
+    body, more = b"", True
+    while more:
+        message = await receive()
+        body, more = body + message.get("body", b""), message.get("more_body", False)
+    query = scope["query_string"].decode()
+    return UPSTREAM + scope["path"] + ("?" + query if query else ""), body
+
+
 async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     """Forward the request to ``UPSTREAM`` + the same path; relay status, headers, body."""
     if scope["type"] != "http":
         return
     if not _session:
         _session.append(aiohttp.ClientSession(auto_decompress=False))
-    body, more = b"", True
-    while more:  # the request body (small here; a real proxy would stream it)
-        message = await receive()
-        body, more = body + message.get("body", b""), message.get("more_body", False)
-    query = scope["query_string"].decode()
-    url = UPSTREAM + scope["path"] + ("?" + query if query else "")
+    url, body = await read_request(scope, receive)
     async with _session[0].request(scope["method"], url, data=body or None) as resp:
         headers = [(k, v) for k, v in resp.raw_headers if k.lower() not in _HOP]
         await send({"type": "http.response.start", "status": resp.status, "headers": headers})

@@ -11,9 +11,13 @@ one run measures with ``wrk -t1 --latency`` at each connection count:
   (b) nginx-proxy   wrk -> nginx keep-alive reverse proxy -> (a)        (the practical ceiling)
   (c) minimal       wrk -> uvicorn (uvloop, httptools) + bench/minimal_proxy.py (a raw ASGI
                     app + one aiohttp ClientSession, no auth, no checks) -> (a)   (the floor)
+  (c2) minimal-granian   (c) under granian (Rust HTTP server, ASGI) instead of uvicorn
+  (c3) minimal-rsgi      the same forwarding on granian's RSGI interface
+  (c4) minimal-pyreqwest (c) with pyreqwest (Rust reqwest/hyper) instead of aiohttp
   (d) tokenkeep     wrk -> ``tokenkeep serve`` (1 worker, SQLite data dir, scheduler off,
                     log level WARNING) -> (a), as ``/c/<id>/services/data/v60.0/query?q=...``
                     with the API key as Bearer; the connection's instance_url is (a)
+  (g) tokenkeep-granian  tokenkeep's ASGI app under the granian CLI
   (e) tokenkeep-w2  the same with ``--workers 2``
   (u) tokenkeep-uvloop  diagnostic: (d) started with uvloop's event-loop policy installed
                     (``tokenkeep serve`` with 1 worker runs uvicorn inside ``asyncio.run``)
@@ -27,6 +31,9 @@ emulator with the gateway's idle and peak RSS (bench/upload.py). The results rep
 generated sections of docs/PERFORMANCE.md (``--doc``); the hand-written analysis around
 them stays.
 
+Issue 14's goals are computed against (c). ``--pin``: wrk and the upstream on core 0, the
+proxy under test on core 1 (``taskset``), for ``--workers 2``.
+
 Every server runs in its own process; all are torn down at the end, on error and on
 Ctrl-C/SIGTERM. With ``--rounds N`` the setups are measured N times interleaved (all
 servers stay up); per setup the round with the least foreign CPU (other processes, steal)
@@ -36,6 +43,7 @@ is reported (``--pick median`` for per-metric medians).
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import math
 import shutil
@@ -48,6 +56,7 @@ from pathlib import Path
 
 from harness import (
     ACCESS_TOKEN,
+    LOAD_CPUS,
     QUERY,
     QUERY_PATH,
     REFRESH_TOKEN,
@@ -56,6 +65,7 @@ from harness import (
     ensure_tools,
     fetch,
     free_port,
+    granian_cmd,
     load_average,
     machine,
     prepare_tokenkeep,
@@ -74,7 +84,11 @@ ALL_SETUPS = (
     "direct",
     "nginx-proxy",
     "minimal",
+    "minimal-granian",
+    "minimal-rsgi",
+    "minimal-pyreqwest",
     "tokenkeep",
+    "tokenkeep-granian",
     "tokenkeep-w2",
     "tokenkeep-uvloop",
     "tokenkeep-gcfreeze",
@@ -84,13 +98,17 @@ LABELS = {
     "direct": "(a) direct to nginx upstream",
     "nginx-proxy": "(b) nginx keep-alive proxy",
     "minimal": "(c) minimal Python proxy",
+    "minimal-granian": "(c2) (c) on granian ASGI",
+    "minimal-rsgi": "(c3) (c) on granian RSGI",
+    "minimal-pyreqwest": "(c4) (c) with pyreqwest, not aiohttp",
     "tokenkeep": "(d) tokenkeep serve, 1 worker",
+    "tokenkeep-granian": "(g) tokenkeep's ASGI app on granian CLI",
     "tokenkeep-w2": "(e) tokenkeep serve --workers 2",
     "tokenkeep-uvloop": "(u) (d) with uvloop's loop policy",
     "tokenkeep-gcfreeze": "(f) (d) with gc.freeze() after start",
     "proxyapp": "(p) ProxyApp alone, in-memory tokens",
 }
-GOALS = {"rps": 0.7, "latency": 1.5, "cpu": 1.5, "workers": 1.6}
+GOALS = {"rps": 1.0, "nginx": 0.3, "latency": 1.0, "cpu": 1.0, "workers": 1.6}
 DOC = Path(__file__).resolve().parent.parent / "docs" / "PERFORMANCE.md"
 MARK_START = "<!-- bench/proxy.py:start (generated; edits inside are overwritten) -->"
 MARK_END = "<!-- bench/proxy.py:end -->"
@@ -118,6 +136,7 @@ class Run:
     rounds: int
     body_bytes: int
     pick: str = "quietest"
+    pinned: bool = False
     results: dict[str, dict[int, dict[str, float]]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     upload: dict[str, float] | None = None
@@ -151,6 +170,23 @@ def start_targets(
         targets["minimal"] = Target(
             "minimal", f"http://127.0.0.1:{port}{path}", cpu_pids=[proc.pid]
         )
+    if "minimal-pyreqwest" in setups and _installed("pyreqwest", "minimal-pyreqwest", notes):
+        port = free_port()
+        cmd = uvicorn_cmd("minimal_proxy_pyreqwest:app", port)
+        proc = processes.start("minimal-pyreqwest", cmd, {"BENCH_UPSTREAM": upstream})
+        wait_port(port, proc)
+        url = f"http://127.0.0.1:{port}{path}"
+        targets["minimal-pyreqwest"] = Target("minimal-pyreqwest", url, cpu_pids=[proc.pid])
+    for name, app, interface in (
+        ("minimal-granian", "minimal_proxy:app", "asgi"),
+        ("minimal-rsgi", "minimal_proxy_rsgi:app", "rsgi"),
+    ):
+        if name in setups and _installed("granian", name, notes):
+            port = free_port()
+            cmd = granian_cmd(app, port, interface=interface)
+            proc = processes.start(name, cmd, {"BENCH_UPSTREAM": upstream})
+            wait_port(port, proc)
+            targets[name] = Target(name, f"http://127.0.0.1:{port}{path}", cpu_pids=[proc.pid])
     wants_tokenkeep = [s for s in setups if s.startswith("tokenkeep")]
     if wants_tokenkeep:
         data = prepare_tokenkeep(
@@ -162,6 +198,16 @@ def start_targets(
         )
         auth = {"Authorization": f"Bearer {data.api_key}"}
         for name in wants_tokenkeep:
+            if name == "tokenkeep-granian":
+                if not _installed("granian", name, notes):
+                    continue
+                port = free_port()
+                cmd = granian_cmd("tokenkeep.server:create_asgi_app", port, factory=True)
+                proc = processes.start(name, cmd, data.env)
+                wait_port(port, proc, timeout=60)
+                url = f"http://127.0.0.1:{port}/c/{data.connection_id}{path}"
+                targets[name] = Target(name, url, auth, [proc.pid])
+                continue
             workers = 2 if name == "tokenkeep-w2" else 1
             if workers > 1 and not serve_has_workers():
                 notes.append("`tokenkeep serve --workers` does not exist: (e) not measured.")
@@ -204,13 +250,23 @@ def start_targets(
     return targets
 
 
+def _installed(module: str, setup: str, notes: list[str]) -> bool:
+    """True when ``module`` can be imported here; else a note says the setup was skipped."""
+    if importlib.util.find_spec(module) is not None:
+        return True
+    notes.append(f"`{module}` is not installed (`pip install {module}`): {setup} not measured.")
+    return False
+
+
 # --------------------------------------------------------------------------- measuring
 def measure(
     targets: dict[str, Target],
     connections: Sequence[int],
     duration: float,
     rounds: int,
+    *,
     pick: str = "quietest",
+    cpus: str | None = None,
 ) -> dict[str, dict[int, dict[str, float]]]:
     """wrk every target at every connection count, ``rounds`` times interleaved; one result
     per target and count (see :func:`_pick`)."""
@@ -227,6 +283,7 @@ def measure(
                     headers=target.headers,
                     cpu_pids=target.cpu_pids,
                     other_pids=target.other_pids,
+                    cpus=cpus,
                 )
                 samples[name][c].append(result)
                 print(
@@ -250,13 +307,25 @@ def _pick(runs: list[dict[str, float]], how: str) -> dict[str, float]:
 
 # --------------------------------------------------------------------------- the report
 def goals(run: Run) -> list[tuple[str, float, str, bool]]:
-    """(what, measured ratio, goal text, met) for each of the issue's goals we can compute."""
+    """(what, measured ratio, goal text, met) for each of issue 14's goals we can compute;
+    the baseline is always the old minimal proxy (c), uvicorn + aiohttp."""
     res, low, high = run.results, min(run.connections), max(run.connections)
     out: list[tuple[str, float, str, bool]] = []
     tk, mini, direct = res.get("tokenkeep"), res.get("minimal"), res.get("direct")
+    ngx = res.get("nginx-proxy")
     if tk and mini:
         ratio = tk[high]["rps"] / mini[high]["rps"]
-        out.append((f"rps at c{high}, tokenkeep / minimal", ratio, "≥ 0.7", ratio >= GOALS["rps"]))
+        out.append((f"rps at c{high}, tokenkeep / minimal", ratio, "≥ 1.0", ratio >= GOALS["rps"]))
+        if ngx:
+            ratio = tk[high]["rps"] / ngx[high]["rps"]
+            out.append(
+                (
+                    f"rps at c{high}, tokenkeep / nginx-proxy",
+                    ratio,
+                    "≥ 0.3",
+                    ratio >= GOALS["nginx"],
+                )
+            )
         if direct:
             added_tk = tk[low]["p50"] - direct[low]["p50"]
             added_min = mini[low]["p50"] - direct[low]["p50"]
@@ -265,13 +334,18 @@ def goals(run: Run) -> list[tuple[str, float, str, bool]]:
                 (
                     f"added p50 at c{low} over direct, tokenkeep / minimal",
                     ratio,
-                    "≤ 1.5",
+                    "≤ 1.0",
                     ratio <= GOALS["latency"],
                 )
             )
         ratio = tk[high]["cpu_us"] / mini[high]["cpu_us"]
         out.append(
-            (f"CPU per request at c{high}, tokenkeep / minimal", ratio, "≤ 1.5", ratio <= 1.5)
+            (
+                f"CPU per request at c{high}, tokenkeep / minimal",
+                ratio,
+                "≤ 1.0",
+                ratio <= GOALS["cpu"],
+            )
         )
     if tk and res.get("tokenkeep-w2"):
         ratio = res["tokenkeep-w2"][high]["rps"] / tk[high]["rps"]
@@ -291,12 +365,20 @@ def render(run: Run) -> str:
     m = run.machine
     lines = [
         f"Measured {run.date} by `python bench/proxy.py --duration {run.duration:g} "
-        f"--connections {','.join(map(str, run.connections))} --rounds {run.rounds}`.",
+        f"--connections {','.join(map(str, run.connections))} --rounds {run.rounds}"
+        f"{' --pin' if run.pinned else ''}`.",
         "",
         f"Machine: {m['cores']} cores, {m['cpu']}, {m['memory']}, Linux {m['kernel']}; "
         f"{m['versions']}. wrk `-t1 --latency`; upstream: nginx serving {run.body_bytes} B "
-        "of JSON for any path. wrk, the upstream and the proxy under test share these "
-        f"{m['cores']} cores (as for the issue's reference figures). Each setup ran "
+        "of JSON for any path. "
+        + (
+            f"Pinned (`--pin`): wrk and the upstream on core {LOAD_CPUS}, the proxy under test "
+            "(all its workers) on core 1. "
+            if run.pinned
+            else f"wrk, the upstream and the proxy under test share these {m['cores']} cores "
+            "(as for the issue's reference figures). "
+        )
+        + f"Each setup ran "
         f"{run.rounds} interleaved round(s) of {run.duration:g} s after a 1 s warm-up; "
         + (
             "the table shows, per setup and connection count, the round least disturbed by "
@@ -347,7 +429,7 @@ def render(run: Run) -> str:
         "used during the run, from /proc/stat minus the benchmark's own processes: near 0 is a "
         "clean sample, 1 means half this 2-core machine was busy elsewhere.",
         "",
-        "Goals (issue 6):",
+        "Goals (issue 14 §1; baseline: the old minimal proxy (c), uvicorn + aiohttp):",
         "",
         "| goal | measured | target | |",
         "|---|---|---|---|",
@@ -405,6 +487,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--install", action="store_true", help="apt-get install nginx/wrk")
     parser.add_argument(
+        "--pin",
+        action="store_true",
+        help=f"wrk and the upstream on core {LOAD_CPUS}, each proxy on core 1 (taskset)",
+    )
+    parser.add_argument(
         "--setups", default=",".join(ALL_SETUPS), help=f"subset of {','.join(ALL_SETUPS)}"
     )
     parser.add_argument("--upload-mb", type=int, default=100, help="0 skips the upload")
@@ -427,7 +514,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     ensure_tools(install=args.install)
     workdir = Path(tempfile.mkdtemp(prefix="tk-bench-"))
-    processes = Processes(workdir)
+    processes = Processes(workdir, server_cpus="1" if args.pin else None)
     run = Run(
         machine=machine(),
         date=SystemClock().now().strftime("%Y-%m-%d %H:%M UTC"),
@@ -436,6 +523,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         rounds=args.rounds,
         body_bytes=len(query_body()),
         pick=args.pick,
+        pinned=args.pin,
     )
     print(f"work dir {workdir}; load average {load_average():.1f}", flush=True)
     try:
@@ -443,7 +531,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             try:
                 targets = start_targets(processes, workdir, args.setups, run.notes)
                 run.results = measure(
-                    targets, args.connections, args.duration, args.rounds, args.pick
+                    targets,
+                    args.connections,
+                    args.duration,
+                    args.rounds,
+                    pick=args.pick,
+                    cpus=LOAD_CPUS if args.pin else None,
                 )
             finally:
                 processes.stop_all()

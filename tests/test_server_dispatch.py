@@ -31,9 +31,11 @@ class FakeProxy:
 
     def __init__(self) -> None:
         self.paths: list[str] = []
+        self.seen: list[tuple[str, str]] = []  # (scheme, client host) of each request
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         self.paths.append(scope["path"])
+        self.seen.append((scope["scheme"], scope["client"][0]))
         body = f"proxy saw {scope['path']}".encode()
         await send({"type": "http.response.start", "status": 299, "headers": []})
         await send({"type": "http.response.body", "body": body})
@@ -63,6 +65,25 @@ async def test_proxy_paths_go_to_the_proxy_and_the_rest_to_the_control_api(
     finally:
         await server.stop()
     assert not gateway.started  # the lifespan stopped it
+
+
+async def test_forwarded_headers_do_not_change_the_scheme_or_the_client(
+    gateway: Gateway,
+) -> None:
+    # Nothing in tokenkeep trusts X-Forwarded-* (the dashboard's Secure cookie follows the
+    # real scheme); uvicorn must not rewrite the scope from them either, even from loopback.
+    proxy = FakeProxy()
+    server = ServerHandle(
+        build_asgi_app(gateway, proxy_factory=lambda _gw: proxy), host="127.0.0.1", port=0
+    )
+    base_url = await server.start()
+    try:
+        async with httpx.AsyncClient(base_url=base_url) as client:
+            forged = {"X-Forwarded-Proto": "https", "X-Forwarded-For": "203.0.113.9"}
+            assert (await client.get("/proxy/x", headers=forged)).status_code == 299
+    finally:
+        await server.stop()
+    assert proxy.seen == [("http", "127.0.0.1")]
 
 
 async def test_without_a_proxy_the_proxy_paths_are_404(gateway: Gateway) -> None:

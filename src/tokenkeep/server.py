@@ -182,6 +182,9 @@ def _uvicorn_options(host: str, port: int) -> dict[str, object]:
         "access_log": False,  # the control API logs its own request lines, without queries
         "lifespan": "on",
         "server_header": False,
+        # X-Forwarded-* are not trusted (not even from loopback): the scope keeps the real
+        # scheme and client. Also one ASGI middleware less on every proxied call.
+        "proxy_headers": False,
         # Proxied responses carry Salesforce's own Date header; uvicorn must not add one.
         "date_header": False,
     }
