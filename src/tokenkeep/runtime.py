@@ -247,6 +247,8 @@ class Gateway:
     async def _close_http(self) -> None:
         http, self._http = self._http, None
         self._oauth = None
+        if self._coordinator is not None:
+            await self._coordinator.aclose()
         self._coordinator = None
         self._diagnoser = None
         self.scheduler = None
