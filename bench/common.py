@@ -1,0 +1,131 @@
+"""What the issue-14 benchmarks share: their doc blocks, the foreign-load meter, goals.
+
+Each benchmark ``bench/<name>.py`` owns one generated block of docs/PERFORMANCE.md between
+``<!-- bench/<name>.py:start ... -->`` and ``<!-- bench/<name>.py:end -->``, written by
+bench/proxy.py's own ``write_doc`` (its markers set for the call). Throw-away PostgreSQL
+databases come from bench/oplog.py's helpers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import proxy
+from harness import _children_cpu, cpu_seconds, machine, machine_busy_seconds
+from oplog import _drop, _pg_database
+
+DOC = Path(__file__).resolve().parent.parent / "docs" / "PERFORMANCE.md"
+PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+
+__all__ = [
+    "DOC",
+    "PG_ADMIN",
+    "Foreign",
+    "Goal",
+    "header",
+    "pct",
+    "pg_database",
+    "render_goals",
+    "write_section",
+]
+
+
+def markers(name: str) -> tuple[str, str]:
+    """The start and end markers of ``bench/<name>.py``'s generated block."""
+    return (
+        f"<!-- bench/{name}.py:start (generated; edits inside are overwritten) -->",
+        f"<!-- bench/{name}.py:end -->",
+    )
+
+
+def write_section(name: str, title: str, section: str, doc: Path = DOC) -> None:
+    """Replace ``bench/<name>.py``'s block of ``doc`` (appended under ``## title`` at the
+    end of the file the first time), with bench/proxy.py's ``write_doc``."""
+    start, end = markers(name)
+    text = doc.read_text() if doc.exists() else "# Performance\n"
+    if start not in text or end not in text:
+        doc.write_text(text.rstrip() + f"\n\n## {title}\n\n{start}\n{end}\n")
+    saved = proxy.MARK_START, proxy.MARK_END
+    proxy.MARK_START, proxy.MARK_END = start, end
+    try:
+        proxy.write_doc(doc, section)
+    finally:
+        proxy.MARK_START, proxy.MARK_END = saved
+
+
+def header(command: str, extra: str = "") -> str:
+    """``Measured <date> by `<command>` on <machine>.`` for a block's first paragraph."""
+    from tokenkeep.clock import SystemClock
+
+    m = machine()
+    return (
+        f"Measured {SystemClock().now():%Y-%m-%d %H:%M} UTC by `{command}`. Machine: "
+        f"{m['cores']} cores, {m['cpu']}, {m['memory']}, Linux {m['kernel']}; {m['versions']}."
+        + (f" {extra}" if extra else "")
+    )
+
+
+@dataclass(frozen=True)
+class Goal:
+    """One goal of the issue: what, measured, target text, met."""
+
+    what: str
+    measured: str
+    target: str
+    met: bool
+
+
+def render_goals(goals: Sequence[Goal]) -> list[str]:
+    """The goals table: met or MISSED, plainly."""
+    lines = ["| goal | measured | target | |", "|---|---|---|---|"]
+    lines += [
+        f"| {g.what} | {g.measured} | {g.target} | {'met' if g.met else 'MISSED'} |" for g in goals
+    ]
+    return lines
+
+
+def pct(values: Sequence[float], q: float) -> float:
+    """The ``q``-th percentile (nearest rank; NaN when empty)."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    rank = max(1, math.ceil(q / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+@dataclass
+class Foreign:
+    """Cores that other processes (and steal) used while a measurement ran: the machine's
+    busy CPU minus the benchmark's own processes (``pids``, this process and its reaped
+    children: a pid alive at the start and reaped by the end counts once)."""
+
+    pids: list[int] = field(default_factory=list)
+    cores: float = float("nan")
+
+    @contextlib.contextmanager
+    def measuring(self) -> Iterator[Foreign]:
+        def own() -> float:
+            return time.process_time() + _children_cpu()
+
+        busy, ours, wall = machine_busy_seconds(), cpu_seconds(self.pids) + own(), time.monotonic()
+        try:
+            yield self
+        finally:
+            spent = cpu_seconds(self.pids) + own() - ours
+            elapsed = max(1e-6, time.monotonic() - wall)
+            self.cores = max(0.0, (machine_busy_seconds() - busy - spent) / elapsed)
+
+
+@contextlib.contextmanager
+def pg_database(admin_url: str = PG_ADMIN) -> Iterator[str]:
+    """A throw-away PostgreSQL database (dropped at the end); its SQLAlchemy URL."""
+    url, name = _pg_database(admin_url)
+    try:
+        yield url
+    finally:
+        _drop(admin_url, name)
