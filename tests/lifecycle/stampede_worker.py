@@ -2,11 +2,13 @@
 
 Usage: ``python stampede_worker.py '<json>'`` with ``db_url``, ``keys`` (the exported
 keyring), ``connection_id``, ``calls``, ``owner`` and optionally ``notify`` (false: waiters
-poll even on PostgreSQL; bench/stampede.py measures both). It builds its own store, token
-client and coordinator, prints ``ready``, waits for a line on stdin, then runs ``calls``
-concurrent ``fresh_token`` calls and prints one JSON line: the fingerprints of the tokens
-its callers got (never the tokens), how many calls succeeded, how many refreshes it made,
-and each caller's wait in milliseconds (``waits_ms``, from the release to its answer).
+poll even on PostgreSQL; bench/stampede.py measures both) and ``warm_id`` (a connection
+refreshed once before ``ready``, so that a benchmark times a warm process). It builds its
+own store, token client and coordinator, prints ``ready``, waits for a line on stdin,
+then runs ``calls`` concurrent ``fresh_token`` calls and prints one JSON line: the
+fingerprints of the tokens its callers got (never the tokens), how many calls succeeded,
+how many refreshes it made, and each caller's wait in milliseconds (``waits_ms``, from
+the release to its answer).
 """
 
 from __future__ import annotations
@@ -42,6 +44,8 @@ async def main(args: dict[str, object]) -> None:
     )
     try:
         await db.ping()
+        if args.get("warm_id"):
+            await coordinator.refresh(str(args["warm_id"]))
         print("ready", flush=True)
         await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
         calls = int(str(args["calls"]))
