@@ -15,9 +15,10 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import proxy
 from harness import _children_cpu, cpu_seconds, machine, machine_busy_seconds
 from oplog import _drop, _pg_database
+
+import proxy
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "PERFORMANCE.md"
 PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"

@@ -93,6 +93,7 @@ class Gateway:
             capacity=settings.log_queue_size,
             interval_seconds=settings.log_flush_seconds,
             on_drop=self.metrics.log_dropped.inc,
+            enabled=settings.operation_log,
         )
 
     def __repr__(self) -> str:
