@@ -226,12 +226,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--callers", type=int, default=10_000)
     parser.add_argument("--processes", type=int, default=4)
     parser.add_argument("--latency-ms", type=float, default=200.0)
-    parser.add_argument("--quick", action="store_true", help="400 callers, nothing written")
+    parser.add_argument(
+        "--quick", action="store_true", help="200 callers, 2 processes, nothing written"
+    )
     parser.add_argument("--doc", default=None, help="the doc to write ('-': print only)")
     parser.add_argument("--json", default=None, help="write the raw results here")
     args = parser.parse_args(argv)
     if args.quick:
-        args.callers = min(args.callers, 400)
+        args.callers, args.processes = min(args.callers, 200), 2
         args.doc = args.doc or "-"
     return args
 
