@@ -44,7 +44,6 @@ async def main(args: dict[str, object]) -> None:
     )
     try:
         await db.ping()
-        warm = 0
         if args.get("warm_id"):
             await coordinator.refresh(str(args["warm_id"]))
         warm = coordinator.refreshes  # not counted below
