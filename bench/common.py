@@ -8,7 +8,9 @@ databases come from bench/oplog.py's helpers.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
+import json
 import math
 import time
 from collections.abc import Iterator, Sequence
@@ -29,8 +31,10 @@ __all__ = [
     "Foreign",
     "Goal",
     "header",
+    "output_options",
     "pct",
     "pg_database",
+    "publish",
     "render_goals",
     "write_section",
 ]
@@ -130,3 +134,24 @@ def pg_database(admin_url: str = PG_ADMIN) -> Iterator[str]:
         yield url
     finally:
         _drop(admin_url, name)
+
+
+def output_options(parser: argparse.ArgumentParser, quick: str, *, tools: bool = True) -> None:
+    """The options every benchmark has: ``--quick`` (``quick`` says what it runs),
+    ``--doc``, ``--json`` and (``tools``: it needs nginx/wrk) ``--install``."""
+    parser.add_argument("--quick", action="store_true", help=f"{quick}, nothing written")
+    parser.add_argument("--doc", default=None, help="the doc to write ('-': print only)")
+    parser.add_argument("--json", default=None, help="write the raw results here")
+    if tools:
+        parser.add_argument("--install", action="store_true", help="apt-get nginx/wrk if missing")
+
+
+def publish(args: argparse.Namespace, name: str, title: str, section: str, raw: object) -> None:
+    """Print the block; write the raw figures (``--json``) and the doc (unless ``--doc -``;
+    ``--quick`` writes no doc unless one is named)."""
+    print(section)
+    if args.json:
+        Path(args.json).write_text(json.dumps(raw, indent=2))
+    doc = "-" if args.quick and args.doc is None else args.doc
+    if doc != "-":
+        write_section(name, title, section, *([Path(doc)] if doc else []))

@@ -30,7 +30,15 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from common import Goal, header, pct, pg_database, render_goals, write_section
+from common import (
+    Goal,
+    header,
+    output_options,
+    pct,
+    pg_database,
+    publish,
+    render_goals,
+)
 from harness import (
     ACCESS_TOKEN,
     QUERY,
@@ -286,14 +294,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--rows", type=int, default=10_000_000)
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--quick", action="store_true", help="10k rows, 1 s, nothing written")
-    parser.add_argument("--doc", default=None, help="the doc to write ('-': print only)")
-    parser.add_argument("--json", default=None, help="write the raw results here")
-    parser.add_argument("--install", action="store_true", help="apt-get nginx/wrk if missing")
+    output_options(parser, "10k rows, 1 s")
     args = parser.parse_args(argv)
     if args.quick:
         args.rows, args.duration, args.rounds = 10_000, 1.0, 1
-        args.doc = args.doc or "-"
     return args
 
 
@@ -303,12 +307,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     write = measure_write_cost(args.duration, args.rounds)
     query = measure_query(args.rows)
     section = render(write, query, args)
-    print(section)
-    if args.json:
-        Path(args.json).write_text(json.dumps({"write": write, "query": query}, indent=2))
-    if args.doc != "-":
-        doc = [Path(args.doc)] if args.doc else []
-        write_section("logpath", "Log write path (bench/logpath.py)", section, *doc)
+    raw = {"write": write, "query": query}
+    publish(args, "logpath", "Log write path (bench/logpath.py)", section, raw)
     ok = write["logged"]["on"] > 0 and write["logged"]["off"] == 0
     return 0 if ok else 1
 

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from bulk import clone_connections
-from common import Goal, header, render_goals, write_section
+from common import Goal, header, output_options, publish, render_goals
 from harness import (
     ACCESS_TOKEN,
     QUERY,
@@ -145,14 +145,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--connections", type=int, default=100_000)
     parser.add_argument("--upload-mb", type=int, default=100)
-    parser.add_argument("--quick", action="store_true", help="2,000 connections, 10 MiB")
-    parser.add_argument("--doc", default=None, help="the doc to write ('-': print only)")
-    parser.add_argument("--json", default=None, help="write the raw results here")
-    parser.add_argument("--install", action="store_true", help="apt-get nginx/wrk if missing")
+    output_options(parser, "2,000 connections, 10 MiB")
     args = parser.parse_args(argv)
     if args.quick:
         args.connections, args.upload_mb = 2000, 10
-        args.doc = args.doc or "-"
     return args
 
 
@@ -161,12 +157,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ensure_tools(install=args.install)
     results = run(args.connections, args.upload_mb)
     section = render(results, args)
-    print(section)
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2))
-    if args.doc != "-":
-        doc = [Path(args.doc)] if args.doc else []
-        write_section("memory", "Memory (bench/memory.py)", section, *doc)
+    publish(args, "memory", "Memory (bench/memory.py)", section, results)
     return 0
 
 

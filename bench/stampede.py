@@ -23,7 +23,16 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from common import Foreign, Goal, header, pct, pg_database, render_goals, write_section
+from common import (
+    Foreign,
+    Goal,
+    header,
+    output_options,
+    pct,
+    pg_database,
+    publish,
+    render_goals,
+)
 from sqlalchemy import update
 
 from tokenkeep.clock import SystemClock
@@ -226,15 +235,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--callers", type=int, default=10_000)
     parser.add_argument("--processes", type=int, default=4)
     parser.add_argument("--latency-ms", type=float, default=200.0)
-    parser.add_argument(
-        "--quick", action="store_true", help="200 callers, 2 processes, nothing written"
-    )
-    parser.add_argument("--doc", default=None, help="the doc to write ('-': print only)")
-    parser.add_argument("--json", default=None, help="write the raw results here")
+    output_options(parser, "200 callers, 2 processes", tools=False)
     args = parser.parse_args(argv)
     if args.quick:
         args.callers, args.processes = min(args.callers, 200), 2
-        args.doc = args.doc or "-"
     return args
 
 
@@ -242,16 +246,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     results = asyncio.run(run(args.callers, args.processes, args.latency_ms))
     section = render(results, args)
-    print(section)
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2))
-    if args.doc != "-":
-        write_section(
-            "stampede",
-            "Refresh stampede (bench/stampede.py)",
-            section,
-            *([Path(args.doc)] if args.doc else []),
-        )
+    publish(args, "stampede", "Refresh stampede (bench/stampede.py)", section, results)
     ok = all(results[m]["token_calls"] == 1 and not results[m]["errors"] for m in results)
     return 0 if ok else 1
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from common import Goal, header, render_goals, write_section
+from common import Goal, header, output_options, publish, render_goals
 from harness import ACCESS_TOKEN, Processes, ensure_tools, fetch, run_wrk, signals_unwind
 
 from proxy import _pick, start_targets
@@ -124,14 +124,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--quick", action="store_true", help="1 s, 1 round, nothing written")
-    parser.add_argument("--doc", default=None, help="the doc to write ('-': print only)")
-    parser.add_argument("--json", default=None, help="write the raw results here")
-    parser.add_argument("--install", action="store_true", help="apt-get nginx/wrk if missing")
+    output_options(parser, "1 s, 1 round")
     args = parser.parse_args(argv)
     if args.quick:
         args.duration, args.rounds = 1.0, 1
-        args.doc = args.doc or "-"
     return args
 
 
@@ -140,12 +136,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ensure_tools(install=args.install)
     results = run(args.duration, args.rounds)
     section = render(results, args)
-    print(section)
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2))
-    if args.doc != "-":
-        doc = [Path(args.doc)] if args.doc else []
-        write_section("token_api", "Direct-mode token API (bench/token_api.py)", section, *doc)
+    publish(args, "token_api", "Direct-mode token API (bench/token_api.py)", section, results)
     return 0 if results["served_cached"] else 1
 
 
