@@ -110,6 +110,7 @@ class Settings(BaseSettings):
     # Connecting the same org + user again updates that connection instead of adding one.
     connect_update_existing: bool = True
     # The operation log (observability/oplog.py) and metrics (observability/metrics.py).
+    operation_log: bool = True  # TOKENKEEP_OPERATION_LOG=0: no entry kept (a benchmark's baseline)
     log_query: bool = False  # keep proxied calls' query strings in the log (may hold data)
     log_retention_days: int = Field(default=30, ge=1, le=3650)
     log_queue_size: int = Field(default=10_000, ge=100)

@@ -95,6 +95,7 @@ class Gateway:
             capacity=settings.log_queue_size,
             interval_seconds=settings.log_flush_seconds,
             on_drop=self.metrics.log_dropped.inc,
+            enabled=settings.operation_log,
         )
 
     def __repr__(self) -> str:
@@ -252,6 +253,8 @@ class Gateway:
     async def _close_http(self) -> None:
         http, self._http = self._http, None
         self._oauth = None
+        if self._coordinator is not None:
+            await self._coordinator.aclose()
         self._coordinator = None
         self._diagnoser = None
         self.scheduler = None

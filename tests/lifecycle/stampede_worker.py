@@ -1,10 +1,14 @@
 """A worker OS process for the multi-process lifecycle tests (not a test module).
 
 Usage: ``python stampede_worker.py '<json>'`` with ``db_url``, ``keys`` (the exported
-keyring), ``connection_id``, ``calls`` and ``owner``. It builds its own store, token client
-and coordinator, prints ``ready``, waits for a line on stdin, then runs ``calls`` concurrent
-``fresh_token`` calls and prints one JSON line: the fingerprints of the tokens its callers
-got (never the tokens), how many calls succeeded, and how many refreshes it made.
+keyring), ``connection_id``, ``calls``, ``owner`` and optionally ``notify`` (false: waiters
+poll even on PostgreSQL; bench/stampede.py measures both) and ``warm_id`` (a connection
+refreshed once before ``ready``, so that a benchmark times a warm process). It builds its
+own store, token client and coordinator, prints ``ready``, waits for a line on stdin,
+then runs ``calls`` concurrent ``fresh_token`` calls and prints one JSON line: the
+fingerprints of the tokens its callers got (never the tokens), how many calls succeeded,
+how many refreshes it made, and each caller's wait in milliseconds (``waits_ms``, from
+the release to its answer).
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+import time
 
 from tokenkeep.clock import SystemClock
 from tokenkeep.config import load_settings
@@ -30,17 +35,31 @@ async def main(args: dict[str, object]) -> None:
     session = create_session(timeout_seconds=30)
     client = TokenEndpointClient(session, clock=clock)
     coordinator = RefreshCoordinator(
-        store, client, settings=settings, clock=clock, owner=str(args["owner"])
+        store,
+        client,
+        settings=settings,
+        clock=clock,
+        owner=str(args["owner"]),
+        notify=None if args.get("notify", True) else False,
     )
     try:
         await db.ping()
+        if args.get("warm_id"):
+            await coordinator.refresh(str(args["warm_id"]))
+        warm = coordinator.refreshes  # not counted below
         print("ready", flush=True)
         await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
         calls = int(str(args["calls"]))
-        results = await asyncio.gather(
-            *(coordinator.fresh_token(str(args["connection_id"])) for _ in range(calls)),
-            return_exceptions=True,
-        )
+        released = time.monotonic()
+        waits: list[float] = []
+
+        async def call() -> object:
+            try:
+                return await coordinator.fresh_token(str(args["connection_id"]))
+            finally:
+                waits.append((time.monotonic() - released) * 1000)
+
+        results = await asyncio.gather(*(call() for _ in range(calls)), return_exceptions=True)
         tokens = [r for r in results if not isinstance(r, BaseException)]
         errors = sorted({type(r).__name__ for r in results if isinstance(r, BaseException)})
         print(
@@ -50,12 +69,14 @@ async def main(args: dict[str, object]) -> None:
                     "versions": sorted({t.version for t in tokens}),
                     "ok": len(tokens),
                     "errors": errors,
-                    "refreshes": coordinator.refreshes,
+                    "refreshes": coordinator.refreshes - warm,
+                    "waits_ms": [round(w, 2) for w in waits],
                 }
             ),
             flush=True,
         )
     finally:
+        await coordinator.aclose()
         await session.close()
         await db.close()
 

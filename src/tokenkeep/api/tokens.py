@@ -37,6 +37,8 @@ router = APIRouter(prefix="/connections", tags=["tokens"])
 _ADDRESS_MEMO_SECONDS = 60.0
 _ADDRESS_MEMO_SIZE = 10_000
 
+_NO_STORE = {"Cache-Control": "no-store"}
+
 IdPath = Annotated[str, Path(pattern=CONNECTION_ID_PATTERN, description="connection id")]
 
 
@@ -69,16 +71,19 @@ class RefreshIn(BaseModel):
     )
 
 
-def _token_out(token: FreshToken, response: Response) -> TokenOut:
-    response.headers["Cache-Control"] = "no-store"
-    return TokenOut(
+def _token_out(token: FreshToken) -> Response:
+    """The answer, serialized once by pydantic's own encoder (the documented ``TokenOut``,
+    without FastAPI's second validation pass of a returned model: the hot path of direct
+    mode, docs/PERFORMANCE.md), marked ``no-store``."""
+    body = TokenOut.model_construct(
         connection_id=token.connection_id,
         org_id=token.org_id or None,
         access_token=token.access_token.reveal(),
         instance_url=token.instance_url,
         expires_at=token.expires_at,
         version=token.version,
-    )
+    ).model_dump_json()
+    return Response(body, media_type="application/json", headers=_NO_STORE)
 
 
 class _UsedFrom:
@@ -130,11 +135,10 @@ async def get_token(
     connection_id: IdPath,
     gateway: GatewayDep,
     request: Request,
-    response: Response,
     min_ttl: Annotated[
         float, Query(ge=0, le=3600, description="seconds the token must stay valid")
     ] = 60.0,
-) -> TokenOut:
+) -> Response:
     """A token valid for at least ``min_ttl`` seconds, refreshed first only if needed.
 
     409 ``needs_reauth`` (no upstream call) when the grant is gone, 424 ``action_required``
@@ -142,7 +146,7 @@ async def get_token(
     """
     token = await gateway.coordinator.fresh_token(connection_id, min_ttl=min_ttl)
     await _note_used_from(gateway, request, connection_id)
-    return _token_out(token, response)
+    return _token_out(token)
 
 
 @router.post(
@@ -153,9 +157,8 @@ async def get_token(
 async def refresh(
     connection_id: IdPath,
     gateway: GatewayDep,
-    response: Response,
     body: Annotated[RefreshIn | None, Body()] = None,
-) -> TokenOut:
+) -> Response:
     """Refresh now through the single flight (or after a rejection, only if still needed)."""
     coordinator = gateway.coordinator
     if body is not None and body.rejected_version is not None:
@@ -163,4 +166,4 @@ async def refresh(
         token = await coordinator.fresh_token(connection_id, min_ttl=0)
     else:
         token = await coordinator.refresh(connection_id)
-    return _token_out(token, response)
+    return _token_out(token)

@@ -46,6 +46,7 @@ from tokenkeep.lifecycle.policy import (
 from tokenkeep.lifecycle.refresh import Refresher
 from tokenkeep.lifecycle.timeouts import SessionTimeouts
 from tokenkeep.lifecycle.tokens import FreshToken
+from tokenkeep.lifecycle.wakeup import Wakeup
 from tokenkeep.oauth.client import TokenEndpointClient
 from tokenkeep.oauth.models import OAuthApp, oauth_app_for
 from tokenkeep.observability.logging import get_logger
@@ -89,6 +90,7 @@ class RefreshCoordinator:
         revalidate_seconds: float = 5.0,
         rng: random.Random | None = None,
         metrics: Metrics | None = None,
+        notify: bool | None = None,
     ) -> None:
         self.store = store
         self.metrics = metrics
@@ -100,7 +102,9 @@ class RefreshCoordinator:
             revalidate_seconds=revalidate_seconds, monotonic=self.clock.monotonic
         )
         self.lease_seconds = settings.refresh_lease_seconds
-        self.poll_interval = poll_interval
+        # Waiters on another process's refresh: LISTEN/NOTIFY on PostgreSQL (``notify``
+        # None), else polling every ``poll_interval`` (wakeup.py).
+        self.wakeup = Wakeup(store, self.clock, notify=notify, poll_interval=poll_interval)
         self._rng = rng or random.Random()
         self.timeouts = SessionTimeouts(
             store, client, settings=settings, clock=self.clock, rng=self._rng
@@ -237,6 +241,10 @@ class RefreshCoordinator:
         """Commit the journaled token answers still waiting (see ``durable.py``)."""
         return await self.refresher.durable.replay_journal()
 
+    async def aclose(self) -> None:
+        """Stop this process's refresh listener (if one was started)."""
+        await self.wakeup.aclose()
+
     def forget(self, connection_id: str) -> None:
         """Drop a connection from the cache (deleted, re-connected)."""
         self.cache.forget(connection_id)
@@ -318,6 +326,7 @@ class RefreshCoordinator:
                 await lease.stop()
                 if not released:
                     await asyncio.shield(self.store.leases.release(connection_id, self.owner))
+                await self.wakeup.landed(connection_id)
         raise TransientUpstreamError(
             f"connection {connection_id}: the token kept changing; try again",
             details={"connection_id": connection_id},
@@ -369,26 +378,9 @@ class RefreshCoordinator:
             )
 
     async def _wait_for_holder(self, connection_id: str, seen_version: int) -> None:
-        """Poll the row while another worker refreshes it (bounded)."""
+        """Wait (bounded) while another worker refreshes the row (wakeup.py)."""
         budget = 2 * self.lease_seconds + self.settings.upstream_timeout_seconds
-        polls = max(1, int(budget / self.poll_interval))
-        for _ in range(polls):
-            await asyncio.sleep(self.poll_interval)
-            row = await self.store.refresh_state.peek(connection_id)
-            if row is None:
-                raise NotFoundError(f"connection {connection_id!r} does not exist")
-            if row.version != seen_version or row.status in (
-                Status.NEEDS_REAUTH,
-                Status.ACTION_REQUIRED,
-            ):
-                return
-            if row.lease_owner is None or row.lease_until is None:
-                return
-            if row.lease_until <= self.clock.now():
-                return
-        raise TransientUpstreamError(
-            f"connection {connection_id}: another worker's refresh did not finish in time"
-        )
+        await self.wakeup.wait_for_holder(connection_id, seen_version, budget)
 
     async def _integration(self, key: str) -> Integration:
         fresh, cached = self._integrations.get(key)

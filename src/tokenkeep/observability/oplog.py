@@ -56,6 +56,7 @@ class OperationQueue:
         interval_seconds: float = 0.25,
         drain_seconds: float = 5.0,
         on_drop: Callable[[], None] | None = None,
+        enabled: bool = True,
     ) -> None:
         if capacity < 1 or batch_size < 1:
             raise ValueError("capacity and batch_size must be at least 1")
@@ -66,6 +67,8 @@ class OperationQueue:
         self._interval = interval_seconds
         self._drain_seconds = drain_seconds
         self._on_drop = on_drop
+        #: False (``TOKENKEEP_OPERATION_LOG=0``): ``put`` keeps nothing, nothing is written.
+        self.enabled = enabled
         self._entries: deque[Entry] = deque()
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
@@ -88,7 +91,10 @@ class OperationQueue:
         return len(self._entries)
 
     def put(self, entry: Entry) -> bool:
-        """Queue ``entry`` (``at`` defaults to now); False when it was dropped (queue full)."""
+        """Queue ``entry`` (``at`` defaults to now); False when it was dropped (queue full)
+        or the operation log is off."""
+        if not self.enabled:
+            return False
         if len(self._entries) >= self.capacity:
             self.dropped += 1
             if self._on_drop is not None:

@@ -193,6 +193,11 @@ class Database:
                 )
             return self._blocking
 
+    def libpq_url(self) -> str:
+        """The database as a plain libpq URL (PostgreSQL: for a dedicated LISTEN
+        connection). Holds the password: never log it."""
+        return self._url.set(drivername="postgresql").render_as_string(hide_password=False)
+
     def unavailable(self, exc: BaseException) -> DatabaseUnavailableError:
         """The one mapping of a driver failure to :class:`DatabaseUnavailableError`."""
         orig = getattr(exc, "orig", None) or exc
