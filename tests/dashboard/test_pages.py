@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 
 import httpx
@@ -183,7 +184,12 @@ async def test_logs_filter_and_poll(gw: GatewayUnderTest) -> None:
     await gw.connect("c2", org=1)
     assert (await _proxied(gw, "c1")).status_code == 200
     async with logged_in(gw) as client:
-        page = await client.get("/dashboard/logs")
+        # A proxied call's row is queued just after its answer is sent: wait for it (bounded).
+        for _ in range(100):
+            page = await client.get("/dashboard/logs")
+            if "GET /services/data/v60.0/query" in page.text:
+                break
+            await asyncio.sleep(0.05)
         assert 'hx-trigger="every 5s"' in page.text
         assert "GET /services/data/v60.0/query" in page.text
         calls = (await client.get("/dashboard/logs", params={"kind": "call"})).text
