@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import httpx
 import pytest
 from emu_helpers import REDIRECT, TOKEN_PATH, code_grant, limits, password_grant, refresh
@@ -300,3 +302,36 @@ async def test_a_token_fault_for_one_org_hits_only_that_orgs_grants_on_the_login
     failed = [e for e in emu.admin.requests(path=TOKEN_PATH) if e["status"] == 503]
     assert [e["org_id"] for e in failed] == [target.org_id] * 5
     assert all(e["status"] == 200 for e in emu.admin.requests(org_id=bystander.org_id))
+
+
+async def test_a_refresh_while_the_same_token_is_in_flight_is_already_being_processed(
+    emu: Emulator, http: httpx.AsyncClient
+) -> None:
+    """Salesforce's concurrent-refresh answer: while one refresh of a token is being
+    processed (slowed by a latency fault), a second refresh of the same token is refused
+    with ``invalid_grant`` / "token request is already being processed"; the slow one
+    succeeds, and afterwards the token refreshes normally again."""
+    first_token = (await code_grant(http, emu, emu.orgs[0].users[0])).json()["refresh_token"]
+    other_token = (await code_grant(http, emu, emu.orgs[1].users[0])).json()["refresh_token"]
+    emu.admin.add_fault(target="token", kind="latency", latency_seconds=0.5, count=1)
+    slow = asyncio.create_task(refresh(http, emu, first_token))
+    while not emu.state.refreshing:
+        await asyncio.sleep(0.01)
+    concurrent = await refresh(http, emu, first_token)
+    unrelated = await refresh(http, emu, other_token)
+    assert concurrent.status_code == 400
+    assert concurrent.json() == {
+        "error": "invalid_grant",
+        "error_description": "token request is already being processed",
+    }
+    assert unrelated.status_code == 200, unrelated.text
+    assert (await slow).status_code == 200
+    assert emu.state.refreshing == set()
+    assert (await refresh(http, emu, first_token)).status_code == 200
+    logged = emu.admin.requests(grant_type="refresh_token")
+    assert [(e["status"], e["errorCode"]) for e in logged] == [
+        (400, "invalid_grant"),
+        (200, None),
+        (200, None),
+        (200, None),
+    ]

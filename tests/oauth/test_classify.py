@@ -7,7 +7,12 @@ from dataclasses import dataclass
 
 import pytest
 
-from tokenkeep.oauth.classify import backoff_delay, classify_refresh_failure
+from tokenkeep.oauth.classify import (
+    IN_PROGRESS,
+    backoff_delay,
+    classify_refresh_failure,
+    is_in_progress_error,
+)
 from tokenkeep.oauth.errors import IntegrationConfigError, OAuthError, UpstreamTransportError
 
 
@@ -283,3 +288,34 @@ def test_action_required_reasons_start_with_a_cause_word_where_one_applies(
     # The proxy reads it from the error the lifecycle raises (its ``cause`` attribute).
     assert ActionRequiredError("m", details={"cause": decision.reason}).cause == proxy_cause
     assert ActionRequiredError("m", reason=stored_reason).cause == proxy_cause
+
+
+@pytest.mark.parametrize(
+    ("description", "in_progress"),
+    [
+        ("token request is already being processed", True),
+        ("Token request is already being processed.", True),
+        ("expired access/refresh token", False),
+        (None, False),
+    ],
+)
+def test_the_concurrent_refresh_answer_is_recognised_in_the_stored_error(
+    description: str | None, in_progress: bool
+) -> None:
+    """The stored ``last_error`` tells a forced refresh that Salesforce may still be
+    answering another request for the token (it then waits, not replays)."""
+    error = OAuthError(error="invalid_grant", error_description=description, status=400)
+    assert is_in_progress_error(str(error)) is in_progress
+    decision = classify_refresh_failure(
+        error,
+        refresh_token_changed=False,
+        lease_expired_before=False,
+        rotation_enabled=True,
+        newer_connection_same_user_app=False,
+        attempts=1,
+        max_attempts=5,
+        rng=random.Random(1),
+    )
+    assert (decision.sub_reason == IN_PROGRESS) is in_progress
+    assert not is_in_progress_error(None)
+    assert not is_in_progress_error("transient: token endpoint timed out (already being processed)")

@@ -11,6 +11,9 @@ keyring), ``connection_id``, ``owner``, ``data_dir``, ``lease_seconds``, ``mode`
   status for a data-API call with each distinct token.
 * ``mode="refresh_loop"``: forced refreshes one after another (up to ``calls``) until the
   test kills it; prints ``refreshed <version>`` after each commit.
+* ``mode="steps"``: one call per stdin line after ``go`` (``fresh``: ``fresh_token``;
+  ``refresh``: a forced refresh; end of input: exit), each answered with a JSON line: the
+  version and fingerprint served, or the error's class name and message.
 
 ``clock_offset`` (seconds, default 0) puts the worker's host clock that far off; like a
 gateway it runs on that clock corrected to the database's (``DatabaseClock``). It prints
@@ -68,6 +71,21 @@ async def _probe(session: aiohttp.ClientSession, tokens: list[FreshToken]) -> li
     return statuses
 
 
+async def _steps(coordinator: RefreshCoordinator, connection_id: str) -> None:
+    loop = asyncio.get_running_loop()
+    while line := (await loop.run_in_executor(None, sys.stdin.readline)).strip():
+        try:
+            if line == "refresh":
+                token = await coordinator.refresh(connection_id)
+            else:
+                token = await coordinator.fresh_token(connection_id)
+        except Exception as error:
+            answer = {"error": type(error).__name__, "message": str(error)[:300]}
+        else:
+            answer = {"version": token.version, "fingerprint": token.access_token.fingerprint}
+        print(json.dumps(answer), flush=True)
+
+
 async def main(args: dict[str, object]) -> None:
     if args.get("cpu") is not None:
         os.sched_setaffinity(0, {int(str(args["cpu"]))})
@@ -93,6 +111,9 @@ async def main(args: dict[str, object]) -> None:
         if not args.get("forked"):
             print("ready", flush=True)
             await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+        if args["mode"] == "steps":
+            await _steps(coordinator, connection_id)
+            return
         if args["mode"] == "refresh_loop":
             for _ in range(calls):
                 token = await coordinator.refresh(connection_id)

@@ -16,7 +16,7 @@ from starlette.responses import PlainTextResponse, Response
 
 from tokenkeep.emulator.admin import Admin
 from tokenkeep.emulator.authorize import handle_authorize
-from tokenkeep.emulator.faults import Faults
+from tokenkeep.emulator.faults import ALREADY_PROCESSING, Faults
 from tokenkeep.emulator.gate import handle_data
 from tokenkeep.emulator.http import (
     Call,
@@ -92,34 +92,57 @@ class EmulatorApp:
                 return PlainTextResponse("this org moved to another instance", 404)
             if path.rstrip("/") == "/services/oauth2/authorize":
                 return await handle_authorize(self.state, request, binding, port)
-            form = None
-            if path.rstrip("/") == "/services/oauth2/token" and self.faults.armed("token"):
-                # A fault may be scoped to one org; on the shared login host only the form
-                # says which org the call is for. Read once, handed on to the grant.
-                form = await read_form(request)
-                org_id = token_call_org(self.state, binding, form)
-                fault = self.faults.take("token", org_id)
-                if fault is not None:
-                    if fault.latency_seconds:
-                        await asyncio.sleep(fault.latency_seconds)
-                    if fault.kind != "latency":
-                        # Logged with its grant type and org, so tests can count failed
-                        # grants too.
-                        call.grant_type = form.get("grant_type") or None
-                        call.org_id = org_id
-                        if fault.kind == "drop":
-                            raise ConnectionDrop
-                        if fault.kind == "oauth_error":
-                            return oauth_error(fault.error, fault.error_description)
-                        return PlainTextResponse(
-                            "Service Unavailable (injected)", status_code=fault.status
-                        )
-            response = await handle_oauth(self.state, request, binding, call, form)
+            if path.rstrip("/") == "/services/oauth2/token" and (
+                self.state.refreshing or self.faults.armed("token")
+            ):
+                return await self._token(request, binding, call)
+            response = await handle_oauth(self.state, request, binding, call, None)
             if response is not None:
                 return response
         elif path.startswith("/id/"):
             return await handle_identity(self.state, request, call)
         return sf_error(404, "NOT_FOUND", "The requested resource does not exist")
+
+    async def _token(self, request: Request, binding: HostBinding, call: Call) -> Response:
+        """The token endpoint when a fault is armed or a refresh is in flight (the usual
+        path reads no form here).
+
+        A fault may be scoped to one org; on the shared login host only the form says
+        which org the call is for, so it is read once and handed on to the grant. A
+        refresh of a token whose previous refresh is still being processed (a latency
+        fault holds it) is refused as Salesforce refuses it.
+        """
+        form = await read_form(request)
+        org_id = token_call_org(self.state, binding, form)
+        refresh_token = (
+            form.get("refresh_token") if form.get("grant_type") == "refresh_token" else None
+        )
+        if refresh_token and refresh_token in self.state.refreshing:
+            _mark_grant(call, form, org_id)
+            return oauth_error("invalid_grant", ALREADY_PROCESSING)
+        fault = self.faults.take("token", org_id)
+        in_flight = bool(refresh_token and fault is not None and fault.latency_seconds)
+        if in_flight:
+            self.state.refreshing.add(refresh_token)
+        try:
+            if fault is not None:
+                if fault.latency_seconds:
+                    await asyncio.sleep(fault.latency_seconds)
+                if fault.kind != "latency":
+                    # Logged with its grant type and org, so tests can count failed grants.
+                    _mark_grant(call, form, org_id)
+                    if fault.kind == "drop":
+                        raise ConnectionDrop
+                    if fault.kind == "oauth_error":
+                        return oauth_error(fault.error, fault.error_description)
+                    return PlainTextResponse(
+                        "Service Unavailable (injected)", status_code=fault.status
+                    )
+            response = await handle_oauth(self.state, request, binding, call, form)
+        finally:
+            if in_flight:
+                self.state.refreshing.discard(refresh_token)
+        return response or sf_error(404, "NOT_FOUND", "The requested resource does not exist")
 
     def _record(
         self, scope: Scope, binding: HostBinding, call: Call, status: int, error_code: str | None
@@ -138,6 +161,11 @@ class EmulatorApp:
                 "errorCode": error_code,
             }
         )
+
+
+def _mark_grant(call: Call, form: dict[str, str], org_id: str | None) -> None:
+    call.grant_type = form.get("grant_type") or None
+    call.org_id = org_id
 
 
 async def _lifespan(receive: Any, send: Any) -> None:

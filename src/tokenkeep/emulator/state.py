@@ -72,6 +72,11 @@ class EmulatorState:
         self.codes: dict[str, AuthCode] = {}
         self.browser_sessions: dict[str, User] = {}
         self.consented: set[tuple[str, str]] = set()
+        #: Refresh tokens whose refresh grant is being processed right now (a slow token
+        #: call). Another refresh of the same token meanwhile is refused the way
+        #: Salesforce refuses it: ``invalid_grant`` / "token request is already being
+        #: processed".
+        self.refreshing: set[str] = set()
         self.log: deque[dict[str, Any]] = deque(maxlen=self.LOG_SIZE)
         self._prune_at = self.PRUNE_THRESHOLD
 

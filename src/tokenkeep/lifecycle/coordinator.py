@@ -47,6 +47,7 @@ from tokenkeep.lifecycle.refresh import Refresher
 from tokenkeep.lifecycle.timeouts import SessionTimeouts
 from tokenkeep.lifecycle.tokens import FreshToken
 from tokenkeep.lifecycle.wakeup import Wakeup
+from tokenkeep.oauth.classify import is_in_progress_error
 from tokenkeep.oauth.client import TokenEndpointClient
 from tokenkeep.oauth.models import OAuthApp, oauth_app_for
 from tokenkeep.observability.logging import get_logger
@@ -179,8 +180,12 @@ class RefreshCoordinator:
         """
         conn = await self.store.connections.get(connection_id)
         self._refuse_if_broken(conn)
+        # Not even on request is a refresh token replayed while Salesforce may still be
+        # answering another request for it ("already being processed", refresh.py): with
+        # rotation the replay would revoke the whole family. That wait is honoured.
+        waiting = is_in_progress_error(conn.last_error)
         return await self._single_flight(
-            connection_id, Need(newer_than=conn.version, ignore_backoff=True)
+            connection_id, Need(newer_than=conn.version, ignore_backoff=not waiting)
         )
 
     async def refresh_if_unchanged(self, connection_id: str, version: int) -> FreshToken:

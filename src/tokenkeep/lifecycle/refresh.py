@@ -14,6 +14,7 @@ transport faults back off and never revoke.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
@@ -29,7 +30,7 @@ from tokenkeep.lifecycle.persist import CommitResult, record_failure, status_rea
 from tokenkeep.lifecycle.policy import refusal_error
 from tokenkeep.lifecycle.timeouts import SessionTimeouts
 from tokenkeep.lifecycle.tokens import FreshToken
-from tokenkeep.oauth.classify import classify_refresh_failure
+from tokenkeep.oauth.classify import IN_PROGRESS, classify_refresh_failure
 from tokenkeep.oauth.client import TokenEndpointClient
 from tokenkeep.oauth.errors import OAuthError, UpstreamTransportError
 from tokenkeep.oauth.models import TokenResponse, oauth_app_for
@@ -279,6 +280,10 @@ class Refresher:
         if decision.action == "use_newer_token":
             await self.store.leases.release(conn.id, self.owner)
             return
+        if decision.sub_reason == IN_PROGRESS and await self._rotation_seen(conn.id):
+            decision = dataclasses.replace(
+                decision, retry_after=max(decision.retry_after or 0.0, self._in_progress_wait)
+            )
         retry_at = (
             self.clock.now() + timedelta(seconds=decision.retry_after)
             if decision.retry_after is not None
@@ -324,6 +329,15 @@ class Refresher:
             retry_at=retry_at.timestamp() if retry_at is not None else None,
             details=details,
         )
+
+    @property
+    def _in_progress_wait(self) -> float:
+        """How long to wait before replaying a refresh token Salesforce says is "already
+        being processed", when the app rotates: the other request (a holder frozen or slow
+        past its lease) may still get its answer and commit it, which the version check
+        accepts (a failure does not bump the version). Replaying the old token before that
+        would be a reuse of a rotated-out token, which revokes the whole family."""
+        return self.settings.upstream_timeout_seconds + self.settings.refresh_lease_seconds
 
     async def _rotation_seen(self, connection_id: str) -> bool:
         """Does this connection's app rotate refresh tokens? Inferred per connection from

@@ -32,11 +32,13 @@ from typing import Literal
 from tokenkeep.oauth.errors import OAuthError, UpstreamTransportError
 
 __all__ = [
+    "IN_PROGRESS",
     "IN_PROGRESS_PAUSE",
     "RefreshAction",
     "RefreshFailureDecision",
     "backoff_delay",
     "classify_refresh_failure",
+    "is_in_progress_error",
 ]
 
 RefreshAction = Literal["use_newer_token", "needs_reauth", "action_required", "retry", "error"]
@@ -88,8 +90,18 @@ def backoff_delay(
 #: The least pause (seconds) before retrying after "token request is already being processed":
 #: the other request needs time to finish.
 IN_PROGRESS_PAUSE = 2.0
+#: The sub_reason of that answer (reason ``transient``).
+IN_PROGRESS = "refresh_in_progress"
 # invalid_grant descriptions of a refresh already in flight upstream: not a revocation.
 _IN_PROGRESS_DESCRIPTIONS = ("already being processed",)
+
+
+def is_in_progress_error(text: str | None) -> bool:
+    """Is ``text`` (a stored ``last_error``) Salesforce's "token request is already being
+    processed" answer?"""
+    lowered = (text or "").lower()
+    return "invalid_grant" in lowered and any(n in lowered for n in _IN_PROGRESS_DESCRIPTIONS)
+
 
 # error_description → sub_reason, for invalid_grant (lower-cased substring match: the texts
 # are stable in practice but their case and punctuation are not documented).
@@ -171,7 +183,7 @@ def classify_refresh_failure(
         if code == "invalid_grant" and any(n in description for n in _IN_PROGRESS_DESCRIPTIONS):
             return _transient(
                 "transient",
-                "refresh_in_progress",
+                IN_PROGRESS,
                 attempts=attempts,
                 max_attempts=max_attempts,
                 rng=rng,
