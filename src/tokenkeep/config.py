@@ -94,6 +94,8 @@ class Settings(BaseSettings):
     # How often each process re-checks the API keys it has cached (a revoked or deleted key
     # is refused everywhere within about this long; store/api_key_cache.py).
     api_key_recheck_seconds: float = Field(default=0.5, gt=0, le=5)
+    # How often a gateway re-measures its clock against PostgreSQL's (store/clock_sync.py).
+    clock_sync_seconds: float = Field(default=60.0, gt=0)
     # Org health (orgs/): how often each gateway re-reads the shared write pauses, flushes
     # its call counts, and the session-error spike rule.
     write_pause_poll_seconds: float = Field(default=0.5, gt=0, le=5)

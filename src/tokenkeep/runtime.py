@@ -24,6 +24,7 @@ from tokenkeep.orgs.health import OrgHealth
 from tokenkeep.orgs.shared_pause import SharedWritePause
 from tokenkeep.secret import Secret
 from tokenkeep.store import Store, ensure_bootstrap_api_key, open_store
+from tokenkeep.store.clock_sync import ClockSync
 from tokenkeep.store.database import Database
 from tokenkeep.store.retention import LogRetention
 
@@ -235,6 +236,11 @@ class Gateway:
             self.org_health,
             LogRetention(store.operations, settings, self.clock),
         ]
+        if isinstance(self.clock, DatabaseClock) and not store.db.is_sqlite:
+            # A host clock stepped after start is corrected again (store/clock_sync.py).
+            self._lifecycle_services.append(
+                ClockSync(store.db, self.clock, settings.clock_sync_seconds)
+            )
         if settings.scheduler_enabled:
             from tokenkeep.lifecycle.scheduler import RefreshScheduler
 
