@@ -14,6 +14,7 @@ the release to its answer).
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import sys
 import time
@@ -47,6 +48,10 @@ async def main(args: dict[str, object]) -> None:
         if args.get("warm_id"):
             await coordinator.refresh(str(args["warm_id"]))
         warm = coordinator.refreshes  # not counted below
+        # Like a gateway process (server.freeze_startup_heap): the start-up heap out of the
+        # collector's sight, so a full collection does not re-scan it mid-stampede.
+        gc.collect()
+        gc.freeze()
         print("ready", flush=True)
         await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
         calls = int(str(args["calls"]))
