@@ -23,12 +23,13 @@ import json
 import statistics
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import psycopg
 from common import (
     Goal,
@@ -59,8 +60,10 @@ from sqlalchemy.dialects import postgresql
 
 from proxy import _pick
 from tokenkeep.clock import SystemClock
-from tokenkeep.crypto import Keyring
-from tokenkeep.store import Database, Store, verify_keyring
+from tokenkeep.config import load_settings
+from tokenkeep.runtime import Gateway
+from tokenkeep.server import build_asgi_app
+from tokenkeep.store import Database
 from tokenkeep.store.models import OperationRow
 from tokenkeep.store.operations import LogQuery, _filtered
 
@@ -167,38 +170,70 @@ def _copy_rows(url: str, rows: int, end: datetime, orgs: int) -> float:
     return time.monotonic() - started
 
 
+async def _timed(repeats: int, call: Callable[[], Awaitable[Any]]) -> tuple[list[float], Any]:
+    """3 warm-up calls (pool, statement cache, shared buffers), then ``repeats`` timed (ms)."""
+    for _ in range(3):
+        result = await call()
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        result = await call()
+        times.append((time.perf_counter() - started) * 1000)
+    return times, result
+
+
 async def _time_page(url: str, org: str, repeats: int) -> dict[str, Any]:
-    clock = SystemClock()
-    db = Database(url, clock=clock)
-    keyring = Keyring.generate("k1")
-    try:
-        await verify_keyring(db, keyring)
-        store = Store(db=db, keyring=keyring, clock=clock)
-        query = LogQuery(org_id=org, limit=100)
-        for _ in range(3):  # warm-up: pool, statement cache, shared buffers
-            page = await store.operations.page(query)
-        times = []
-        for _ in range(repeats):
-            started = time.perf_counter()
-            page = await store.operations.page(query)
-            times.append((time.perf_counter() - started) * 1000)
-        if len(page.entries) != 100 or any(e.org_id != org for e in page.entries):
-            raise RuntimeError("GET /logs' query did not answer 100 entries of the org")
-        statement = (
-            _filtered(select(OperationRow), query)
-            .order_by(OperationRow.at.desc(), OperationRow.id.desc())
-            .limit(101)
+    """The store's page query, then the HTTP route (``GET /logs``: API key, FastAPI, the
+    JSON answer) in process over ASGI, on a gateway started on the loaded database."""
+    with tempfile.TemporaryDirectory(prefix="tk-bench-logs-") as data_dir:
+        settings = load_settings(
+            database_url=url,
+            data_dir=Path(data_dir),
+            scheduler_enabled=False,
+            webhooks_enabled=False,
+            log_retention_days=3650,
+            log_level="WARNING",
         )
-        sql = str(
-            statement.compile(dialect=postgresql.dialect(), compile_kwargs={"literal_binds": True})
-        )
-        async with db.read() as session:
-            plan = (await session.execute(text(f"EXPLAIN (ANALYZE, BUFFERS) {sql}"))).all()
-    finally:
-        await db.close()
+        gateway = Gateway(settings)
+        key = await gateway.start()
+        if key is None:
+            raise RuntimeError("the gateway made no API key")
+        try:
+            store = gateway.store
+            query = LogQuery(org_id=org, limit=100)
+            times, page = await _timed(repeats, lambda: store.operations.page(query))
+            if len(page.entries) != 100 or any(e.org_id != org for e in page.entries):
+                raise RuntimeError("GET /logs' query did not answer 100 entries of the org")
+            async with httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=build_asgi_app(gateway)),
+                base_url="http://gateway.bench",
+                headers={"Authorization": f"Bearer {key.reveal()}"},
+            ) as http:
+                route_times, answer = await _timed(
+                    repeats, lambda: http.get("/logs", params={"org_id": org, "limit": 100})
+                )
+            body = answer.json()
+            if answer.status_code != 200 or len(body["data"]) != 100:
+                raise RuntimeError(f"GET /logs answered {answer.status_code}: {answer.text[:200]}")
+            statement = (
+                _filtered(select(OperationRow), query)
+                .order_by(OperationRow.at.desc(), OperationRow.id.desc())
+                .limit(101)
+            )
+            sql = str(
+                statement.compile(
+                    dialect=postgresql.dialect(), compile_kwargs={"literal_binds": True}
+                )
+            )
+            async with store.db.read() as session:
+                plan = (await session.execute(text(f"EXPLAIN (ANALYZE, BUFFERS) {sql}"))).all()
+        finally:
+            await gateway.stop()
     return {
         "median_ms": statistics.median(times),
         "p95_ms": pct(times, 95),
+        "route_median_ms": statistics.median(route_times),
+        "route_p95_ms": pct(route_times, 95),
         "sql": sql,
         "plan": [row[0] for row in plan],
     }
@@ -239,10 +274,10 @@ def goals(write: dict[str, Any], query: dict[str, Any]) -> list[Goal]:
             write["cost"] <= COST_GOAL,
         ),
         Goal(
-            f"`GET /logs` for one org over {query['rows']:,} rows (median of 30)",
-            f"{query['median_ms']:.1f} ms",
+            f"`GET /logs` for one org over {query['rows']:,} rows, HTTP route (median of 30)",
+            f"{query['route_median_ms']:.1f} ms",
             f"≤ {QUERY_GOAL_MS:.0f} ms",
-            query["median_ms"] <= QUERY_GOAL_MS,
+            query["route_median_ms"] <= QUERY_GOAL_MS,
         ),
         Goal(
             "the page query uses an index",
@@ -276,8 +311,10 @@ def render(write: dict[str, Any], query: dict[str, Any], args: argparse.Namespac
         f"Throughput on / off: {write['on']['rps'] / max(1e-9, write['off']['rps']):.2f}.",
         "",
         f"`GET /logs?org_id=...&limit=100` over {query['rows']:,} rows ({query['orgs']} orgs; COPY "
-        f"took {query['load_s']:.0f} s): median {query['median_ms']:.1f} ms, p95 "
-        f"{query['p95_ms']:.1f} ms (the store's `OperationLog.page`, in process). Its plan:",
+        f"took {query['load_s']:.0f} s): the HTTP route (API key, FastAPI, the JSON answer; in "
+        f"process over ASGI) median {query['route_median_ms']:.1f} ms, p95 "
+        f"{query['route_p95_ms']:.1f} ms; of which the store's `OperationLog.page` median "
+        f"{query['median_ms']:.1f} ms, p95 {query['p95_ms']:.1f} ms. Its plan:",
         "",
         "```",
         query["sql"],
