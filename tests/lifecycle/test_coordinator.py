@@ -311,3 +311,39 @@ async def test_without_rotation_a_dead_workers_lease_is_not_called_a_lost_rotati
     after = await rig.store.connections.get("c1")
     assert after.status == "needs_reauth"
     assert after.status_reason == "revoked:expired_or_revoked"
+
+
+async def test_forced_refreshes_racing_plain_reads_all_get_a_newer_token(rig: Rig) -> None:
+    """8 lanes of forced refreshes (``POST /connections/{id}/refresh``) beside 8 lanes of
+    plain ``fresh_token`` reads that keep missing the cache, on one connection in one
+    coordinator: every forced refresh answers a token newer than the one stored when it
+    was asked. (A flight that had landed but whose clean-up callback had not yet run was
+    joined again and again, returning at once each time, until the caller gave up with
+    "could not get a fresh token": 7 of 120 forced refreshes here.)"""
+    await connect(rig.store, rig.emu, rig.client, rig.emu.orgs[0].users[0], "c1", clock=rig.clock)
+    failures: list[BaseException] = []
+    stale: list[tuple[int, int]] = []
+
+    async def forced() -> None:
+        for _ in range(15):
+            before = (await rig.store.connections.get("c1")).version
+            try:
+                token = await rig.coordinator.refresh("c1")
+            except TransientUpstreamError as error:
+                failures.append(error)
+            else:
+                if token.version <= before:
+                    stale.append((before, token.version))
+
+    async def plain() -> None:
+        for _ in range(60):
+            rig.coordinator.cache.forget("c1")  # a cache miss: a flight that only reads
+            await rig.coordinator.fresh_token("c1", min_ttl=60)
+            await asyncio.sleep(0)
+
+    await asyncio.gather(*(forced() for _ in range(8)), *(plain() for _ in range(8)))
+    assert failures == []
+    assert stale == []
+    stored = await rig.store.connections.get("c1")
+    assert stored.status == "active"
+    assert 2 <= stored.version <= 1 + 8 * 15

@@ -258,7 +258,9 @@ class RefreshCoordinator:
     async def _single_flight(self, connection_id: str, need: Need) -> FreshToken:
         for _ in range(_MAX_ROUNDS):
             task = self._flights.get(connection_id)
-            if task is None:
+            if task is None or task.done():
+                # A done flight may still be in the map: its _landed callback is scheduled
+                # but has not run. Joining it again would return at once, round after round.
                 task = asyncio.create_task(
                     self._flight(connection_id, need), name=f"refresh:{connection_id}"
                 )
