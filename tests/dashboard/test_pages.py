@@ -221,3 +221,36 @@ async def test_webhooks_list_endpoints_and_redeliver(gw: GatewayUnderTest) -> No
         assert answer.status_code == 303
         after = (await client.get("/dashboard/webhooks")).text
     assert "queued again for 1 endpoint" in _flash(after)
+
+
+async def test_delete_with_revoke_ends_the_grant_at_salesforce(gw: GatewayUnderTest) -> None:
+    await gw.connect("c1")
+    stored = await gw.gateway.store.connections.get("c1", with_credentials=True)
+    assert stored.credentials is not None
+    assert stored.credentials.refresh_token is not None
+    refresh_token = stored.credentials.refresh_token.reveal()
+    async with logged_in(gw) as client:
+        page = (await client.get("/dashboard/connections/c1")).text
+        assert 'name="revoke"' in page
+        gone = await client.post(
+            "/dashboard/connections/c1/delete",
+            data={"csrf_token": csrf_of(page), "confirm": "c1", "revoke": "true"},
+        )
+        assert gone.headers["location"] == "/dashboard/connections"
+        listing = (await client.get("/dashboard/connections")).text
+    assert "Connection c1 deleted, its grant revoked at Salesforce." in _flash(listing)
+    app = gw.emulator.apps[0]
+    async with httpx.AsyncClient() as http:
+        answer = await http.post(
+            gw.emulator.login_url + "/services/oauth2/token",
+            data={
+                "grant_type": "refresh_token",
+                "refresh_token": refresh_token,
+                "client_id": app.client_id,
+                "client_secret": app.client_secret,
+            },
+        )
+    assert answer.status_code == 400
+    assert answer.json()["error"] == "invalid_grant"
+    revokes = [e for e in gw.emulator.admin.requests() if e["path"] == "/services/oauth2/revoke"]
+    assert [e["status"] for e in revokes] == [200]

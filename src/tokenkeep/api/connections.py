@@ -24,7 +24,7 @@ from tokenkeep.runtime import Gateway
 from tokenkeep.store import Store
 from tokenkeep.store.records import ConnectionStatus
 
-__all__ = ["router"]
+__all__ = ["revoke_upstream", "router"]
 
 router = APIRouter(prefix="/connections", tags=["connections"])
 
@@ -98,14 +98,14 @@ async def delete_connection(
 ) -> Response:
     """204; 404 if unknown. The tokens are gone from the store when this returns."""
     if revoke:
-        await _revoke_upstream(gateway, store, connection_id)
+        await revoke_upstream(gateway, store, connection_id)
     await store.connections.delete(connection_id)
     gateway.coordinator.forget(connection_id)
     gateway.log.info("connection deleted", connection_id=connection_id, revoked=revoke)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-async def _revoke_upstream(gateway: Gateway, store: Store, connection_id: str) -> None:
+async def revoke_upstream(gateway: Gateway, store: Store, connection_id: str) -> None:
     """Revoke the grant at the provider before the row goes.
 
     Revoking the refresh token revokes its access tokens too. ``invalid_token`` means the

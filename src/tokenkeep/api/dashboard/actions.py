@@ -13,6 +13,7 @@ from fastapi import APIRouter, Form, Path, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from tokenkeep.api.connect import connect_flow
+from tokenkeep.api.connections import revoke_upstream
 from tokenkeep.api.dashboard.formatting import status_label
 from tokenkeep.api.dashboard.render import error_page, page, render_fragment
 from tokenkeep.api.dashboard.session import PREFIX, Viewer, WriterDep
@@ -103,20 +104,29 @@ async def delete_connection(
     viewer: WriterDep,
     connection_id: IdPath,
     confirm: Annotated[str, Form(max_length=100)] = "",
+    revoke: Annotated[bool, Form()] = False,
 ) -> Response:
-    """Delete the connection (``DELETE /connections/{id}``' path) once its id is typed."""
+    """Delete the connection (``DELETE /connections/{id}[?revoke=true]``' path) once its id
+    is typed; with ``revoke`` the grant is revoked at Salesforce first, and a refusal keeps
+    the connection (deleting it would leave a live grant with no token left to revoke)."""
     gateway = get_gateway(request)
     if confirm.strip() != connection_id:
         return await _back(
             request, viewer, connection_id, "Not deleted: type the connection id to confirm."
         )
     try:
+        if revoke:
+            await revoke_upstream(gateway, gateway.store, connection_id)
         await gateway.store.connections.delete(connection_id)
     except TokenkeepError as exc:
         return await _back(request, viewer, connection_id, f"Not deleted: {exc.message}")
     gateway.coordinator.forget(connection_id)
-    gateway.log.info("connection deleted", connection_id=connection_id, by="dashboard")
+    gateway.log.info(
+        "connection deleted", connection_id=connection_id, revoked=revoke, by="dashboard"
+    )
     await gateway.store.dashboard_sessions.set_flash(
-        viewer.token, f"Connection {connection_id} deleted."
+        viewer.token,
+        f"Connection {connection_id} deleted"
+        + (", its grant revoked at Salesforce." if revoke else "."),
     )
     return RedirectResponse(f"{PREFIX}/connections", status_code=303)
