@@ -115,13 +115,13 @@ class EmulatorApp:
         form = await read_form(request)
         org_id = token_call_org(self.state, binding, form)
         refresh_token = (
-            form.get("refresh_token") if form.get("grant_type") == "refresh_token" else None
+            form.get("refresh_token", "") if form.get("grant_type") == "refresh_token" else ""
         )
         if refresh_token and refresh_token in self.state.refreshing:
             _mark_grant(call, form, org_id)
             return oauth_error("invalid_grant", ALREADY_PROCESSING)
         fault = self.faults.take("token", org_id)
-        in_flight = bool(refresh_token and fault is not None and fault.latency_seconds)
+        in_flight = bool(refresh_token) and fault is not None and bool(fault.latency_seconds)
         if in_flight:
             self.state.refreshing.add(refresh_token)
         try:
