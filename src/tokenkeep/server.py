@@ -4,6 +4,8 @@ One process serves two apps behind a tiny dispatcher:
 
 * ``/proxy/...`` and ``/c/...`` go to the proxy (a raw ASGI app: the hot path, no
   framework routing);
+* ``GET /connections/{id}/token`` goes to its raw ASGI fast path (``api/token_fast.py``),
+  which hands anything unusual on to the control plane;
 * everything else goes to the FastAPI control plane.
 
 The dispatcher also owns the ASGI lifespan: it starts the :class:`~tokenkeep.runtime.Gateway`
@@ -26,6 +28,7 @@ from collections.abc import Callable
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tokenkeep.api import create_app
+from tokenkeep.api.token_fast import TokenFastPath
 from tokenkeep.config import Settings, get_settings
 from tokenkeep.errors import ConfigError
 from tokenkeep.observability.logging import configure_logging, get_logger
@@ -113,11 +116,13 @@ class GatewayApp:
         control: ASGIApp,
         proxy: ASGIApp | None = None,
         *,
+        tokens: ASGIApp | None = None,
         freeze_heap: bool = False,
     ) -> None:
         self.gateway = gateway
         self.control = control
         self.proxy = proxy
+        self.tokens = tokens
         self.freeze_heap = freeze_heap
         self._log = get_logger("tokenkeep.server")
 
@@ -130,6 +135,9 @@ class GatewayApp:
             return
         if self.proxy is not None and scope["path"].startswith(PROXY_PREFIXES):
             await self.proxy(scope, receive, send)
+            return
+        if self.tokens is not None and scope["type"] == "http" and TokenFastPath.wants(scope):
+            await self.tokens(scope, receive, send)  # direct mode's hot path (token_fast.py)
             return
         await self.control(scope, receive, send)
 
@@ -162,7 +170,8 @@ def build_asgi_app(gateway: Gateway, proxy_factory: ProxyFactory | None = None) 
     ``proxy_factory`` replaces :func:`tokenkeep.proxy.create_proxy_app` (tests).
     """
     factory: ProxyFactory = proxy_factory if proxy_factory is not None else create_proxy_app
-    return GatewayApp(gateway, create_app(gateway), factory(gateway))
+    control = create_app(gateway)
+    return GatewayApp(gateway, control, factory(gateway), tokens=TokenFastPath(gateway, control))
 
 
 def create_asgi_app(settings: Settings | None = None) -> GatewayApp:

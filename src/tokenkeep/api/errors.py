@@ -21,7 +21,12 @@ from tokenkeep.api.inputs import PATTERN_SENTENCES
 from tokenkeep.errors import TokenkeepError
 from tokenkeep.observability.logging import get_logger
 
-__all__ = ["error_body", "error_response", "install_error_handlers"]
+__all__ = [
+    "error_body",
+    "error_response",
+    "install_error_handlers",
+    "tokenkeep_error_response",
+]
 
 _log = get_logger("tokenkeep.api")
 
@@ -90,6 +95,12 @@ def _validation_message(errors: Sequence[Any]) -> str:
 async def _tokenkeep_error(_request: Request, exc: Exception) -> JSONResponse:
     if not isinstance(exc, TokenkeepError):  # registered for this type only
         raise exc
+    return tokenkeep_error_response(exc)
+
+
+def tokenkeep_error_response(exc: TokenkeepError) -> JSONResponse:
+    """The answer to one of our errors (its status, the error shape; ``WWW-Authenticate``
+    on a 401), as every control route gives it."""
     if exc.status_code >= 500:
         # The request line is logged by RequestLog; this says why it failed.
         _log.warning("request failed", error_code=exc.code, reason=exc.message)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
@@ -28,7 +28,7 @@ from tokenkeep.errors import TokenkeepError
 from tokenkeep.lifecycle.tokens import FreshToken
 from tokenkeep.runtime import Gateway
 
-__all__ = ["router"]
+__all__ = ["TokenOut", "note_used_from", "router", "token_body", "used_from_memo"]
 
 router = APIRouter(prefix="/connections", tags=["tokens"])
 
@@ -71,18 +71,27 @@ class RefreshIn(BaseModel):
     )
 
 
+def token_body(token: FreshToken) -> bytes:
+    """The JSON of a ``TokenOut`` for ``token``, serialized once by pydantic's encoder."""
+    return (
+        TokenOut.model_construct(
+            connection_id=token.connection_id,
+            org_id=token.org_id or None,
+            access_token=token.access_token.reveal(),
+            instance_url=token.instance_url,
+            expires_at=token.expires_at,
+            version=token.version,
+        )
+        .model_dump_json()
+        .encode()
+    )
+
+
 def _token_out(token: FreshToken) -> Response:
     """The answer, serialized once by pydantic's own encoder (the documented ``TokenOut``,
     without FastAPI's second validation pass of a returned model: the hot path of direct
     mode, docs/PERFORMANCE.md), marked ``no-store``."""
-    body = TokenOut.model_construct(
-        connection_id=token.connection_id,
-        org_id=token.org_id or None,
-        access_token=token.access_token.reveal(),
-        instance_url=token.instance_url,
-        expires_at=token.expires_at,
-        version=token.version,
-    ).model_dump_json()
+    body = token_body(token)
     return Response(body, media_type="application/json", headers=_NO_STORE)
 
 
@@ -104,26 +113,34 @@ class _UsedFrom:
             self._seen.popitem(last=False)
 
 
-async def _note_used_from(gateway: Gateway, request: Request, connection_id: str) -> None:
-    client = request.client
-    if client is None or not client.host:
-        return
-    state = request.app.state
+def used_from_memo(state: Any) -> _UsedFrom:
+    """The address memo of the app whose ``state`` this is (one per control app, shared by
+    the FastAPI route and the fast path of ``api/token_fast.py``)."""
     memo: _UsedFrom | None = getattr(state, "token_used_from", None)
     if memo is None:
         memo = state.token_used_from = _UsedFrom()
+    return memo
+
+
+async def note_used_from(
+    gateway: Gateway, memo: _UsedFrom, connection_id: str, host: str | None
+) -> None:
+    """Record ``host`` as the connection's ``last_used_from_address`` unless the memo says
+    it already is."""
+    if not host:
+        return
     now = gateway.clock.time()
-    if memo.fresh(connection_id, client.host, now):
+    if memo.fresh(connection_id, host, now):
         return
     try:
-        await gateway.store.connections.note_used_from(connection_id, client.host)
+        await gateway.store.connections.note_used_from(connection_id, host)
     except TokenkeepError as exc:
         # Bookkeeping for diagnosis: never the reason a caller goes without its token.
         gateway.log.warning(
             "token.used_from_not_recorded", connection_id=connection_id, error=exc.code
         )
         return
-    memo.note(connection_id, client.host, now)
+    memo.note(connection_id, host, now)
 
 
 @router.get(
@@ -145,7 +162,9 @@ async def get_token(
     when an org admin must act, 503 while the provider's token endpoint is failing.
     """
     token = await gateway.coordinator.fresh_token(connection_id, min_ttl=min_ttl)
-    await _note_used_from(gateway, request, connection_id)
+    client = request.client
+    memo = used_from_memo(request.app.state)
+    await note_used_from(gateway, memo, connection_id, client.host if client else None)
     return _token_out(token)
 
 
