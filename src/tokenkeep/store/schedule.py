@@ -1,10 +1,11 @@
 """The scheduler's queries: which connections are due, claimed in batches.
 
-Claims are one short write transaction each: on PostgreSQL ``FOR UPDATE SKIP LOCKED`` so N
-gateway instances take disjoint batches; on SQLite the ``BEGIN IMMEDIATE`` write
-transaction serialises claimers. A claim takes the row's lease as ``claim:<owner>``
-(:func:`~tokenkeep.store.leases.claim_owner`) in the same transaction. Index used:
-``(status, next_refresh_at)``.
+A claim is ONE statement (``UPDATE ... WHERE id IN (SELECT ... LIMIT n) RETURNING``): on
+PostgreSQL the inner select locks with ``FOR UPDATE SKIP LOCKED`` so N gateway instances
+take disjoint batches without waiting on each other; on SQLite the ``BEGIN IMMEDIATE``
+write transaction serialises claimers. It takes each row's lease as ``claim:<owner>``
+(:func:`~tokenkeep.store.leases.claim_owner`). Index used: ``(status, next_refresh_at)``
+(:func:`due_query` is the statement ``EXPLAIN`` is shown for in docs/PERFORMANCE.md).
 """
 
 from __future__ import annotations
@@ -95,29 +96,32 @@ class ScheduleRepository:
     ) -> list[DueConnection]:
         """Claim up to ``limit`` due rows (no live lease, org not in ``skip_orgs``) for
         ``owner`` (a ``claim:`` lease owner) for ``seconds``."""
-        async with self._db.write() as session:
-            query = (
-                select(_T.c.id, _T.c.version, _T.c.org_id)
-                .where(
-                    _T.c.status.in_(_DUE_STATUSES),
-                    _T.c.next_refresh_at <= now,
-                    (_T.c.lease_owner.is_(None)) | (_T.c.lease_until <= now),
-                    _REFRESHABLE,
-                )
-                .order_by(_T.c.next_refresh_at)
-                .limit(limit)
+        # One statement: the due rows' ids (oldest first; on PostgreSQL locked with SKIP
+        # LOCKED, so two claimers never wait on each other or take the same row), and the
+        # claim written on exactly those rows, RETURNING what was claimed.
+        due = (
+            select(_T.c.id)
+            .where(
+                _T.c.status.in_(_DUE_STATUSES),
+                _T.c.next_refresh_at <= now,
+                (_T.c.lease_owner.is_(None)) | (_T.c.lease_until <= now),
+                _REFRESHABLE,
             )
-            if skip_orgs:
-                query = query.where(_T.c.org_id.not_in(list(skip_orgs)))
-            if self._db.dialect == "postgresql":
-                query = query.with_for_update(skip_locked=True)
-            rows = [DueConnection(r.id, r.version, r.org_id) for r in await session.execute(query)]
-            if rows:
-                await session.execute(
-                    update(_T)
-                    .where(_T.c.id.in_([r.id for r in rows]))
-                    .values(lease_owner=owner, lease_until=now + timedelta(seconds=seconds))
-                )
+            .order_by(_T.c.next_refresh_at)
+            .limit(limit)
+        )
+        if skip_orgs:
+            due = due.where(_T.c.org_id.not_in(list(skip_orgs)))
+        if self._db.dialect == "postgresql":
+            due = due.with_for_update(skip_locked=True)
+        claim = (
+            update(_T)
+            .where(_T.c.id.in_(due))
+            .values(lease_owner=owner, lease_until=now + timedelta(seconds=seconds))
+            .returning(_T.c.id, _T.c.version, _T.c.org_id)
+        )
+        async with self._db.write() as session:
+            rows = [DueConnection(r.id, r.version, r.org_id) for r in await session.execute(claim)]
         return rows
 
     async def release_claims(self, connection_ids: Sequence[str], owner: str) -> None:
