@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+import time
 
 from tokenkeep.clock import Clock, FileClock, SystemClock
 from tokenkeep.config import load_settings
@@ -59,6 +60,7 @@ async def main(args: dict[str, object]) -> None:
                     "cycles": scheduler.cycles,
                     "refreshes": coordinator.refreshes,
                     "fenced": coordinator.fenced_writes,
+                    "cpu_seconds": time.process_time(),
                 }
             ),
             flush=True,
