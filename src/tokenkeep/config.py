@@ -74,6 +74,8 @@ class Settings(BaseSettings):
     scheduler_enabled: bool = True
     scheduler_interval_seconds: float = Field(default=5.0, gt=0)
     scheduler_batch_size: int = Field(default=100, ge=1)
+    # Token calls one scheduler runs at once (each holds a lease and a database connection).
+    scheduler_concurrency: int = Field(default=8, ge=1, le=64)
     upstream_timeout_seconds: float = Field(default=60.0, gt=0)
     upstream_connect_timeout_seconds: float = Field(default=10.0, gt=0)
     retry_buffer_bytes: int = Field(default=1_048_576, ge=0)

@@ -3,7 +3,8 @@
 Never a timing assertion: what is checked is that the figures are produced and that the
 correctness checks inside each benchmark hold (one token call per stampede, every caller
 answered, no refresh under the token API's load, the "off" operation log writes nothing,
-the log page is answered through an index, the upload is streamed). nginx and wrk are
+the log page is answered through an index, the upload is streamed, no connection is
+refreshed twice by the 2 schedulers and their due query uses an index). nginx and wrk are
 needed for token_api, logpath and memory (the tests skip without them); PostgreSQL for
 stampede and logpath.
 """
@@ -98,3 +99,16 @@ def test_memory_quick_measures_idle_full_and_upload(tmp_path: Path) -> None:
     assert upload["size_mb"] == pytest.approx(10, rel=0.01)
     assert upload["rss_peak_mb"] >= upload["rss_idle_mb"] > 0
     assert upload["rows"] > 0
+
+
+@pytest.mark.slow
+def test_scheduler_quick_refreshes_every_due_connection_once(tmp_path: Path) -> None:
+    results = _quick("scheduler", tmp_path)
+    for engine, due, rows in (("postgresql", 500, 20_000), ("sqlite", 200, 5000)):
+        r = results[engine]
+        assert r["ok"], r
+        assert (r["refreshed"], r["grants"], r["duplicates"], r["fenced"]) == (due, due, 0, 0)
+        assert r["versions"] == {"1": rows - due, "2": due}
+        assert any("ix_connections_" in line for line in r["plan"])
+        for key in ("claim_ms", "rate", "steady_rate", "baseline_rate"):
+            assert _figure(r[key])

@@ -85,7 +85,7 @@ class RefreshScheduler:
         clock: Clock | None = None,
         batch_size: int | None = None,
         interval: float | None = None,
-        concurrency: int = 8,
+        concurrency: int | None = None,
         claim_seconds: float | None = None,
         rng: random.Random | None = None,
     ) -> None:
@@ -95,7 +95,8 @@ class RefreshScheduler:
         self.clock: Clock = clock or store.clock
         self.batch_size = batch_size or settings.scheduler_batch_size
         self.interval = interval or settings.scheduler_interval_seconds
-        self.concurrency = concurrency
+        # Token calls in flight at once (TOKENKEEP_SCHEDULER_CONCURRENCY, default 8).
+        self.concurrency = concurrency or settings.scheduler_concurrency
         # Long enough for a whole batch to finish; short enough that a crashed scheduler's
         # claims come back quickly.
         self.claim_seconds = claim_seconds or (

@@ -98,8 +98,10 @@ class Database:
         clock: Clock,
         pool_size: int = 10,
         connect_timeout: float = 5.0,
+        blocking_pool_size: int = 8,
     ) -> None:
         self.clock = clock
+        self._blocking_pool_size = blocking_pool_size
         self._url = make_url(url)
         self.safe_url = self._url.render_as_string(hide_password=True)
         self._password = self._url.password
@@ -179,7 +181,12 @@ class Database:
 
     def blocking_engine(self) -> Engine:
         """A small synchronous engine (same database, its own connections) for work that
-        must not wait for the event loop: the lease heartbeat's thread. Thread-safe."""
+        must not wait for the event loop: the lease heartbeat's thread. Thread-safe.
+
+        Its pool keeps up to ``blocking_pool_size`` connections (opened on demand): one
+        per lease taken at the same time (the scheduler runs ``scheduler_concurrency``
+        refreshes at once). A smaller pool opened and closed a PostgreSQL connection for
+        most leases, which was most of the scheduler's cost."""
         with self._blocking_lock:
             if self._blocking is None:
                 if self.is_sqlite:
@@ -189,7 +196,11 @@ class Database:
                     url = self._url.set(drivername="postgresql+psycopg")
                     args = {"connect_timeout": max(1, round(self._connect_timeout))}
                 self._blocking = create_engine(
-                    url, pool_size=1, max_overflow=2, pool_pre_ping=True, connect_args=args
+                    url,
+                    pool_size=self._blocking_pool_size,
+                    max_overflow=self._blocking_pool_size,
+                    pool_pre_ping=True,
+                    connect_args=args,
                 )
             return self._blocking
 

@@ -98,6 +98,9 @@ async def open_store(
         clock=clock,
         pool_size=settings.db_pool_size,
         connect_timeout=settings.db_connect_timeout,
+        # One blocking connection per lease held at once (the scheduler's token calls,
+        # plus a couple for callers' refreshes).
+        blocking_pool_size=settings.scheduler_concurrency + 2,
     )
     try:
         if upgrade:

@@ -3,7 +3,8 @@
 The lease lives on the row (``lease_owner``, ``lease_until``) and is taken by a
 conditional ``UPDATE`` in a short write transaction: free or expired → ours. On PostgreSQL
 the row is read ``FOR UPDATE`` first (the row lock orders two takers); on SQLite the write
-transaction is ``BEGIN IMMEDIATE``, which serialises writers across processes.
+transaction is ``BEGIN IMMEDIATE``, which serialises writers across processes. A row
+already ours (or claimed by our scheduler) is taken by that one ``UPDATE`` alone, no read.
 
 A lease owned by ``claim:<owner>`` is a scheduler claim: it reserves the row before any
 token-endpoint call, so whoever takes an expired claim over knows no refresh token was
@@ -15,7 +16,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import cast
 
-from sqlalchemy import Table, select, update
+from sqlalchemy import Table, Update, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tokenkeep.store.database import Database, is_unavailable, rowcount
@@ -33,6 +34,17 @@ def claim_owner(owner: str) -> str:
     return CLAIM_PREFIX + owner
 
 
+def _take_ours(connection_id: str, ours: tuple[str, str], until: datetime) -> Update:
+    """The fast path of a take: the row is already ours, or claimed by our scheduler (the
+    scheduler's every refresh), so one ``UPDATE`` turns it into our refresh lease -- no
+    read first, and nothing was taken over."""
+    return (
+        update(_T)
+        .where(_T.c.id == connection_id, _T.c.lease_owner.in_(ours))
+        .values(lease_owner=ours[0], lease_until=until)
+    )
+
+
 class LeaseRepository:
     """Take, renew and give back a connection's refresh lease."""
 
@@ -47,6 +59,8 @@ class LeaseRepository:
         until = now + timedelta(seconds=seconds)
         ours = (owner, claim_owner(owner))
         async with self._db.write() as session:
+            if rowcount(await session.execute(_take_ours(connection_id, ours, until))) == 1:
+                return LeaseGrant(acquired=True, holder=owner, until=until)
             query = select(_T.c.lease_owner, _T.c.lease_until).where(_T.c.id == connection_id)
             if self._db.dialect == "postgresql":
                 query = query.with_for_update()
@@ -93,6 +107,8 @@ class LeaseRepository:
         until = now + timedelta(seconds=seconds)
         ours = (owner, claim_owner(owner))
         with self._db.blocking_engine().begin() as conn:
+            if rowcount(conn.execute(_take_ours(connection_id, ours, until))) == 1:
+                return LeaseGrant(acquired=True, holder=owner, until=until)
             query = select(_T.c.lease_owner, _T.c.lease_until).where(_T.c.id == connection_id)
             if self._db.dialect == "postgresql":
                 query = query.with_for_update()

@@ -23,6 +23,7 @@ from sqlalchemy import (
     String,
     Text,
     TypeDecorator,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -121,6 +122,14 @@ class ConnectionRow(Base):
     __tablename__ = "connections"
     __table_args__ = (
         Index("ix_connections_status_next_refresh_at", "status", "next_refresh_at"),
+        # The scheduler's claim: due rows in next_refresh_at order, read until LIMIT (no
+        # sort of the whole backlog). Partial: only rows the scheduler can refresh.
+        Index(
+            "ix_connections_due",
+            "next_refresh_at",
+            postgresql_where=text("status IN ('active', 'error')"),
+            sqlite_where=text("status IN ('active', 'error')"),
+        ),
         Index("ix_connections_org_id", "org_id"),
         Index("ix_connections_integration_key", "integration_key"),
         Index("ix_connections_identity", "integration_key", "org_id", "user_id"),
