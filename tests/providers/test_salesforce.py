@@ -215,6 +215,10 @@ def test_parse_introspection() -> None:
          ("http_404", None)),
         (400, b"{not json", ("http_400", None)),
         (400, b"", ("http_400", None)),
+        # An empty or blank "error" is no error name (found by test_parser_fuzz.py).
+        (100, b'{"access_token": "x", "error": ""}', ("http_100", None)),
+        (400, b'{"error": "  ", "error_description": "d"}', ("http_400", None)),
+        (400, b'{"error": " invalid_grant "}', ("invalid_grant", None)),
     ],
 )  # fmt: skip
 def test_parse_oauth_error(status: int, body: bytes, expected: tuple[str, str | None]) -> None:

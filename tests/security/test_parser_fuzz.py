@@ -175,6 +175,8 @@ def test_identity_and_userinfo_answers(body: bytes, id_url: str | None) -> None:
 
 @FUZZ
 @given(status=st.integers(100, 599), body=bodies)
+@example(status=100, body=b'{"access_token": "x", "error": ""}')  # found by this test
+@example(status=400, body=b'[{"errorCode": "", "message": "m"}]')
 def test_error_bodies(status: int, body: bytes) -> None:
     """The OAuth error reader, the REST error array and the proxy/diagnosis answer reader."""
     error, description = salesforce.parse_oauth_error(status, body)

@@ -244,12 +244,12 @@ def parse_oauth_error(status: int, body: bytes) -> tuple[str, str | None]:
             data = json.loads(text)
         except ValueError:
             data = None
-        if isinstance(data, dict) and isinstance(data.get("error"), str):
+        if isinstance(data, dict) and isinstance(data.get("error"), str) and data["error"].strip():
             desc = data.get("error_description")
-            return data["error"], desc if isinstance(desc, str) else None
+            return data["error"].strip(), desc if isinstance(desc, str) else None
     if text.startswith("["):
         errors = parse_rest_errors(body)
-        if errors:
+        if errors and errors[0].error_code:
             return errors[0].error_code, errors[0].message
     # A short single word (e.g. Bad_OAuth_Token) is the error itself; never echo long bodies.
     if text and len(text) <= 64 and re.fullmatch(r"[A-Za-z_]+", text):
