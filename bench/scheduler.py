@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import statistics
 import sys
 import tempfile
@@ -52,9 +51,14 @@ from tokenkeep.store.schedule import due_query
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.append(str(ROOT / "tests" / "lifecycle"))
-from lifecycle_support import connect, register_integration, token_client  # noqa: E402
+from lifecycle_support import (  # noqa: E402
+    connect,
+    register_integration,
+    start_scheduler_worker,
+    stop_scheduler_worker,
+    token_client,
+)
 
-WORKER = ROOT / "tests" / "lifecycle" / "scheduler_worker.py"
 TABLE = ConnectionRow.__table__
 BATCH = 5000
 SCHEDULERS = 2
@@ -172,34 +176,6 @@ def _backend_cpu(dsn: str, database: str, seen: dict[int, float]) -> None:
             seen[pid] = max(seen.get(pid, 0.0), cpu)
 
 
-async def _start_worker(args: dict[str, Any], log: Path) -> asyncio.subprocess.Process:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TOKENKEEP_")}
-    env.update(PYTHONPATH=str(ROOT / "src"), TOKENKEEP_LOG_LEVEL="WARNING")
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        str(WORKER),
-        json.dumps(args),
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=log.open("wb"),
-        env=env,
-    )
-    if (
-        proc.stdout is None
-        or (await asyncio.wait_for(proc.stdout.readline(), 60)).strip() != b"ready"
-    ):
-        raise RuntimeError(f"a scheduler did not start: see {log}")
-    return proc
-
-
-async def _stop_worker(proc: asyncio.subprocess.Process) -> dict[str, Any]:
-    if proc.stdin is not None:
-        proc.stdin.write(b"stop\n")
-    out, _ = await asyncio.wait_for(proc.communicate(), 120)
-    result: dict[str, Any] = json.loads(out.decode().strip().splitlines()[-1])
-    return result
-
-
 async def _schedule(
     store: Store, url: str, work: Path, keyring: Keyring, *, due: int, concurrency: int
 ) -> dict[str, Any]:
@@ -208,7 +184,7 @@ async def _schedule(
     dsn = store.db.libpq_url() if pg else ""
     database = dsn.rsplit("/", 1)[1] if pg else ""
     procs = [
-        await _start_worker(
+        await start_scheduler_worker(
             {
                 "db_url": url,
                 "keys": keyring.export().reveal(),
@@ -238,7 +214,7 @@ async def _schedule(
                 await asyncio.sleep(0.5)
             elapsed = time.monotonic() - started
     finally:
-        outputs = [await _stop_worker(p) for p in procs]
+        outputs = [await stop_scheduler_worker(p) for p in procs]
     async with store.db.read() as session:
         times = sorted(
             r.timestamp()

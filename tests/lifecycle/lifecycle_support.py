@@ -7,10 +7,15 @@ repository, so every test starts from what the connect flow would have stored.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import json
+import os
+import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from tokenkeep.clock import Clock, utc_from_timestamp
@@ -26,6 +31,8 @@ from tokenkeep.oauth.session import create_session
 from tokenkeep.store import Connection, ConnectionInput, Store
 
 INTEGRATION = "sf"
+SCHEDULER_WORKER = Path(__file__).with_name("scheduler_worker.py")
+_SRC = Path(__file__).resolve().parents[2] / "src"
 SESSION_TIMEOUT = 7200
 
 
@@ -153,3 +160,33 @@ async def token_client(clock: Clock) -> AsyncIterator[TokenEndpointClient]:
         yield TokenEndpointClient(session, clock=clock)
     finally:
         await session.close()
+
+
+async def start_scheduler_worker(args: dict[str, Any], log: Path) -> asyncio.subprocess.Process:
+    """A ``scheduler_worker.py`` OS process with ``args`` (its stderr in ``log``), once it
+    printed ``ready``; raises RuntimeError if it did not within 60 s."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TOKENKEEP_")}
+    env.update(PYTHONPATH=str(_SRC), TOKENKEEP_LOG_LEVEL="WARNING")
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(SCHEDULER_WORKER),
+        json.dumps(args),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=log.open("wb"),
+        env=env,
+    )
+    if proc.stdout is None or (
+        (await asyncio.wait_for(proc.stdout.readline(), timeout=60)).strip() != b"ready"
+    ):
+        raise RuntimeError(f"a scheduler did not start: see {log}")
+    return proc
+
+
+async def stop_scheduler_worker(proc: asyncio.subprocess.Process) -> dict[str, Any]:
+    """Ask a scheduler worker to stop (bounded: 120 s) and return its last JSON line."""
+    if proc.returncode is None and proc.stdin is not None:
+        proc.stdin.write(b"stop\n")
+    out, _ = await asyncio.wait_for(proc.communicate(), timeout=120)
+    result: dict[str, Any] = json.loads(out.decode().strip().splitlines()[-1])
+    return result

@@ -12,9 +12,6 @@ access token, valid for the org's whole session.
 from __future__ import annotations
 
 import asyncio
-import json
-import os
-import sys
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -22,7 +19,13 @@ from typing import Any
 
 import pytest
 from sqlalchemy import func, insert, select
-from tests.lifecycle.lifecycle_support import connect, register_integration, token_client
+from tests.lifecycle.lifecycle_support import (
+    connect,
+    register_integration,
+    start_scheduler_worker,
+    stop_scheduler_worker,
+    token_client,
+)
 
 from tokenkeep.clock import SystemClock
 from tokenkeep.crypto import Keyring
@@ -32,8 +35,6 @@ from tokenkeep.store import Database, Store, verify_keyring
 from tokenkeep.store.connection_tokens import credentials_of, token_columns
 from tokenkeep.store.models import ConnectionRow, OperationRow
 
-WORKER = Path(__file__).resolve().parents[1] / "lifecycle" / "scheduler_worker.py"
-SRC = Path(__file__).resolve().parents[2] / "src"
 TIMEOUT = 7200  # the orgs' session timeout
 BATCH = 2000
 
@@ -80,30 +81,9 @@ async def _due_connections(
     return families
 
 
-async def _start(args: dict[str, Any], log: Path) -> asyncio.subprocess.Process:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TOKENKEEP_")}
-    env.update(PYTHONPATH=str(SRC), TOKENKEEP_LOG_LEVEL="WARNING")
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        str(WORKER),
-        json.dumps(args),
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=log.open("wb"),
-        env=env,
-    )
-    assert proc.stdout is not None
-    line = await asyncio.wait_for(proc.stdout.readline(), timeout=60)
-    assert line.strip() == b"ready", f"a scheduler did not start: see {log}"
-    return proc
-
-
 async def _stop(proc: asyncio.subprocess.Process) -> dict[str, Any]:
-    if proc.returncode is None and proc.stdin is not None:
-        proc.stdin.write(b"stop\n")
-    out, _ = await asyncio.wait_for(proc.communicate(), timeout=120)
+    result = await stop_scheduler_worker(proc)
     assert proc.returncode == 0
-    result: dict[str, Any] = json.loads(out.decode().strip().splitlines()[-1])
     return result
 
 
@@ -139,7 +119,7 @@ async def _two_schedulers_refresh_each_once(
             before = len(emu.admin.requests(grant_type="refresh_token"))
             started = clock.time()
             procs = [
-                await _start(
+                await start_scheduler_worker(
                     {
                         "db_url": url,
                         "keys": keyring.export().reveal(),

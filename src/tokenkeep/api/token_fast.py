@@ -5,10 +5,10 @@ read is served like the proxy is: a raw ASGI callable in front of the control ap
 (``server.GatewayApp`` hands it the requests whose method and path fit), without FastAPI's
 routing, dependency resolution and response validation. It does exactly what the FastAPI
 route in ``api/tokens.py`` does, with the same pieces: the API key check
-(``ApiKeyRepository.verify`` and its in-process cache), ``RefreshCoordinator.fresh_token``,
-the ``last_used_from_address`` memo, the ``TokenOut`` body with ``Cache-Control:
-no-store``, errors in the API's shape (``api.errors.tokenkeep_error_response``), and one
-request log line (``RequestLog``).
+(``api.deps.verify_bearer``, over ``ApiKeyRepository.verify`` and its in-process cache),
+``RefreshCoordinator.fresh_token``, the ``last_used_from_address`` memo, the ``TokenOut``
+body with ``Cache-Control: no-store``, errors in the API's shape
+(``api.errors.tokenkeep_error_response``), and one request log line (``RequestLog``).
 
 Anything unusual goes to the FastAPI route, which stays declared (OpenAPI, schemathesis)
 and answers it as before: an id that does not fit ``CONNECTION_ID_PATTERN``, a query other
@@ -23,11 +23,12 @@ from typing import Any
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from tokenkeep.api.deps import verify_bearer
 from tokenkeep.api.errors import tokenkeep_error_response
 from tokenkeep.api.middleware import RequestLog
 from tokenkeep.api.schemas import CONNECTION_ID_PATTERN
 from tokenkeep.api.tokens import note_used_from, token_body, used_from_memo
-from tokenkeep.errors import TokenkeepError, UnauthorizedError
+from tokenkeep.errors import TokenkeepError
 from tokenkeep.runtime import Gateway
 
 __all__ = ["TokenFastPath"]
@@ -37,6 +38,8 @@ _PATH = re.compile("^/connections/(" + CONNECTION_ID_PATTERN.strip("^$") + ")/to
 # below); anything else is left to it.
 _MIN_TTL = re.compile(rb"^min_ttl=([0-9]{1,4}(?:\.[0-9]{1,6})?)$")
 _DEFAULT_MIN_TTL = 60.0
+# The scope key under which __call__ hands its parse of the request to _serve.
+_PARSED = "tokenkeep.token_request"
 _MAX_MIN_TTL = 3600.0
 
 
@@ -61,14 +64,11 @@ def _plain_request(scope: Scope) -> tuple[str, float] | None:
     return match.group(1), min_ttl
 
 
-def _bearer(scope: Scope) -> str:
+def _authorization(scope: Scope) -> str:
     for name, value in scope["headers"]:
         if name == b"authorization":
-            scheme, _, credentials = value.decode("latin-1").partition(" ")
-            if scheme.lower() == "bearer" and credentials.strip():
-                return credentials.strip()
-            break
-    raise UnauthorizedError("Missing API key: send the header 'Authorization: Bearer <api key>'.")
+            return str(value.decode("latin-1"))
+    return ""
 
 
 class TokenFastPath:
@@ -87,22 +87,18 @@ class TokenFastPath:
         return scope["method"] == "GET" and scope["path"].endswith("/token")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if b"%" in scope.get("raw_path", b"") or _plain_request(scope) is None:
+        plain = _plain_request(scope)
+        if plain is None:
             await self.control(scope, receive, send)
             return
+        scope[_PARSED] = plain
         await self._logged(scope, receive, send)
 
     async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
-        plain = _plain_request(scope)
-        if plain is None:  # checked by __call__; kept for the type checker
-            await self.control(scope, receive, send)
-            return
-        connection_id, min_ttl = plain
+        connection_id, min_ttl = scope[_PARSED]
         gateway = self.gateway
         try:
-            key = await gateway.store.api_keys.verify(_bearer(scope))
-            if key is None:
-                raise UnauthorizedError("Invalid or revoked API key.")
+            await verify_bearer(gateway.store, _authorization(scope))
             token = await gateway.coordinator.fresh_token(connection_id, min_ttl=min_ttl)
         except TokenkeepError as exc:
             await tokenkeep_error_response(exc)(scope, receive, send)
