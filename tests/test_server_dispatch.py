@@ -110,3 +110,64 @@ def test_a_busy_port_is_one_clear_sentence() -> None:
         with pytest.raises(ConfigError, match=f"cannot listen on 127.0.0.1:{port}"):
             check_port_free("127.0.0.1", port)
     check_port_free("127.0.0.1", free_port())
+
+
+_SERVING_PROCESS = """
+import asyncio, gc, json, sys
+from tokenkeep.server import create_asgi_app
+
+async def main():
+    app = create_asgi_app()
+    sent = []
+    inbox = [{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}]
+    started = asyncio.Event()
+
+    async def receive():
+        if len(sent) == 1:
+            await started.wait()
+        return inbox.pop(0)
+
+    async def send(message):
+        sent.append(message["type"])
+        if message["type"] == "lifespan.startup.complete":
+            print(json.dumps({"threshold": gc.get_threshold(), "frozen": gc.get_freeze_count()}))
+            started.set()
+
+    print(json.dumps({"threshold": gc.get_threshold()}))
+    await app({"type": "lifespan"}, receive, send)
+    print(json.dumps(sent))
+
+asyncio.run(main())
+"""
+
+
+def test_a_serving_process_freezes_its_heap_and_collects_less_often(tmp_path: Path) -> None:
+    """The uvicorn factory (what ``--workers`` processes run): after start-up the start-up
+    heap is frozen and the young generation is collected every 20,000 net allocations, not
+    CPython's 700 (a collection every ~19 proxied calls cost 5 % of the CPU)."""
+    import json
+    import subprocess
+    import sys
+
+    from tokenkeep.server import SERVING_GC_THRESHOLDS
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TOKENKEEP_")}
+    env.update(
+        TOKENKEEP_DATA_DIR=str(tmp_path / "data"),
+        TOKENKEEP_SECRET_KEY="tk_test-key-0123456789abcdef",
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", _SERVING_PROCESS],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    before, after, messages = (json.loads(line) for line in done.stdout.splitlines()[-3:])
+    assert before["threshold"] == [700, 10, 10]  # CPython's default, before start-up
+    assert after["threshold"] == list(SERVING_GC_THRESHOLDS)
+    assert after["threshold"][0] >= 10_000
+    assert after["frozen"] > 10_000  # the start-up heap is out of the collector's sight
+    assert messages == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
