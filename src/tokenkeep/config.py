@@ -81,6 +81,8 @@ class Settings(BaseSettings):
     retry_buffer_bytes: int = Field(default=1_048_576, ge=0)
     ca_bundle: Path | None = None
     egress_address: str | None = None
+    # The proxy's upstream HTTP client (proxy/upstream.py): aiohttp, or pyreqwest (Rust).
+    upstream_client: Literal["aiohttp", "pyreqwest"] = "aiohttp"
     # Webhooks (events/): an endpoint from the environment (besides POST /webhooks), the
     # delivery worker, its HTTP timeout and how long a delivery is retried.
     webhook_url: str | None = None

@@ -25,7 +25,7 @@ import httpx
 import pytest
 from tests.proxy.proxy_support import API_KEY, EmulatorTokens, proxy_settings, running_proxy
 
-from tokenkeep.proxy.upstream import create_upstream_session, transport_resends_disabled
+from tokenkeep.proxy.upstream_aiohttp import create_upstream_session, transport_resends_disabled
 
 WRITES = ("POST", "PATCH", "PUT", "DELETE")
 TOKEN = "00Dxx0000001gPL!AQ4AQUPSTREAMTOKENxyz"

@@ -25,6 +25,7 @@ import pytest
 
 from tokenkeep.harness import GatewayUnderTest, running_gateway
 from tokenkeep.proxy.upstream import UPSTREAM_POOL_LIMIT_PER_HOST
+from tokenkeep.proxy.upstream_aiohttp import AiohttpUpstream
 
 LIMITS = "/services/data/v60.0/limits"
 STORM = 100  # concurrent client calls to org A
@@ -158,9 +159,9 @@ async def test_one_org_cannot_take_the_whole_upstream_pool(tmp_path: Path) -> No
         async with _client(gw, "a") as sf:
             assert (await sf.get(LIMITS)).status_code == 200
         connectors = [
-            service._http.connector  # type: ignore[attr-defined]  # the proxy's session
+            service._upstream.session.connector  # type: ignore[attr-defined]  # the proxy's
             for service in gw.gateway._services
-            if getattr(service, "_http", None) is not None
+            if isinstance(getattr(service, "_upstream", None), AiohttpUpstream)
         ]
     assert connectors, "no proxy upstream session found"
     for connector in connectors:

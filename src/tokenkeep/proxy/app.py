@@ -3,9 +3,10 @@
 Per request: route and validate the path (:mod:`.paths`), check the client's API key
 (:mod:`.auth`: a synchronous cache hit, kept honest about revocations), get the
 connection's token from the :class:`~tokenkeep.proxy.source.TokenSource`, apply the org's
-write pause (:mod:`.write_pause`), send the request upstream through one shared aiohttp
-session with clean headers (:mod:`.headers`), and relay the response chunk by chunk.
-Decisions are pure functions elsewhere: what an answer says
+write pause (:mod:`.write_pause`), send the request upstream through the process's one
+upstream client (:mod:`.upstream`: aiohttp or pyreqwest) with clean headers
+(:mod:`.headers`), and relay the response chunk by chunk. Decisions are pure functions
+elsewhere: what an answer says
 (:func:`~tokenkeep.providers.salesforce_answers.read_api_answer`, only on error statuses),
 whether to refresh and replay once (:mod:`.retry`), the cause word of an auth failure (the
 token source's ``settle``: :mod:`tokenkeep.diagnosis`) and ``Retry-After``
@@ -27,13 +28,9 @@ from dataclasses import dataclass, replace
 from random import getrandbits
 from typing import Any
 
-import aiohttp
-import yarl
-
 from tokenkeep.clock import Clock
 from tokenkeep.config import Settings
 from tokenkeep.errors import OrgWritePausedError, TokenkeepError, UnauthorizedError
-from tokenkeep.oauth.session import local_address_of
 from tokenkeep.observability.logging import get_logger
 from tokenkeep.observability.metrics import Metrics
 from tokenkeep.observability.oplog import OperationQueue
@@ -49,10 +46,11 @@ from tokenkeep.proxy.respond import Call, Receive, Scope, Send, relay, send_erro
 from tokenkeep.proxy.retry import PEEK_BYTES, Action, decide, is_write, needs_body
 from tokenkeep.proxy.source import FreshToken, ProxiedFailure, TokenSource
 from tokenkeep.proxy.upstream import (
+    Upstream,
+    UpstreamResponse,
     UpstreamTimeoutError,
     UpstreamUnreachableError,
-    create_upstream_session,
-    disable_transport_resends,
+    create_upstream,
     peek_body,
     send,
 )
@@ -98,7 +96,7 @@ class ProxyApp:
         settings: Settings,
         clock: Clock,
         *,
-        http: aiohttp.ClientSession | None = None,
+        upstream: Upstream | None = None,
         on_event: EventCallback | None = None,
         logger: Any = None,
         auth_cache_seconds: float = 30.0,
@@ -118,10 +116,8 @@ class ProxyApp:
         )
         self._settings = settings
         self._clock = clock
-        self._http = http
-        self._owns_http = http is None
-        if http is not None:  # a passed session too: writes are never resent by aiohttp
-            disable_transport_resends(http)
+        self._upstream: Upstream | None = upstream
+        self._owns_upstream = upstream is None
         self._log = logger or get_logger("tokenkeep.proxy")
         self._metrics = metrics
         # The log line, operation-log entry, metrics and org-health counts of each call.
@@ -154,24 +150,24 @@ class ProxyApp:
     # -- lifecycle (the :class:`tokenkeep.runtime.Service` protocol) ----------------------
 
     async def start(self) -> None:
-        """Create the upstream session now (else it is created on the first call)."""
-        self._session()
+        """Create the upstream client now (else it is created on the first call)."""
+        self._client()
 
     async def stop(self) -> None:
-        """Close the upstream session if this app created it."""
-        if self._http is not None and self._owns_http:
-            await self._http.close()
-            self._http = None
+        """Close the upstream client if this app created it."""
+        if self._upstream is not None and self._owns_upstream:
+            upstream, self._upstream = self._upstream, None
+            await upstream.aclose()
 
-    def _session(self) -> aiohttp.ClientSession:
-        if self._http is None or self._http.closed:
-            self._http = create_upstream_session(
+    def _client(self) -> Upstream:
+        if self._upstream is None:
+            self._upstream = create_upstream(
                 self._settings,
                 pool_limit=self._pool_limit,
                 pool_limit_per_host=self._pool_limit_per_host,
             )
-            self._owns_http = True
-        return self._http
+            self._owns_upstream = True
+        return self._upstream
 
     def limit_info(self, org_id: str) -> LimitInfo | None:
         """The last ``Sforce-Limit-Info`` header Salesforce sent for ``org_id``.
@@ -295,14 +291,14 @@ class ProxyApp:
             cause: Cause | None = first.cause
             if first.kind in NEEDS_VERDICT:
                 failure = ProxiedFailure(
-                    connection_id, first, token, local_address=local_address_of(response)
+                    connection_id, first, token, local_address=response.local_address
                 )
                 action = decide(first, replayable=request.body.replayable, replayed=False)
                 if action is not Action.PASS:
                     fresh, error = await self._refresh(connection_id, token)
                     failure = replace(failure, refreshed=True, refresh_error=error, fresh=fresh)
                     if fresh is not None and action is Action.REFRESH_AND_REPLAY:
-                        response.release()
+                        await response.aclose()
                         call.retried = True
                         response, head = await self._attempt(request, fresh)
                         failure = replace(failure, replay=read_api_answer(response.status, head))
@@ -320,7 +316,7 @@ class ProxyApp:
             await relay(send, call, response, head, cause, answer=first, log=self._log)
             return first
         finally:
-            response.release()
+            await response.aclose()
 
     async def _refresh(
         self, connection_id: str, token: FreshToken
@@ -347,16 +343,13 @@ class ProxyApp:
 
     async def _attempt(
         self, request: _Request, token: FreshToken
-    ) -> tuple[aiohttp.ClientResponse, bytes]:
+    ) -> tuple[UpstreamResponse, bytes]:
         """One upstream request; returns the response and, when policy needs it, its head."""
         method, body = request.method, request.body
-        url = yarl.URL(
-            build_upstream_url(
-                token.instance_url,
-                request.target,
-                allow_insecure_loopback=self._settings.allow_insecure_loopback,
-            ),
-            encoded=True,
+        url = build_upstream_url(
+            token.instance_url,
+            request.target,
+            allow_insecure_loopback=self._settings.allow_insecure_loopback,
         )
         upstream_headers = with_credentials(
             request.headers,
@@ -369,7 +362,7 @@ class ProxyApp:
         )
         sent = self._clock.monotonic()
         response = await send(
-            self._session(),
+            self._client(),
             method,
             url,
             headers=upstream_headers,
@@ -380,9 +373,5 @@ class ProxyApp:
             self._metrics.upstream_seconds.observe(self._clock.monotonic() - sent)
         head = b""
         if needs_body(response.status, method):
-            try:
-                head = await peek_body(response.content, PEEK_BYTES)
-            except (TimeoutError, aiohttp.ClientError):
-                response.release()
-                raise UpstreamUnreachableError("Salesforce's answer was cut short.") from None
+            head = await peek_body(response, PEEK_BYTES)  # a cut answer: 502, released
         return response, head

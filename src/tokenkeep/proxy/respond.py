@@ -8,12 +8,11 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
-import aiohttp
-
 from tokenkeep.errors import TokenkeepError
 from tokenkeep.providers.salesforce_answers import ApiAnswer
 from tokenkeep.proxy.headers import response_headers
 from tokenkeep.proxy.outcome import error_retry_after, relayed_retry_after
+from tokenkeep.proxy.upstream import UpstreamCutError, UpstreamResponse, has_header
 
 __all__ = ["Call", "Message", "Receive", "Scope", "Send", "printable", "relay", "send_error"]
 
@@ -78,7 +77,7 @@ async def send_error(send: Send, call: Call, exc: TokenkeepError, now: float) ->
 async def relay(
     send: Send,
     call: Call,
-    response: aiohttp.ClientResponse,
+    response: UpstreamResponse,
     head: bytes,
     cause: str | None,
     *,
@@ -93,20 +92,22 @@ async def relay(
     """
     call.status = response.status
     call.answered_by = "salesforce"
-    headers = response_headers(response.raw_headers, call.request_id.encode(), cause=cause)
+    raw_headers = response.raw_headers
+    headers = response_headers(raw_headers, call.request_id.encode(), cause=cause)
     seconds = relayed_retry_after(answer)
-    if seconds is not None and "Retry-After" not in response.headers:
+    if seconds is not None and not has_header(raw_headers, b"retry-after"):
         headers.append((b"retry-after", str(seconds).encode()))
     await send({"type": "http.response.start", "status": response.status, "headers": headers})
     call.started = True
     try:
         if head:
             await send({"type": "http.response.body", "body": head, "more_body": True})
-        async for chunk in response.content.iter_any():
+        read_chunk = response.read_chunk
+        while chunk := await read_chunk():
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
-    except (TimeoutError, aiohttp.ClientError) as exc:
+    except UpstreamCutError as exc:
         # Mid-body: the status is sent, so the only honest signal is a cut connection.
-        log.warning("proxy.upstream_cut", request_id=call.request_id, error=repr(exc))
+        log.warning("proxy.upstream_cut", request_id=call.request_id, error=exc.reason)
         return
     await send({"type": "http.response.body", "body": b"", "more_body": False})
 

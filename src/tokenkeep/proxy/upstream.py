@@ -1,76 +1,54 @@
-"""The one shared aiohttp session the proxy sends every upstream call through.
+"""The proxy's upstream client: what every backend offers, and the resend rule on top.
 
-Keep-alive pool per host, DNS cache, timeouts from settings, optional pinned egress address
-(``TOKENKEEP_EGRESS_ADDRESS``: the fix for orgs that lock sessions to an IP), TLS verified
-against the system CAs plus ``TOKENKEEP_CA_BUNDLE`` (e.g. the emulator's ``--tls`` CA).
-Bodies are relayed byte for byte: no automatic decompression. ``Accept-Encoding`` is always
-set by :mod:`.headers` (``identity`` when the client sent none), so aiohttp never asks for
-gzip on a client's behalf; it no longer needs ``skip_auto_headers``, whose per-request
-cost showed in profiles.
+The proxy talks to Salesforce through one :class:`Upstream` per process, made by
+:func:`create_upstream` from ``TOKENKEEP_UPSTREAM_CLIENT``:
 
-No transport resends: aiohttp sends a request again, once, when the connection drops
-before the answer (``aiohttp/client.py``: ``retry_persistent_connection``, for its
-``IDEMPOTENT_METHODS``, which include PUT and DELETE). Upstream, that doubled every call to
-a server that cuts connections, and could apply a Salesforce PUT or DELETE twice. The only
-switch is private (``ClientSession._retry_connection``; aiohttp's own test client sets it),
-so :func:`disable_transport_resends` sets it behind a feature check, and
-``tests/reliability/test_upstream_retries.py`` fails if an aiohttp upgrade changes it. The
-proxy then decides itself (:func:`tokenkeep.proxy.retry.resend_after_drop`): a read is sent
-again at most once, a write never.
+* ``aiohttp`` (the default, :mod:`.upstream_aiohttp`): pure asyncio; relays any header
+  byte for byte and knows the local address every call left from.
+* ``pyreqwest`` (:mod:`.upstream_reqwest`, ``pip install 'tokenkeep[pyreqwest]'``): Rust's
+  reqwest/hyper, ≈ 30 % less CPU per proxied call in ``bench/proxy.py``. Two limits, both
+  documented in docs/ARCHITECTURE.md: a response header value that is not visible ASCII
+  cannot be read (the call answers 502 ``upstream_unreachable`` naming it), and the local
+  address of a call is known only with ``TOKENKEEP_EGRESS_ADDRESS`` pinned (else the
+  IP-lock diagnosis relies on its own probe's address).
+
+A backend sends one request and says what happened: a response, a timeout (504), "could
+not connect" (502, nothing was sent) or "the connection dropped after sending"
+(:class:`ConnectionDropped`). Whether a dropped request goes out again is decided here,
+once, for both: :func:`~tokenkeep.proxy.retry.resend_after_drop` (a read at most once, a
+write never: it may have been applied). Neither backend resends on its own: aiohttp's
+switch is turned off (:mod:`.upstream_aiohttp`), hyper only retries a request it never
+started to write.
 """
 
 from __future__ import annotations
 
-import ssl
-import warnings
-from collections.abc import AsyncIterator
-from typing import ClassVar
-
-import aiohttp
-import yarl
+from collections.abc import AsyncIterator, Sequence
+from typing import ClassVar, Literal, Protocol
 
 from tokenkeep.config import Settings
-from tokenkeep.errors import TransientUpstreamError
-from tokenkeep.observability.logging import get_logger
+from tokenkeep.errors import ConfigError, TransientUpstreamError
 from tokenkeep.proxy.retry import is_write, resend_after_drop
 
 __all__ = [
+    "UPSTREAM_CLIENTS",
     "UPSTREAM_POOL_LIMIT",
     "UPSTREAM_POOL_LIMIT_PER_HOST",
+    "ConnectionDropped",
+    "RequestData",
+    "Upstream",
+    "UpstreamCutError",
+    "UpstreamResponse",
     "UpstreamTimeoutError",
     "UpstreamUnreachableError",
-    "create_upstream_session",
-    "disable_transport_resends",
-    "is_connection_drop",
+    "create_upstream",
+    "has_header",
     "peek_body",
     "send",
-    "transport_resends_disabled",
-    "upstream_ssl_context",
-    "upstream_timeout",
 ]
 
-_log = get_logger("tokenkeep.proxy")
-# aiohttp 3.x: read once per request, before the first attempt (see the module docstring).
-_RESEND_SWITCH = "_retry_connection"
-
-
-def upstream_ssl_context(settings: Settings) -> ssl.SSLContext:
-    """System CAs, plus the extra bundle when one is configured."""
-    context = ssl.create_default_context()
-    if settings.ca_bundle is not None:
-        context.load_verify_locations(cafile=str(settings.ca_bundle))
-    return context
-
-
-def upstream_timeout(settings: Settings) -> aiohttp.ClientTimeout:
-    """No total limit (a 100 MB upload takes what it takes); bounded connect and each read."""
-    return aiohttp.ClientTimeout(
-        total=None,
-        connect=settings.upstream_connect_timeout_seconds,
-        sock_connect=settings.upstream_connect_timeout_seconds,
-        sock_read=settings.upstream_timeout_seconds,
-    )
-
+UpstreamClientName = Literal["aiohttp", "pyreqwest"]
+UPSTREAM_CLIENTS: tuple[UpstreamClientName, ...] = ("aiohttp", "pyreqwest")
 
 #: Upstream connections at most, in all and per Salesforce host (an org's My Domain or
 #: instance host). The per-host cap keeps one org's storm (thousands of calls held by a slow
@@ -80,102 +58,7 @@ def upstream_timeout(settings: Settings) -> aiohttp.ClientTimeout:
 UPSTREAM_POOL_LIMIT = 4096
 UPSTREAM_POOL_LIMIT_PER_HOST = 256
 
-
-def create_upstream_session(
-    settings: Settings,
-    *,
-    pool_limit: int = UPSTREAM_POOL_LIMIT,
-    pool_limit_per_host: int = UPSTREAM_POOL_LIMIT_PER_HOST,
-    dns_cache_seconds: int = 300,
-    keepalive_seconds: float = 30.0,
-) -> aiohttp.ClientSession:
-    """A new session; call inside the running event loop and close it on shutdown."""
-    local_addr = (settings.egress_address, 0) if settings.egress_address else None
-    connector = aiohttp.TCPConnector(
-        limit=pool_limit,
-        limit_per_host=pool_limit_per_host,
-        ttl_dns_cache=dns_cache_seconds,
-        keepalive_timeout=keepalive_seconds,
-        local_addr=local_addr,
-        ssl=upstream_ssl_context(settings),
-    )
-    session = aiohttp.ClientSession(
-        connector=connector,
-        timeout=upstream_timeout(settings),
-        auto_decompress=False,
-        cookie_jar=aiohttp.DummyCookieJar(),  # never keep one org's cookies for another
-        raise_for_status=False,
-    )
-    disable_transport_resends(session)
-    return session
-
-
-def disable_transport_resends(session: aiohttp.ClientSession) -> bool:
-    """Turn aiohttp's own resend-once off for ``session``; False (and a warning) when this
-    aiohttp has no such switch any more: then check its changelog before trusting it."""
-    if _RESEND_SWITCH not in getattr(aiohttp.ClientSession, "ATTRS", ()):
-        _log.warning("upstream.resend_switch_missing", aiohttp=aiohttp.__version__)
-        return False
-    with warnings.catch_warnings():  # a listed attribute: no "custom attribute" warning
-        warnings.simplefilter("ignore", DeprecationWarning)
-        setattr(session, _RESEND_SWITCH, False)
-    return True
-
-
-def transport_resends_disabled(session: aiohttp.ClientSession) -> bool:
-    """True when aiohttp will not resend this session's requests on its own."""
-    return getattr(session, _RESEND_SWITCH, True) is False
-
-
-def is_connection_drop(exc: BaseException) -> bool:
-    """The connection was cut after the request (or part of it) went out, before an answer:
-    the server may have acted on it. A refused or failed connect is not one (nothing was
-    sent), nor is a timeout (the proxy's 504)."""
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        return False
-    return isinstance(exc, aiohttp.ServerDisconnectedError | aiohttp.ClientOSError)
-
-
-async def send(
-    session: aiohttp.ClientSession,
-    method: str,
-    url: yarl.URL,
-    *,
-    headers: list[tuple[str, str]],
-    data: bytes | AsyncIterator[bytes] | None,
-    replayable: bool,
-) -> aiohttp.ClientResponse:
-    """Send one proxied request; a dropped connection resends it only when
-    :func:`~tokenkeep.proxy.retry.resend_after_drop` says so (a read, once). Raises
-    :class:`UpstreamTimeoutError` (504) or :class:`UpstreamUnreachableError` (502)."""
-    resent = False
-    while True:
-        try:
-            return await session.request(
-                method,
-                url,
-                headers=headers,
-                data=data,
-                allow_redirects=False,  # a redirect must never carry our token elsewhere
-            )
-        except TimeoutError:
-            raise UpstreamTimeoutError("Salesforce did not answer in time.") from None
-        except aiohttp.ClientError as exc:
-            dropped = is_connection_drop(exc)
-            if dropped and resend_after_drop(method, replayable=replayable, resent=resent):
-                resent = True
-                continue
-            raise _unreachable(exc, maybe_applied=dropped and is_write(method)) from None
-
-
-def _unreachable(exc: aiohttp.ClientError, *, maybe_applied: bool) -> UpstreamUnreachableError:
-    reason = type(exc).__name__
-    if maybe_applied:
-        return UpstreamUnreachableError(
-            f"Salesforce closed the connection before answering ({reason}): the write may "
-            "have been applied, so tokenkeep did not send it again."
-        )
-    return UpstreamUnreachableError(f"Salesforce could not be reached ({reason}).")
+RequestData = bytes | AsyncIterator[bytes] | None
 
 
 class UpstreamUnreachableError(TransientUpstreamError):
@@ -192,14 +75,125 @@ class UpstreamTimeoutError(TransientUpstreamError):
     status_code: ClassVar[int] = 504
 
 
-async def peek_body(content: aiohttp.StreamReader, limit: int) -> bytes:
-    """Up to ``limit`` bytes from the start of a body (all of it if shorter)."""
+class ConnectionDropped(Exception):
+    """The connection was cut after the request (or part of it) went out, before an
+    answer: the server may have acted on it. ``reason`` names the backend's error."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class UpstreamCutError(Exception):
+    """The answer's body stopped short (reset, timeout mid-body); ``reason`` says how."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class UpstreamResponse(Protocol):
+    """One upstream answer, its body not read yet."""
+
+    @property
+    def status(self) -> int: ...
+
+    @property
+    def raw_headers(self) -> Sequence[tuple[bytes, bytes]]: ...
+
+    @property
+    def local_address(self) -> str | None:
+        """The local IP the request left from, when the backend knows it."""
+
+    async def read_chunk(self) -> bytes:
+        """The next piece of the body, ``b""`` at its end; :class:`UpstreamCutError` when
+        the body stops short."""
+
+    async def aclose(self) -> None:
+        """Give the connection back (or drop it); safe to call twice."""
+
+
+class Upstream(Protocol):
+    """One backend: a connection pool for every upstream host."""
+
+    async def request(
+        self, method: str, url: str, headers: list[tuple[str, str]], data: RequestData
+    ) -> UpstreamResponse:
+        """Send once. Raises :class:`UpstreamTimeoutError`, :class:`UpstreamUnreachableError`
+        (nothing was sent) or :class:`ConnectionDropped`."""
+
+    async def aclose(self) -> None: ...
+
+
+def create_upstream(
+    settings: Settings,
+    *,
+    pool_limit: int = UPSTREAM_POOL_LIMIT,
+    pool_limit_per_host: int = UPSTREAM_POOL_LIMIT_PER_HOST,
+) -> Upstream:
+    """The backend ``settings.upstream_client`` names; call inside the running loop."""
+    if settings.upstream_client == "pyreqwest":
+        try:
+            from tokenkeep.proxy.upstream_reqwest import ReqwestUpstream
+        except ImportError as exc:  # the optional dependency is missing
+            raise ConfigError(
+                "TOKENKEEP_UPSTREAM_CLIENT=pyreqwest needs the pyreqwest package: "
+                "pip install 'tokenkeep[pyreqwest]'."
+            ) from exc
+        return ReqwestUpstream(settings, pool_limit=pool_limit)
+    from tokenkeep.proxy.upstream_aiohttp import AiohttpUpstream
+
+    return AiohttpUpstream(settings, pool_limit=pool_limit, pool_limit_per_host=pool_limit_per_host)
+
+
+async def send(
+    upstream: Upstream,
+    method: str,
+    url: str,
+    *,
+    headers: list[tuple[str, str]],
+    data: RequestData,
+    replayable: bool,
+) -> UpstreamResponse:
+    """Send one proxied request; a dropped connection resends it only when
+    :func:`~tokenkeep.proxy.retry.resend_after_drop` says so (a read, once). Raises
+    :class:`UpstreamTimeoutError` (504) or :class:`UpstreamUnreachableError` (502)."""
+    resent = False
+    while True:
+        try:
+            return await upstream.request(method, url, headers, data)
+        except ConnectionDropped as exc:
+            if resend_after_drop(method, replayable=replayable, resent=resent):
+                resent = True
+                continue
+            if is_write(method):
+                raise UpstreamUnreachableError(
+                    f"Salesforce closed the connection before answering ({exc.reason}): the "
+                    "write may have been applied, so tokenkeep did not send it again."
+                ) from None
+            raise UpstreamUnreachableError(
+                f"Salesforce could not be reached ({exc.reason})."
+            ) from None
+
+
+async def peek_body(response: UpstreamResponse, limit: int) -> bytes:
+    """At least ``limit`` bytes from the start of a body (all of it if shorter; a little
+    more when the last piece ran past it: nothing is lost, the relay sends it first)."""
     parts: list[bytes] = []
     size = 0
-    while size < limit:
-        chunk = await content.read(limit - size)
-        if not chunk:
-            break
-        parts.append(chunk)
-        size += len(chunk)
+    try:
+        while size < limit:
+            chunk = await response.read_chunk()
+            if not chunk:
+                break
+            parts.append(chunk)
+            size += len(chunk)
+    except UpstreamCutError:
+        await response.aclose()
+        raise UpstreamUnreachableError("Salesforce's answer was cut short.") from None
     return b"".join(parts)
+
+
+def has_header(raw_headers: Sequence[tuple[bytes, bytes]], name: bytes) -> bool:
+    """Whether a header named ``name`` (lower case) is among ``raw_headers``."""
+    return any(key.lower() == name for key, _ in raw_headers)
