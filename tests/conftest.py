@@ -132,3 +132,11 @@ async def store(database: Database, keyring: Keyring, clock: ManualClock) -> Sto
     """A ready :class:`Store` (migrated, keyring checked) on each engine."""
     await verify_keyring(database, keyring)
     return Store(db=database, keyring=keyring, clock=clock)
+
+
+@pytest.fixture(params=["aiohttp", "pyreqwest"])
+def upstream_client(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Each of the proxy's upstream clients in turn (``TOKENKEEP_UPSTREAM_CLIENT``, read by
+    every ``load_settings`` of the test): the proxy's behaviour tests hold for both."""
+    monkeypatch.setenv("TOKENKEEP_UPSTREAM_CLIENT", request.param)
+    return str(request.param)

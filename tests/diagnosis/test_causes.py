@@ -20,6 +20,9 @@ import pytest
 from tokenkeep.clock import OffsetClock
 from tokenkeep.harness import GatewayUnderTest, running_gateway
 
+# The proxy's behaviour holds for each upstream client (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("upstream_client")
+
 QUERY = "/services/data/v60.0/query?q=SELECT+Id+FROM+Account"
 
 

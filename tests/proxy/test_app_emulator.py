@@ -15,6 +15,9 @@ from tests.proxy.proxy_support import API_KEY, EmulatorTokens, running_proxy
 from tokenkeep.clock import ManualClock
 from tokenkeep.emulator import Emulator
 
+# The proxy's behaviour holds for each upstream client (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("upstream_client")
+
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
 QUERY = "/services/data/v60.0/query?q=SELECT+Id,Name+FROM+Account"
 

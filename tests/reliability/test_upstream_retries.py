@@ -27,6 +27,9 @@ from tests.proxy.proxy_support import API_KEY, EmulatorTokens, proxy_settings, r
 
 from tokenkeep.proxy.upstream_aiohttp import create_upstream_session, transport_resends_disabled
 
+# The proxy's behaviour holds for each upstream client (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("upstream_client")
+
 WRITES = ("POST", "PATCH", "PUT", "DELETE")
 TOKEN = "00Dxx0000001gPL!AQ4AQUPSTREAMTOKENxyz"
 PATH = "/services/data/v60.0/sobjects/Account/001xx000003DGb2AAG"

@@ -24,8 +24,12 @@ import httpx
 import pytest
 
 from tokenkeep.harness import GatewayUnderTest, running_gateway
-from tokenkeep.proxy.upstream import UPSTREAM_POOL_LIMIT_PER_HOST
+from tokenkeep.proxy.upstream import UPSTREAM_POOL_LIMIT, UPSTREAM_POOL_LIMIT_PER_HOST
 from tokenkeep.proxy.upstream_aiohttp import AiohttpUpstream
+from tokenkeep.proxy.upstream_reqwest import ReqwestUpstream
+
+# The proxy's behaviour holds for each upstream client (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("upstream_client")
 
 LIMITS = "/services/data/v60.0/limits"
 STORM = 100  # concurrent client calls to org A
@@ -158,13 +162,19 @@ async def test_one_org_cannot_take_the_whole_upstream_pool(tmp_path: Path) -> No
         await gw.connect("a", org=0, via="import")
         async with _client(gw, "a") as sf:
             assert (await sf.get(LIMITS)).status_code == 200
-        connectors = [
-            service._upstream.session.connector  # type: ignore[attr-defined]  # the proxy's
+        upstreams = [
+            service._upstream  # type: ignore[attr-defined]  # the proxy's upstream client
             for service in gw.gateway._services
-            if isinstance(getattr(service, "_upstream", None), AiohttpUpstream)
+            if getattr(service, "_upstream", None) is not None
         ]
-    assert connectors, "no proxy upstream session found"
-    for connector in connectors:
-        assert connector is not None
-        assert 0 < connector.limit_per_host == UPSTREAM_POOL_LIMIT_PER_HOST
-        assert connector.limit == 0 or connector.limit >= 4 * connector.limit_per_host
+        assert upstreams, "no proxy upstream client found"
+        for upstream in upstreams:
+            if isinstance(upstream, ReqwestUpstream):  # a semaphore per host (reqwest has none)
+                assert 0 < upstream.pool_limit_per_host == UPSTREAM_POOL_LIMIT_PER_HOST
+                assert 4 * upstream.pool_limit_per_host <= UPSTREAM_POOL_LIMIT
+                continue
+            assert isinstance(upstream, AiohttpUpstream)
+            connector = upstream.session.connector
+            assert connector is not None
+            assert 0 < connector.limit_per_host == UPSTREAM_POOL_LIMIT_PER_HOST
+            assert connector.limit == 0 or connector.limit >= 4 * connector.limit_per_host

@@ -140,7 +140,9 @@ def create_upstream(
                 "TOKENKEEP_UPSTREAM_CLIENT=pyreqwest needs the pyreqwest package: "
                 "pip install 'tokenkeep[pyreqwest]'."
             ) from exc
-        return ReqwestUpstream(settings, pool_limit=pool_limit)
+        return ReqwestUpstream(
+            settings, pool_limit=pool_limit, pool_limit_per_host=pool_limit_per_host
+        )
     from tokenkeep.proxy.upstream_aiohttp import AiohttpUpstream
 
     return AiohttpUpstream(settings, pool_limit=pool_limit, pool_limit_per_host=pool_limit_per_host)

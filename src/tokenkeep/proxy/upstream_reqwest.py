@@ -20,6 +20,7 @@ pinned egress address or ``None``.
 
 from __future__ import annotations
 
+import asyncio
 import re
 from datetime import timedelta
 from typing import Any
@@ -31,6 +32,7 @@ from tokenkeep.config import Settings
 from tokenkeep.errors import ValidationError
 from tokenkeep.proxy.upstream import (
     UPSTREAM_POOL_LIMIT,
+    UPSTREAM_POOL_LIMIT_PER_HOST,
     ConnectionDropped,
     RequestData,
     UpstreamCutError,
@@ -91,7 +93,7 @@ def _reason(exc: reqwest_errors.PyreqwestError) -> str:
 class _Response:
     """A streamed pyreqwest response as :class:`~tokenkeep.proxy.upstream.UpstreamResponse`."""
 
-    __slots__ = ("_context", "_reader", "local_address", "raw_headers", "status")
+    __slots__ = ("_context", "_reader", "_slot", "local_address", "raw_headers", "status")
 
     def __init__(
         self,
@@ -99,9 +101,12 @@ class _Response:
         status: int,
         raw_headers: list[tuple[bytes, bytes]],
         reader: Any,
+        *,
         local_address: str | None,
+        slot: asyncio.Semaphore,
     ) -> None:
         self._context = context
+        self._slot = slot
         self._reader = reader
         self.status = status
         self.raw_headers = raw_headers
@@ -117,18 +122,57 @@ class _Response:
     async def aclose(self) -> None:
         context, self._context = self._context, None
         if context is not None:
-            await context.__aexit__(None, None, None)
+            try:
+                await context.__aexit__(None, None, None)
+            finally:
+                self._slot.release()
 
 
 class ReqwestUpstream:
-    """The pyreqwest backend (see the module docstring)."""
+    """The pyreqwest backend (see the module docstring).
 
-    def __init__(self, settings: Settings, *, pool_limit: int = UPSTREAM_POOL_LIMIT) -> None:
+    reqwest caps requests in flight only in all (``pool_limit``); the per-host cap that keeps
+    one org's storm in its own queue (``UPSTREAM_POOL_LIMIT_PER_HOST``, :mod:`.upstream`) is
+    a semaphore per host here, held from the request until the response is closed.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        pool_limit: int = UPSTREAM_POOL_LIMIT,
+        pool_limit_per_host: int = UPSTREAM_POOL_LIMIT_PER_HOST,
+    ) -> None:
         self.client = build_client(settings, pool_limit=pool_limit)
         self._local_address = settings.egress_address
+        self.pool_limit_per_host = pool_limit_per_host
+        self._hosts: dict[str, asyncio.Semaphore] = {}
+
+    def _slot(self, url: str) -> asyncio.Semaphore:
+        host = url.split("/", 3)[2]  # scheme://host[:port]/...: built by proxy/paths.py
+        slot = self._hosts.get(host)
+        if slot is None:
+            slot = self._hosts[host] = asyncio.Semaphore(self.pool_limit_per_host or 1 << 30)
+        return slot
 
     async def request(
         self, method: str, url: str, headers: list[tuple[str, str]], data: RequestData
+    ) -> _Response:
+        slot = self._slot(url)
+        await slot.acquire()
+        try:
+            return await self._send(method, url, headers, data, slot)
+        except BaseException:
+            slot.release()
+            raise
+
+    async def _send(
+        self,
+        method: str,
+        url: str,
+        headers: list[tuple[str, str]],
+        data: RequestData,
+        slot: asyncio.Semaphore,
     ) -> _Response:
         try:
             builder = self.client.request(method, url).headers(headers)
@@ -163,7 +207,12 @@ class ReqwestUpstream:
                 "pyreqwest upstream client cannot relay (TOKENKEEP_UPSTREAM_CLIENT=aiohttp can)."
             ) from None
         return _Response(
-            context, response.status, raw_headers, response.body_reader, self._local_address
+            context,
+            response.status,
+            raw_headers,
+            response.body_reader,
+            local_address=self._local_address,
+            slot=slot,
         )
 
     async def aclose(self) -> None:
