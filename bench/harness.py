@@ -515,14 +515,18 @@ def start_tokenkeep(
     *,
     uvloop_policy: bool = False,
     gc_freeze: bool = False,
+    env: dict[str, str] | None = None,
 ) -> tuple[int, subprocess.Popen[bytes]]:
-    """``tokenkeep serve`` on a free port; returns (port, process)."""
+    """``tokenkeep serve`` on a free port (``env`` on top of the data dir's); returns
+    (port, process)."""
     port = free_port()
     args = ["serve", "--host", "127.0.0.1", "--port", str(port), "--no-scheduler"]
     if workers > 1:
         args += ["--workers", str(workers)]
     proc = processes.start(
-        name, tokenkeep_cmd(*args, uvloop_policy=uvloop_policy, gc_freeze=gc_freeze), data.env
+        name,
+        tokenkeep_cmd(*args, uvloop_policy=uvloop_policy, gc_freeze=gc_freeze),
+        {**data.env, **(env or {})},
     )
     try:
         wait_port(port, proc, timeout=60)

@@ -18,6 +18,7 @@ one run measures with ``wrk -t1 --latency`` at each connection count:
                     log level WARNING) -> (a), as ``/c/<id>/services/data/v60.0/query?q=...``
                     with the API key as Bearer; the connection's instance_url is (a)
   (g) tokenkeep-granian  tokenkeep's ASGI app under the granian CLI
+  (r) tokenkeep-pyreqwest  (d) with ``TOKENKEEP_UPSTREAM_CLIENT=pyreqwest``
   (e) tokenkeep-w2  the same with ``--workers 2``
   (u) tokenkeep-uvloop  diagnostic: (d) started with uvloop's event-loop policy installed
                     (``tokenkeep serve`` with 1 worker runs uvicorn inside ``asyncio.run``)
@@ -89,6 +90,7 @@ ALL_SETUPS = (
     "minimal-pyreqwest",
     "tokenkeep",
     "tokenkeep-granian",
+    "tokenkeep-pyreqwest",
     "tokenkeep-w2",
     "tokenkeep-uvloop",
     "tokenkeep-gcfreeze",
@@ -103,6 +105,7 @@ LABELS = {
     "minimal-pyreqwest": "(c4) (c) with pyreqwest, not aiohttp",
     "tokenkeep": "(d) tokenkeep serve, 1 worker",
     "tokenkeep-granian": "(g) tokenkeep's ASGI app on granian CLI",
+    "tokenkeep-pyreqwest": "(r) (d) with the pyreqwest upstream client",
     "tokenkeep-w2": "(e) tokenkeep serve --workers 2",
     "tokenkeep-uvloop": "(u) (d) with uvloop's loop policy",
     "tokenkeep-gcfreeze": "(f) (d) with gc.freeze() after start",
@@ -219,6 +222,9 @@ def start_targets(
                 workers=workers,
                 uvloop_policy=name == "tokenkeep-uvloop",
                 gc_freeze=name == "tokenkeep-gcfreeze",
+                env={"TOKENKEEP_UPSTREAM_CLIENT": "pyreqwest"}
+                if name == "tokenkeep-pyreqwest"
+                else None,
             )
             url = f"http://127.0.0.1:{port}/c/{data.connection_id}{path}"
             targets[name] = Target(name, url, auth, [proc.pid])
