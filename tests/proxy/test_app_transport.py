@@ -242,6 +242,21 @@ async def _upload_body(total: int) -> AsyncIterator[bytes]:
         yield part
 
 
+async def _upload(http: aiohttp.ClientSession, proxy: str, size: int) -> None:
+    """A Bulk API CSV upload of ``size`` bytes, streamed (``Content-Length`` declared)."""
+    async with http.put(
+        proxy + "/c/conn1/services/data/v60.0/jobs/ingest/750xx/batches",
+        headers={
+            "Authorization": f"Bearer {API_KEY}",
+            "Content-Type": "text/csv",
+            "Content-Length": str(size),
+        },
+        data=_upload_body(size),
+    ) as resp:
+        assert resp.status == 200
+        await resp.read()
+
+
 async def test_20_mb_upload_and_download_stream_with_flat_memory(
     proxy: str, echo: EchoUpstream
 ) -> None:
@@ -250,32 +265,12 @@ async def test_20_mb_upload_and_download_stream_with_flat_memory(
         # Warm-up: what the first streamed call costs once (pools; pyreqwest's runtime
         # threads and their arenas, ~15 MB whatever the size: 5 MB and 100 MB measured the
         # same) is not what a body costs.
-        warm_up = 2 * 1024 * 1024
-        async with http.put(
-            proxy + "/c/conn1/services/data/v60.0/jobs/ingest/750xx/batches",
-            headers={
-                "Authorization": f"Bearer {API_KEY}",
-                "Content-Type": "text/csv",
-                "Content-Length": str(warm_up),
-            },
-            data=_upload_body(warm_up),
-        ) as resp:
-            assert resp.status == 200
-            await resp.read()
+        await _upload(http, proxy, 2 * 1024 * 1024)
         echo.seen.clear()
         gc.collect()
         process = psutil.Process()
         before = process.memory_info().rss
-        async with http.put(
-            proxy + "/c/conn1/services/data/v60.0/jobs/ingest/750xx/batches",
-            headers={
-                "Authorization": f"Bearer {API_KEY}",
-                "Content-Type": "text/csv",
-                "Content-Length": str(size),
-            },
-            data=_upload_body(size),
-        ) as resp:
-            assert resp.status == 200
+        await _upload(http, proxy, size)
         echo.response_bytes = size
         received = 0
         async with http.get(

@@ -373,5 +373,9 @@ class ProxyApp:
             self._metrics.upstream_seconds.observe(self._clock.monotonic() - sent)
         head = b""
         if needs_body(response.status, method):
-            head = await peek_body(response, PEEK_BYTES)  # a cut answer: 502, released
+            try:
+                head = await peek_body(response, PEEK_BYTES)  # a cut answer: 502
+            except BaseException:  # cancelled too: the connection (and its slot) goes back
+                await response.aclose()
+                raise
         return response, head
