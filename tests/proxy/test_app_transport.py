@@ -13,7 +13,13 @@ from collections.abc import AsyncIterator
 import aiohttp
 import psutil
 import pytest
-from tests.proxy.proxy_support import API_KEY, EchoUpstream, EmulatorTokens, running_proxy
+from tests.proxy.proxy_support import (
+    API_KEY,
+    EchoUpstream,
+    EmulatorTokens,
+    proxy_settings,
+    running_proxy,
+)
 from tests.proxy.ssrf_corpus import SSRF_ATTEMPTS
 
 # The proxy's behaviour holds for each upstream client (tests/conftest.py).
@@ -218,6 +224,35 @@ async def test_salesforce_status_headers_and_body_pass_unchanged(
     assert len(echo.seen) == 1
 
 
+async def test_a_header_value_that_is_not_ascii(
+    proxy: str, echo: EchoUpstream, upstream_client: str
+) -> None:
+    """aiohttp relays Salesforce's header bytes unchanged; pyreqwest cannot read them and
+    answers a 502 that says why (docs/ARCHITECTURE.md), never a 500 or a silent drop."""
+    echo.script = [
+        (200, b'{"ok":true}', {"Content-Disposition": 'attachment; filename="café.pdf"'})
+    ]
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(
+            proxy + "/c/conn1/services/data/v60.0/sobjects/ContentVersion/068xx/VersionData",
+            headers={"Authorization": f"Bearer {API_KEY}"},
+        ) as resp,
+    ):
+        body = await resp.read()
+        if upstream_client == "aiohttp":
+            assert resp.status == 200
+            raw = {key.lower(): value for key, value in resp.raw_headers}
+            assert raw[b"content-disposition"] == 'attachment; filename="café.pdf"'.encode()
+            assert body == b'{"ok":true}'
+        else:
+            assert resp.status == 502
+            error = json.loads(body)["error"]
+            assert error["code"] == "upstream_unreachable"
+            assert "not ASCII" in error["message"]
+    assert len(echo.seen) == 1
+
+
 async def test_limit_info_is_remembered_per_org(echo: EchoUpstream) -> None:
     tokens = EmulatorTokens()
     tokens.add_static("conn1", echo.url, UPSTREAM_TOKEN, org_id=ORG)
@@ -398,3 +433,21 @@ async def test_connections_known_as_broken_answer_at_once(echo: EchoUpstream) ->
                 assert (await resp.json())["error"]["code"] == code
                 assert resp.headers["Tokenkeep-Cause"] == cause
     assert echo.seen == []
+
+
+def test_pyreqwest_missing_is_one_clear_configuration_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``TOKENKEEP_UPSTREAM_CLIENT=pyreqwest`` without the optional package: the gateway
+    refuses to start with what to install, not an ImportError trace."""
+    import sys
+
+    from tokenkeep.errors import ConfigError
+    from tokenkeep.proxy.upstream import create_upstream
+
+    monkeypatch.setitem(sys.modules, "pyreqwest", None)  # as if not installed
+    monkeypatch.delitem(sys.modules, "tokenkeep.proxy.upstream_reqwest", raising=False)
+    monkeypatch.delitem(sys.modules, "pyreqwest.client", raising=False)
+    monkeypatch.delitem(sys.modules, "pyreqwest.exceptions", raising=False)
+    with pytest.raises(ConfigError, match=r"pip install 'tokenkeep\[pyreqwest\]'"):
+        create_upstream(proxy_settings(upstream_client="pyreqwest"))

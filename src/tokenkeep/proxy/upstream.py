@@ -6,11 +6,12 @@ The proxy talks to Salesforce through one :class:`Upstream` per process, made by
 * ``aiohttp`` (the default, :mod:`.upstream_aiohttp`): pure asyncio; relays any header
   byte for byte and knows the local address every call left from.
 * ``pyreqwest`` (:mod:`.upstream_reqwest`, ``pip install 'tokenkeep[pyreqwest]'``): Rust's
-  reqwest/hyper, ≈ 30 % less CPU per proxied call in ``bench/proxy.py``. Two limits, both
-  documented in docs/ARCHITECTURE.md: a response header value that is not visible ASCII
-  cannot be read (the call answers 502 ``upstream_unreachable`` naming it), and the local
-  address of a call is known only with ``TOKENKEEP_EGRESS_ADDRESS`` pinned (else the
-  IP-lock diagnosis relies on its own probe's address).
+  reqwest/hyper: ≈ 15 % less CPU for the minimal proxy in ``bench/proxy.py``, but more
+  for tokenkeep with its operation log on (docs/PERFORMANCE.md), hence not the default.
+  Two limits, both documented in docs/ARCHITECTURE.md: a response header value that is
+  not visible ASCII cannot be read (the call answers 502 ``upstream_unreachable`` naming
+  it), and the local address of a call is known only with ``TOKENKEEP_EGRESS_ADDRESS``
+  pinned (else the IP-lock diagnosis relies on its own probe's address).
 
 A backend sends one request and says what happened: a response, a timeout (504), "could
 not connect" (502, nothing was sent) or "the connection dropped after sending"
@@ -24,20 +25,20 @@ started to write.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
-from typing import ClassVar, Literal, Protocol
+from typing import ClassVar, Protocol
 
 from tokenkeep.config import Settings
 from tokenkeep.errors import ConfigError, TransientUpstreamError
 from tokenkeep.proxy.retry import is_write, resend_after_drop
 
 __all__ = [
-    "UPSTREAM_CLIENTS",
     "UPSTREAM_POOL_LIMIT",
     "UPSTREAM_POOL_LIMIT_PER_HOST",
     "ConnectionDropped",
     "RequestData",
     "Upstream",
     "UpstreamCutError",
+    "UpstreamFailure",
     "UpstreamResponse",
     "UpstreamTimeoutError",
     "UpstreamUnreachableError",
@@ -46,9 +47,6 @@ __all__ = [
     "peek_body",
     "send",
 ]
-
-UpstreamClientName = Literal["aiohttp", "pyreqwest"]
-UPSTREAM_CLIENTS: tuple[UpstreamClientName, ...] = ("aiohttp", "pyreqwest")
 
 #: Upstream connections at most, in all and per Salesforce host (an org's My Domain or
 #: instance host). The per-host cap keeps one org's storm (thousands of calls held by a slow
@@ -75,21 +73,22 @@ class UpstreamTimeoutError(TransientUpstreamError):
     status_code: ClassVar[int] = 504
 
 
-class ConnectionDropped(Exception):
+class UpstreamFailure(Exception):
+    """A backend's transport failure, for :func:`send` and the relay; ``reason`` names the
+    backend's error (no URL, no header: it is logged)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class ConnectionDropped(UpstreamFailure):
     """The connection was cut after the request (or part of it) went out, before an
-    answer: the server may have acted on it. ``reason`` names the backend's error."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
+    answer: the server may have acted on it."""
 
 
-class UpstreamCutError(Exception):
-    """The answer's body stopped short (reset, timeout mid-body); ``reason`` says how."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
+class UpstreamCutError(UpstreamFailure):
+    """The answer's body stopped short (reset, timeout mid-body)."""
 
 
 class UpstreamResponse(Protocol):
@@ -190,8 +189,7 @@ async def peek_body(response: UpstreamResponse, limit: int) -> bytes:
                 break
             parts.append(chunk)
             size += len(chunk)
-    except UpstreamCutError:
-        await response.aclose()
+    except UpstreamCutError:  # the caller closes the response
         raise UpstreamUnreachableError("Salesforce's answer was cut short.") from None
     return b"".join(parts)
 

@@ -29,7 +29,6 @@ from pyreqwest import exceptions as reqwest_errors
 from pyreqwest.client import Client, ClientBuilder
 
 from tokenkeep.config import Settings
-from tokenkeep.errors import ValidationError
 from tokenkeep.proxy.upstream import (
     UPSTREAM_POOL_LIMIT,
     UPSTREAM_POOL_LIMIT_PER_HOST,
@@ -174,12 +173,7 @@ class ReqwestUpstream:
         data: RequestData,
         slot: asyncio.Semaphore,
     ) -> _Response:
-        try:
-            builder = self.client.request(method, url).headers(headers)
-        except ValueError as exc:  # reqwest's BuilderError: a header it cannot send
-            raise ValidationError(
-                "A request header cannot be forwarded: its value is not valid in HTTP/1.1."
-            ) from exc
+        builder = self.client.request(method, url).headers(headers)
         if isinstance(data, bytes):
             builder = builder.body_bytes(data)
         elif data is not None:
