@@ -3,6 +3,9 @@ keyset cursors that never skip or repeat an entry, follow-mode tails, retention 
 
 from __future__ import annotations
 
+import sys
+import threading
+import time
 from datetime import UTC, datetime, timedelta
 
 from tokenkeep.clock import ManualClock
@@ -125,6 +128,47 @@ async def test_a_nul_in_a_logged_value_never_breaks_a_batch(store: Store) -> Non
     assert [e.detail["i"] for e in stored] == [0, 1, 2]
     assert stored[1].connection_id == "c\ufffd1"
     assert stored[1].detail["path"] == "/a\x00b"  # JSON escapes it: kept as it was
+
+
+async def test_a_duration_that_is_not_a_number_never_breaks_a_batch(store: Store) -> None:
+    rows = _entries(3)
+    rows[0] = {**rows[0], "duration_ms": float("nan")}
+    rows[2] = {**rows[2], "duration_ms": float("inf")}
+    await store.operations.insert_many(rows)
+    stored = await store.operations.tail(LogQuery(), after_id=0)
+    assert [(e.detail["i"], e.duration_ms) for e in stored] == [(0, None), (1, 1.0), (2, None)]
+
+
+async def test_a_batch_is_written_while_another_thread_keeps_the_interpreter_busy(
+    store: Store,
+) -> None:
+    """A loaded gateway's event loop holds the GIL nearly all the time. The log's batch must
+    not wait for the GIL once per row: with SQLite's ``executemany`` in aiosqlite's thread
+    each row waited out a switch interval, so 500 rows took 500 of them (here 25 s)."""
+    rows = _entries(500)
+    finished = threading.Event()
+    outcome: list[bool] = []
+
+    def keep_busy() -> None:  # pure Python: it gives the GIL up only when asked to
+        deadline = time.monotonic() + 12
+        while not finished.is_set() and time.monotonic() < deadline:
+            sum(range(200))
+        outcome.append(finished.is_set())
+
+    before = sys.getswitchinterval()
+    sys.setswitchinterval(0.05)
+    busy = threading.Thread(target=keep_busy, daemon=True)
+    try:
+        busy.start()
+        await store.operations.insert_many(rows)
+        finished.set()
+        busy.join()
+    finally:
+        finished.set()
+        sys.setswitchinterval(before)
+    assert outcome == [True], "the batch was still being written after 12 s"
+    stored = await store.operations.tail(LogQuery(), after_id=0, limit=1000)
+    assert [e.detail["i"] for e in stored] == list(range(500))
 
 
 async def test_naive_datetimes_are_refused(store: Store) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -133,9 +134,16 @@ class OperationLog:
 
         Each entry maps the columns (``at`` an aware datetime, ``kind``, ``outcome`` and the
         optional ones); missing optional columns are stored as NULL. This is the write path
-        of every proxied call, so it talks to the driver directly: ``COPY`` on PostgreSQL,
-        one ``executemany`` on SQLite (values prepared here exactly as the column types
-        store them) — about half the CPU of an ORM or Core insert (docs/PERFORMANCE.md).
+        of every proxied call, so it talks to the driver directly (about half the CPU of an
+        ORM or Core insert, docs/PERFORMANCE.md): ``COPY`` on PostgreSQL; on SQLite one
+        ``INSERT ... SELECT`` over ``json_each`` of the whole batch sent as one JSON array
+        (values prepared here exactly as the column types store them).
+
+        Why one statement on SQLite: aiosqlite runs the driver in a thread of its own, and
+        the stdlib driver releases the GIL around each step and takes it back for each row
+        of an ``executemany``. While the event loop thread is busy (a loaded proxy) every
+        take-back waits out the interpreter's switch interval (5 ms), so a 500-row batch
+        took seconds and the queue backed up. One statement takes the GIL back once.
         """
         if not entries:
             return
@@ -144,7 +152,8 @@ class OperationLog:
         async with self._db.write() as session:
             conn = await session.connection()
             if sqlite:
-                await conn.exec_driver_sql(_SQLITE_INSERT, rows)
+                batch = json.dumps(rows, separators=(",", ":"))
+                await conn.exec_driver_sql(_SQLITE_INSERT, (batch,))
                 return
             raw = (await conn.get_raw_connection()).driver_connection
             if raw is None:  # pragma: no cover - a pooled connection always has one
@@ -292,9 +301,15 @@ def _cause_of(reason: str | None) -> str | None:
     return cause.value if cause is not None else None
 
 
+# The batch is one JSON array of rows, each an array in the column order below (``detail``
+# a JSON string holding the column's JSON text). ``json_extract``, not ``->>`` (SQLite
+# 3.38+), so older SQLite builds work; ``ORDER BY key`` keeps the batch's order in the ids,
+# which pages break ties on.
 _SQLITE_INSERT = (
     "INSERT INTO operations (at, kind, connection_id, org_id, outcome, cause, status_code,"
-    " duration_ms, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " duration_ms, detail) SELECT "
+    + ", ".join(f"json_extract(value, '$[{i}]')" for i in range(9))
+    + " FROM json_each(?) ORDER BY key"
 )
 _PG_COPY = (
     "COPY operations (at, kind, connection_id, org_id, outcome, cause, status_code,"
@@ -308,6 +323,14 @@ def _text(value: object) -> str | None:
         return None
     text = str(value)
     return text.replace("\x00", "\ufffd") if "\x00" in text else text
+
+
+def _finite(value: float | None) -> float | None:
+    # A duration that is not a number is stored as NULL: JSON (SQLite's batch) has no NaN.
+    if value is None:
+        return None
+    number = float(value)
+    return number if math.isfinite(number) else None
 
 
 def _driver_row(entry: Mapping[str, Any], *, sqlite: bool) -> tuple[Any, ...]:
@@ -327,7 +350,7 @@ def _driver_row(entry: Mapping[str, Any], *, sqlite: bool) -> tuple[Any, ...]:
         _text(entry["outcome"]),
         _text(entry.get("cause")),
         int(status) if status is not None else None,
-        float(duration) if duration is not None else None,
+        _finite(duration),
         json.dumps(entry.get("detail") or {}, separators=(",", ":"), default=str),
     )
 
