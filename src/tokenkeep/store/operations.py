@@ -307,9 +307,10 @@ def _cause_of(reason: str | None) -> str | None:
 # which pages break ties on.
 _SQLITE_INSERT = (
     "INSERT INTO operations (at, kind, connection_id, org_id, outcome, cause, status_code,"
-    " duration_ms, detail) SELECT "
-    + ", ".join(f"json_extract(value, '$[{i}]')" for i in range(9))
-    + " FROM json_each(?) ORDER BY key"
+    " duration_ms, detail) SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'),"
+    " json_extract(value, '$[2]'), json_extract(value, '$[3]'), json_extract(value, '$[4]'),"
+    " json_extract(value, '$[5]'), json_extract(value, '$[6]'), json_extract(value, '$[7]'),"
+    " json_extract(value, '$[8]') FROM json_each(?) ORDER BY key"
 )
 _PG_COPY = (
     "COPY operations (at, kind, connection_id, org_id, outcome, cause, status_code,"
