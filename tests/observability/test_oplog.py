@@ -50,6 +50,50 @@ async def test_entries_reach_the_store_in_batches(store: Store, clock: ManualClo
     assert rows[0].at == clock.now()  # ``at`` is the put time on the gateway's clock
 
 
+async def test_entries_arriving_during_a_write_wait_for_a_full_batch_or_the_interval(
+    store: Store, clock: ManualClock
+) -> None:
+    """A busy proxy puts entries while a batch is being written: they must go out in the
+    next full batch, not at once in a small one (which made ~80 small transactions a
+    second under load)."""
+    writing, release = asyncio.Event(), asyncio.Event()
+    batches: list[int] = []
+
+    async def sink(rows: list[dict[str, Any]]) -> None:
+        batches.append(len(rows))
+        writing.set()
+        await release.wait()
+        await store.operations.insert_many(rows)
+
+    queue = OperationQueue(sink, clock=clock, batch_size=10, interval_seconds=60)
+    await queue.start()
+    try:
+        for i in range(10):
+            queue.put(_entry(i))  # a full batch: written at once
+        await asyncio.wait_for(writing.wait(), 5)
+        for i in range(10, 13):
+            queue.put(_entry(i))  # arrive while the first batch is being written
+        release.set()
+        for _ in range(100):
+            if queue.written == 10:
+                break
+            await asyncio.sleep(0.01)
+        for _ in range(20):
+            await asyncio.sleep(0)  # the flush task's next steps
+        assert batches == [10]
+        assert queue.depth == 3
+        for i in range(13, 20):
+            queue.put(_entry(i))  # the batch is full now
+        for _ in range(100):
+            if queue.written == 20:
+                break
+            await asyncio.sleep(0.01)
+        assert batches == [10, 10]
+    finally:
+        await queue.stop()
+    assert await _stored(store) == list(range(20))
+
+
 async def test_a_slow_database_never_blocks_and_overflow_is_counted(
     store: Store, clock: ManualClock
 ) -> None:
