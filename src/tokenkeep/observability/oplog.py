@@ -14,7 +14,7 @@ writes what has queued up, in batches, through the ``sink`` it was given (the st
 * The task wakes every ``interval_seconds``, or as soon as a full batch is waiting, and
   writes what has queued up by then; entries that arrive meanwhile wait for the next wake
   (or fill a batch), so a steady stream is written in batches of about
-  ``rate × interval``, not one small batch per write's round trip.
+  ``rate * interval``, not one small batch per write's round trip.
 * ``stop`` flushes what is left (bounded by ``drain_seconds``) before returning.
 
 An entry is a plain dict of the ``operations`` columns (``kind``, ``outcome``,
