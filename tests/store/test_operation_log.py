@@ -130,6 +130,26 @@ async def test_a_nul_in_a_logged_value_never_breaks_a_batch(store: Store) -> Non
     assert stored[1].detail["path"] == "/a\x00b"  # JSON escapes it: kept as it was
 
 
+async def test_a_lone_surrogate_or_odd_detail_never_breaks_a_batch(store: Store) -> None:
+    rows = _entries(3)
+    rows[0] = {**rows[0], "connection_id": "c\ud8001", "detail": {"path": "/\udc80", "i": 0}}
+    rows[1] = {**rows[1], "org_id": "00D\u00e9", "detail": {"i": 1, 2: "two", "at": T0}}
+    await store.operations.insert_many(rows)
+    stored = await store.operations.tail(LogQuery(), after_id=0)
+    assert [e.detail["i"] for e in stored] == [0, 1, 2]
+    assert stored[0].connection_id == "c?1"
+    assert stored[0].detail["path"] == "/\udc80"  # JSON escapes it: kept as it was
+    assert stored[1].org_id == "00D\u00e9"
+    assert stored[1].detail["2"] == "two" and stored[1].detail["at"].startswith("2026-12-03")
+
+
+async def test_epoch_seconds_are_stored_as_their_instant(store: Store) -> None:
+    at = T0 + timedelta(microseconds=123456)
+    await store.operations.insert_many([{**_entries(1)[0], "at": at.timestamp()}])
+    (stored,) = await store.operations.tail(LogQuery(), after_id=0)
+    assert stored.at == at
+
+
 async def test_a_duration_that_is_not_a_number_never_breaks_a_batch(store: Store) -> None:
     rows = _entries(3)
     rows[0] = {**rows[0], "duration_ms": float("nan")}

@@ -19,8 +19,9 @@ writes what has queued up, in batches, through the ``sink`` it was given (the st
 
 An entry is a plain dict of the ``operations`` columns (``kind``, ``outcome``,
 ``connection_id``, ``org_id``, ``cause``, ``status_code``, ``duration_ms``, ``detail``) and
-``at`` as epoch seconds on the gateway's clock; the flush turns ``at`` into a datetime. It
-never holds a token or a secret: that is each writer's contract, checked by the canary tests.
+``at`` as epoch seconds on the gateway's clock; the sink gets the entries as they are (it
+must not change them: a failed batch is queued again). It never holds a token or a
+secret: that is each writer's contract, checked by the canary tests.
 
 The module knows nothing of the store (it sits in the foundation layer): the runtime wires
 the sink.
@@ -32,7 +33,6 @@ import asyncio
 import contextlib
 from collections import deque
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
 from typing import Any
 
 from tokenkeep.clock import Clock
@@ -168,9 +168,8 @@ class OperationQueue:
             return True
         count = min(len(self._entries), self._batch_size)
         batch = [self._entries.popleft() for _ in range(count)]
-        rows = [_row(entry) for entry in batch]
         try:
-            await self._sink(rows)
+            await self._sink(batch)
         except asyncio.CancelledError:
             self._entries.extendleft(reversed(batch))
             raise
@@ -187,7 +186,7 @@ class OperationQueue:
                         self._on_drop()
             self._log.warning("oplog.flush_failed", error=repr(exc), queued=len(self._entries))
             return False
-        self.written += len(rows)
+        self.written += len(batch)
         if self._overflowing and len(self._entries) < self.capacity // 2:
             self._overflowing = False
             self._log.info("oplog.queue_recovered", dropped=self.dropped)
@@ -215,11 +214,3 @@ class OperationQueue:
                     async with asyncio.timeout(pause):
                         await self._stopped.wait()  # stop() ends the retry pause
                 pause = min(pause * 2, _RETRY_MAX)
-
-
-def _row(entry: Entry) -> Entry:
-    at = entry["at"]
-    row = dict(entry)
-    row["at"] = at if isinstance(at, datetime) else datetime.fromtimestamp(at, UTC)
-    row.setdefault("detail", {})
-    return row

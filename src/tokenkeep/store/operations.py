@@ -7,12 +7,10 @@ The webhook outbox is :mod:`tokenkeep.store.outbox` (re-exported here for its im
 from __future__ import annotations
 
 import contextlib
-import json
-import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Select, and_, delete, or_, select
@@ -21,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from tokenkeep.clock import Clock
 from tokenkeep.store.database import Database
 from tokenkeep.store.models import OperationRow
+from tokenkeep.store.operation_rows import pg_rows, sqlite_batch
 from tokenkeep.store.outbox import STANDARD_KEYS, Outbox, standard_payload
 from tokenkeep.store.records import Operation
 from tokenkeep.vocabulary import Reason
@@ -132,12 +131,13 @@ class OperationLog:
     async def insert_many(self, entries: Sequence[Mapping[str, Any]]) -> None:
         """Append many entries in one transaction (the operation queue's flush).
 
-        Each entry maps the columns (``at`` an aware datetime, ``kind``, ``outcome`` and the
-        optional ones); missing optional columns are stored as NULL. This is the write path
-        of every proxied call, so it talks to the driver directly (about half the CPU of an
-        ORM or Core insert, docs/PERFORMANCE.md): ``COPY`` on PostgreSQL; on SQLite one
-        ``INSERT ... SELECT`` over ``json_each`` of the whole batch sent as one JSON array
-        (values prepared here exactly as the column types store them).
+        Each entry maps the columns (``at`` an aware datetime or epoch seconds, ``kind``,
+        ``outcome`` and the optional ones); missing optional columns are stored as NULL.
+        This is the write path of every proxied call, so it talks to the driver directly
+        (about half the CPU of an ORM or Core insert, docs/PERFORMANCE.md): ``COPY`` on
+        PostgreSQL; on SQLite one ``INSERT ... SELECT`` over ``json_each`` of the whole
+        batch sent as one JSON array (:mod:`tokenkeep.store.operation_rows` prepares the
+        values exactly as the column types store them).
 
         Why one statement on SQLite: aiosqlite runs the driver in a thread of its own, and
         the stdlib driver releases the GIL around each step and takes it back for each row
@@ -147,14 +147,15 @@ class OperationLog:
         """
         if not entries:
             return
-        sqlite = self._db.dialect == "sqlite"
-        rows = [_driver_row(entry, sqlite=sqlite) for entry in entries]
+        if self._db.dialect == "sqlite":
+            batch = sqlite_batch(entries)
+            async with self._db.write() as session:
+                conn = await session.connection()
+                await conn.exec_driver_sql(_SQLITE_INSERT, (batch,))
+            return
+        rows = pg_rows(entries)
         async with self._db.write() as session:
             conn = await session.connection()
-            if sqlite:
-                batch = json.dumps(rows, separators=(",", ":"))
-                await conn.exec_driver_sql(_SQLITE_INSERT, (batch,))
-                return
             raw = (await conn.get_raw_connection()).driver_connection
             if raw is None:  # pragma: no cover - a pooled connection always has one
                 raise RuntimeError("no driver connection")
@@ -301,10 +302,8 @@ def _cause_of(reason: str | None) -> str | None:
     return cause.value if cause is not None else None
 
 
-# The batch is one JSON array of rows, each an array in the column order below (``detail``
-# a JSON string holding the column's JSON text). ``json_extract``, not ``->>`` (SQLite
-# 3.38+), so older SQLite builds work; ``ORDER BY key`` keeps the batch's order in the ids,
-# which pages break ties on.
+# ``ORDER BY key`` keeps the batch's order in the ids (pages break ties on them);
+# ``json_extract``, not ``->>`` (SQLite 3.38+), so older SQLite builds work.
 _SQLITE_INSERT = (
     "INSERT INTO operations (at, kind, connection_id, org_id, outcome, cause, status_code,"
     " duration_ms, detail) SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'),"
@@ -316,44 +315,6 @@ _PG_COPY = (
     "COPY operations (at, kind, connection_id, org_id, outcome, cause, status_code,"
     " duration_ms, detail) FROM STDIN"
 )
-
-
-def _text(value: object) -> str | None:
-    # PostgreSQL text refuses NUL; a logged value never breaks (and so never stalls) a batch.
-    if value is None:
-        return None
-    text = str(value)
-    return text.replace("\x00", "\ufffd") if "\x00" in text else text
-
-
-def _finite(value: float | None) -> float | None:
-    # A duration that is not a number is stored as NULL: JSON (SQLite's batch) has no NaN.
-    if value is None:
-        return None
-    number = float(value)
-    return number if math.isfinite(number) else None
-
-
-def _driver_row(entry: Mapping[str, Any], *, sqlite: bool) -> tuple[Any, ...]:
-    """One entry as the driver takes it: UTC ``at`` (naive fixed-width text on SQLite, as
-    :class:`~tokenkeep.store.models.UTCDateTime` stores it), ``detail`` as JSON text."""
-    at: datetime = entry["at"]
-    if at.tzinfo is None:
-        raise ValueError("naive datetime given to the operation log; use an aware UTC one")
-    at = at.astimezone(UTC)
-    status = entry.get("status_code")
-    duration = entry.get("duration_ms")
-    return (
-        at.replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds") if sqlite else at,
-        _text(entry["kind"]),
-        _text(entry.get("connection_id")),
-        _text(entry.get("org_id")),
-        _text(entry["outcome"]),
-        _text(entry.get("cause")),
-        int(status) if status is not None else None,
-        _finite(duration),
-        json.dumps(entry.get("detail") or {}, separators=(",", ":"), default=str),
-    )
 
 
 def _operation(r: OperationRow) -> Operation:
