@@ -140,7 +140,8 @@ async def test_a_lone_surrogate_or_odd_detail_never_breaks_a_batch(store: Store)
     assert stored[0].connection_id == "c?1"
     assert stored[0].detail["path"] == "/\udc80"  # JSON escapes it: kept as it was
     assert stored[1].org_id == "00D\u00e9"
-    assert stored[1].detail["2"] == "two" and stored[1].detail["at"].startswith("2026-12-03")
+    assert stored[1].detail["2"] == "two"
+    assert stored[1].detail["at"].startswith("2026-12-03")
 
 
 async def test_epoch_seconds_are_stored_as_their_instant(store: Store) -> None:
